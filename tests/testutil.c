@@ -1,0 +1,254 @@
+/* testutil.c: checks, an observer connection and small libpq helpers shared by the C tests. */
+#include "testutil.h"
+
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+extern const char *program_invocation_short_name; /* glibc */
+
+static pthread_mutex_t tu_lock = PTHREAD_MUTEX_INITIALIZER;
+static long tu_passed;
+static long tu_failed;
+static pthread_mutex_t tu_obs_lock = PTHREAD_MUTEX_INITIALIZER;
+static PGconn *tu_obs; /* guarded by tu_obs_lock */
+static double tu_scale_value = 1;
+static pthread_once_t tu_scale_once = PTHREAD_ONCE_INIT;
+
+/* Strings handed out by tu_conninfo, freed by tu_finish. */
+struct tu_string {
+    struct tu_string *next;
+    char text[];
+};
+static struct tu_string *tu_strings;
+
+static char tu_name[64];
+static pthread_once_t tu_name_once = PTHREAD_ONCE_INIT;
+
+int tu_check(int ok, const char *expr, const char *file, int line, const char *fmt, ...)
+{
+    pthread_mutex_lock(&tu_lock);
+    if (ok) {
+        tu_passed++;
+    } else {
+        va_list ap;
+        tu_failed++;
+        fprintf(stderr, "%s:%d: FAIL: (%s) ", file, line, expr);
+        va_start(ap, fmt);
+        vfprintf(stderr, fmt, ap);
+        va_end(ap);
+        fputc('\n', stderr);
+        fflush(stderr);
+    }
+    pthread_mutex_unlock(&tu_lock);
+    return ok;
+}
+
+/* Print "<prog>: N passed, N failed" on stdout. */
+static void tu_summary(void)
+{
+    pthread_mutex_lock(&tu_lock);
+    fflush(stderr);
+    printf("%s: %ld passed, %ld failed\n", program_invocation_short_name, tu_passed, tu_failed);
+    fflush(stdout);
+    pthread_mutex_unlock(&tu_lock);
+}
+
+void tu_abort(void)
+{
+    tu_summary();
+    exit(1);
+}
+
+int tu_finish(void)
+{
+    struct tu_string *s;
+
+    pthread_mutex_lock(&tu_obs_lock);
+    if (tu_obs) {
+        PQfinish(tu_obs);
+        tu_obs = NULL;
+    }
+    pthread_mutex_unlock(&tu_obs_lock);
+    pthread_mutex_lock(&tu_lock);
+    while ((s = tu_strings) != NULL) {
+        tu_strings = s->next;
+        free(s);
+    }
+    if (tu_passed + tu_failed == 0) {
+        fprintf(stderr, "%s: FAIL: no checks ran\n", program_invocation_short_name);
+        tu_failed++;
+    }
+    pthread_mutex_unlock(&tu_lock);
+    tu_summary();
+    return tu_failed ? 1 : 0;
+}
+
+/* Fill tu_name with "pqdt_<program>_<pid>", the program cut so the whole fits 63 bytes
+ * (NAMEDATALEN - 1, where the server would truncate it). */
+static void tu_name_init(void)
+{
+    char pid[24];
+    int room;
+
+    snprintf(pid, sizeof pid, "_%ld", (long)getpid());
+    room = (int)(sizeof tu_name - 1) - 5 - (int)strlen(pid);
+    snprintf(tu_name, sizeof tu_name, "pqdt_%.*s%s", room, program_invocation_short_name, pid);
+}
+
+const char *tu_app_name(void)
+{
+    pthread_once(&tu_name_once, tu_name_init);
+    return tu_name;
+}
+
+const char *tu_conninfo(const char *extra)
+{
+    const char *app = tu_app_name();
+    size_t len;
+    struct tu_string *s;
+
+    if (!extra)
+        extra = "";
+    len = strlen("application_name= ") + strlen(app) + strlen(extra) + 1;
+    s = malloc(sizeof *s + len);
+    if (!s) {
+        fprintf(stderr, "%s: out of memory\n", program_invocation_short_name);
+        tu_abort();
+    }
+    snprintf(s->text, len, "application_name=%s %s", app, extra);
+    pthread_mutex_lock(&tu_lock);
+    s->next = tu_strings;
+    tu_strings = s;
+    pthread_mutex_unlock(&tu_lock);
+    return s->text;
+}
+
+/* tu_observer with tu_obs_lock held. */
+static PGconn *tu_observer_locked(void)
+{
+    PGconn *c;
+
+    if (tu_obs && PQstatus(tu_obs) == CONNECTION_OK)
+        return tu_obs;
+    if (tu_obs)
+        PQfinish(tu_obs); /* broken, e.g. by a server restart: open a new one */
+    c = PQconnectdb("application_name=pqd_observer");
+    REQUIRE(c && PQstatus(c) == CONNECTION_OK,
+            "the observer cannot reach the test server (PGHOST=%s PGPORT=%s; source the env.sh "
+            "from tests/harness/pg-up.sh): %s",
+            getenv("PGHOST") ? getenv("PGHOST") : "(unset)",
+            getenv("PGPORT") ? getenv("PGPORT") : "(unset)",
+            c ? PQerrorMessage(c) : "out of memory");
+    tu_obs = c;
+    return c;
+}
+
+PGconn *tu_observer(void)
+{
+    PGconn *c;
+
+    pthread_mutex_lock(&tu_obs_lock);
+    c = tu_observer_locked();
+    pthread_mutex_unlock(&tu_obs_lock);
+    return c;
+}
+
+long tu_count_backends(const char *application_name)
+{
+    const char *sql = "SELECT count(*) FROM pg_stat_activity "
+                      "WHERE application_name = $1 AND pid <> pg_backend_pid()";
+    PGconn *obs;
+    PGresult *res;
+    long n = -1;
+
+    pthread_mutex_lock(&tu_obs_lock);
+    obs = tu_observer_locked();
+    res = PQexecParams(obs, sql, 1, NULL, &application_name, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK && PQstatus(obs) != CONNECTION_OK) {
+        PQclear(res); /* the observer's backend is gone: ask once more on a new one */
+        obs = tu_observer_locked();
+        res = PQexecParams(obs, sql, 1, NULL, &application_name, NULL, NULL, 0);
+    }
+    if (CHECK(PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1,
+              "counting backends: %s", PQerrorMessage(obs)))
+        n = strtol(PQgetvalue(res, 0, 0), NULL, 10);
+    PQclear(res);
+    pthread_mutex_unlock(&tu_obs_lock);
+    return n;
+}
+
+long tu_wait_backends(const char *application_name, long want, int timeout_ms)
+{
+    struct timespec pause = {0, 20 * 1000 * 1000};
+    long n;
+    int waited = 0;
+
+    for (;;) {
+        n = tu_count_backends(application_name);
+        if (n == want || n < 0 || waited >= timeout_ms)
+            return n;
+        nanosleep(&pause, NULL);
+        waited += 20;
+    }
+}
+
+int tu_backend_pid(PGconn *conn)
+{
+    char *v = tu_query_value(conn, "SELECT pg_backend_pid()");
+    int pid = v ? atoi(v) : -1;
+
+    free(v);
+    return pid > 0 ? pid : -1;
+}
+
+char *tu_query_value(PGconn *conn, const char *sql)
+{
+    PGresult *res;
+    char *v = NULL;
+
+    if (!conn)
+        return NULL;
+    res = PQexec(conn, sql);
+    if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) > 0 && PQnfields(res) > 0 &&
+        !PQgetisnull(res, 0, 0))
+        v = strdup(PQgetvalue(res, 0, 0));
+    PQclear(res);
+    return v;
+}
+
+/* Read PQD_TEST_SCALE into tu_scale_value; a bad value warns and leaves 1. */
+static void tu_scale_init(void)
+{
+    const char *s = getenv("PQD_TEST_SCALE");
+    char *end;
+    double v;
+
+    if (!s || !*s)
+        return;
+    errno = 0;
+    v = strtod(s, &end);
+    if (errno || *end || !(v > 0) || v > 1000)
+        fprintf(stderr, "%s: ignoring bad PQD_TEST_SCALE=%s\n", program_invocation_short_name, s);
+    else
+        tu_scale_value = v;
+}
+
+double tu_scale(void)
+{
+    pthread_once(&tu_scale_once, tu_scale_init);
+    return tu_scale_value;
+}
+
+long tu_scaled(long n)
+{
+    long v = lround((double)n * tu_scale());
+
+    return (n > 0 && v < 1) ? 1 : v;
+}

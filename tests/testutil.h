@@ -1,0 +1,78 @@
+/* testutil.h: checks, an observer connection and small libpq helpers shared by the C tests. */
+#ifndef PQDEDUP_TESTUTIL_H
+#define PQDEDUP_TESTUTIL_H
+
+#include <libpq-fe.h>
+
+/*
+ * Tests are plain libpq programs run under LD_PRELOAD=libpqdedup.so against the server that
+ * tests/harness/pg-up.sh starts; connection parameters come from its PG* variables. A test
+ * that cannot reach the server fails (exit 1); it never skips.
+ *
+ * Typical shape:
+ *     int main(void) {
+ *         PGconn *c = PQconnectdb(tu_conninfo(""));
+ *         REQUIRE(PQstatus(c) == CONNECTION_OK, "connect: %s", PQerrorMessage(c));
+ *         CHECK(tu_count_backends(tu_app_name()) == 1, "one backend");
+ *         PQfinish(c);
+ *         return tu_finish();
+ *     }
+ */
+
+/* CHECK: on failure print file:line and the message, count a failure, and go on.
+ * Evaluates to 1 if cond held, else 0. */
+#define CHECK(cond, ...) tu_check(!!(cond), #cond, __FILE__, __LINE__, __VA_ARGS__)
+
+/* REQUIRE: like CHECK, but on failure print the summary and exit(1). */
+#define REQUIRE(cond, ...)                                                  \
+    do {                                                                    \
+        if (!tu_check(!!(cond), #cond, __FILE__, __LINE__, __VA_ARGS__))    \
+            tu_abort();                                                     \
+    } while (0)
+
+int tu_check(int ok, const char *expr, const char *file, int line, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+/* Print the summary and exit(1). Never returns. */
+void tu_abort(void) __attribute__((noreturn));
+
+/* Print "<prog>: N passed, N failed" and close the observer. Returns the exit status for
+ * main: 0 if every check passed and at least one ran, else 1. */
+int tu_finish(void);
+
+/* This process's application_name, "pqdt_<program>_<pid>" (at most 63 bytes, unique per
+ * run). Owned by testutil; never NULL. */
+const char *tu_app_name(void);
+
+/* "application_name=<tu_app_name()> <extra>". A later keyword in extra wins over the
+ * application_name, as libpq keeps the last one. The string is owned by testutil and stays
+ * valid until tu_finish(); extra may be NULL. Exits 1 if out of memory. */
+const char *tu_conninfo(const char *extra);
+
+/* The observer: one connection with application_name=pqd_observer, so its key never matches
+ * a test's connections; opened on first use and reopened if it went bad (e.g. after a server
+ * restart). Owned by testutil (closed by tu_finish; do not PQfinish it; use it from one thread
+ * at a time). Exits 1 (a failure) if the server cannot be reached. */
+PGconn *tu_observer(void);
+
+/* Rows in pg_stat_activity with this application_name, not counting the observer's own
+ * backend. If the observer's connection died (server restart) it reconnects and asks again.
+ * Returns -1 on a query error (also recorded as a failed check). */
+long tu_count_backends(const char *application_name);
+
+/* Poll tu_count_backends until it equals want or timeout_ms passes (backends exit a moment
+ * after their client disconnects). Returns the last count seen, -1 on error. */
+long tu_wait_backends(const char *application_name, long want, int timeout_ms);
+
+/* The server-side pid of conn's backend (SELECT pg_backend_pid()). Returns -1 on error. */
+int tu_backend_pid(PGconn *conn);
+
+/* The first column of the first row of sql on conn, as a malloc'd string the caller frees.
+ * Returns NULL on error, on no rows, or on an SQL NULL. */
+char *tu_query_value(PGconn *conn, const char *sql);
+
+/* PQD_TEST_SCALE (default 1; e.g. 0.1 under valgrind): multiply the amount of work by it.
+ * tu_scaled(n) returns n * scale rounded, at least 1 when n > 0. */
+double tu_scale(void);
+long tu_scaled(long n);
+
+#endif
