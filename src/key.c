@@ -1,0 +1,391 @@
+/* key.c: builds normalized connection keys from conninfo strings, URIs and arrays. */
+#define _GNU_SOURCE
+#include "key.h"
+
+#include <libpq-fe.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define HASH_NONFATAL_OOM 1
+#include <uthash.h>
+
+extern char **environ;
+
+/* ---- growable byte buffer ------------------------------------------------ */
+
+struct buf {
+    char *data;
+    size_t len, cap;
+    bool failed; /* out of memory: the result must not be used */
+};
+
+static void buf_add(struct buf *b, const char *bytes, size_t n)
+{
+    if (b->failed)
+        return;
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < b->len + n + 1)
+            cap *= 2;
+        char *grown = realloc(b->data, cap);
+        if (grown == NULL) {
+            b->failed = true;
+            return;
+        }
+        b->data = grown;
+        b->cap = cap;
+    }
+    memcpy(b->data + b->len, bytes, n);
+    b->len += n;
+    b->data[b->len] = '\0';
+}
+
+static void buf_add_str(struct buf *b, const char *s)
+{
+    buf_add(b, s, strlen(s) + 1); /* keeps the NUL as a separator */
+}
+
+/* ---- libpq's parameter rules ----------------------------------------------- */
+
+/* Same test as libpq's recognized_connection_string(). */
+static bool looks_like_conninfo(const char *s)
+{
+    return strncmp(s, "postgresql://", 13) == 0 || strncmp(s, "postgres://", 11) == 0 ||
+           strchr(s, '=') != NULL;
+}
+
+static PQconninfoOption *find_option(PQconninfoOption *opts, const char *keyword)
+{
+    for (PQconninfoOption *o = opts; o->keyword != NULL; o++)
+        if (strcmp(o->keyword, keyword) == 0)
+            return o;
+    return NULL;
+}
+
+/* Replaces an option's value with a copy of `value`. Returns false on OOM. */
+static bool set_option(PQconninfoOption *o, const char *value)
+{
+    char *copy = strdup(value);
+    if (copy == NULL)
+        return false;
+    free(o->val);
+    o->val = copy;
+    return true;
+}
+
+/* Parses a conninfo string or URI with libpq. Returns NULL when libpq rejects it. */
+static PQconninfoOption *parse_conninfo(const char *conninfo)
+{
+    char *err = NULL;
+    PQconninfoOption *opts = PQconninfoParse(conninfo, &err);
+    PQfreemem(err);
+    return opts;
+}
+
+/* Mirrors libpq's conninfo_array_parse(): empty values are unset, an unknown keyword
+ * is an error, and with expand_dbname the first dbname that looks like a conninfo
+ * is expanded in place. Returns the explicit options, or NULL when libpq would fail. */
+static PQconninfoOption *parse_arrays(const char *const *keywords, const char *const *values,
+                                      int expand_dbname)
+{
+    PQconninfoOption *expanded = NULL;
+    for (int i = 0; expand_dbname && keywords[i] != NULL; i++) {
+        if (strcmp(keywords[i], "dbname") == 0 && values[i] != NULL) {
+            if (looks_like_conninfo(values[i]) && (expanded = parse_conninfo(values[i])) == NULL)
+                return NULL;
+            break;
+        }
+    }
+
+    PQconninfoOption *opts = parse_conninfo("");
+    bool ok = opts != NULL;
+    for (int i = 0; ok && keywords[i] != NULL; i++) {
+        if (values[i] == NULL || values[i][0] == '\0')
+            continue;
+        PQconninfoOption *o = find_option(opts, keywords[i]);
+        if (o == NULL) {
+            ok = false;
+        } else if (strcmp(keywords[i], "dbname") == 0 && expanded != NULL) {
+            for (PQconninfoOption *e = expanded; ok && e->keyword != NULL; e++) {
+                PQconninfoOption *target = e->val ? find_option(opts, e->keyword) : NULL;
+                if (target != NULL)
+                    ok = set_option(target, e->val);
+            }
+            PQconninfoFree(expanded);
+            expanded = NULL;
+        } else {
+            ok = set_option(o, values[i]);
+        }
+    }
+    PQconninfoFree(expanded);
+    if (!ok) {
+        PQconninfoFree(opts);
+        return NULL;
+    }
+    return opts;
+}
+
+/* ---- defaults, cached per environment ------------------------------------ */
+
+static pthread_mutex_t key_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct buf env_snapshot;          /* euid, HOME and PG* variables last seen */
+static PQconninfoOption *cached_defaults; /* PQconndefaults() for that environment */
+
+struct parsed_key {
+    char *raw;  /* the call's arguments, serialized; hash key */
+    size_t raw_len;
+    char *key;
+    UT_hash_handle hh;
+};
+static struct parsed_key *parsed_keys;
+static unsigned parsed_count;
+#define PARSED_KEYS_MAX 512
+
+#undef uthash_nonfatal_oom
+#define uthash_nonfatal_oom(elt) (oom_on_add = true)
+static bool oom_on_add;
+
+static void parsed_keys_clear(void)
+{
+    struct parsed_key *p, *tmp;
+    HASH_ITER(hh, parsed_keys, p, tmp) {
+        HASH_DEL(parsed_keys, p);
+        free(p->raw);
+        free(p->key);
+        free(p);
+    }
+    parsed_count = 0;
+}
+
+void key_cache_clear(void)
+{
+    pthread_mutex_lock(&key_lock);
+    parsed_keys_clear();
+    PQconninfoFree(cached_defaults);
+    cached_defaults = NULL;
+    free(env_snapshot.data);
+    env_snapshot = (struct buf) { 0 };
+    pthread_mutex_unlock(&key_lock);
+}
+
+/* Everything outside the call's arguments that libpq resolves defaults from. */
+static void snapshot_environment(struct buf *out)
+{
+    char euid[32];
+    snprintf(euid, sizeof euid, "euid=%u", (unsigned) geteuid());
+    buf_add_str(out, euid);
+    for (char **e = environ; e != NULL && *e != NULL; e++)
+        if (strncmp(*e, "PG", 2) == 0 || strncmp(*e, "HOME=", 5) == 0)
+            buf_add_str(out, *e);
+}
+
+/* Makes cached_defaults match the environment. Caller holds key_lock.
+ * Returns false when libpq's defaults cannot be had (out of memory). */
+static bool refresh_defaults(void)
+{
+    struct buf now = { 0 };
+    snapshot_environment(&now);
+    if (now.failed) {
+        free(now.data);
+        return false;
+    }
+    if (cached_defaults != NULL && now.len == env_snapshot.len &&
+        memcmp(now.data, env_snapshot.data, now.len) == 0) {
+        free(now.data);
+        return true;
+    }
+    parsed_keys_clear();
+    PQconninfoFree(cached_defaults);
+    free(env_snapshot.data);
+    env_snapshot = now;
+    cached_defaults = PQconndefaults();
+    return cached_defaults != NULL;
+}
+
+/* ---- serialization -------------------------------------------------------- */
+
+static void add_quoted(struct buf *b, const char *value)
+{
+    buf_add(b, "'", 1);
+    for (const char *c = value; *c; c++) {
+        if (*c == '\'' || *c == '\\')
+            buf_add(b, "\\", 1);
+        buf_add(b, c, 1);
+    }
+    buf_add(b, "'", 1);
+}
+
+/* Fills unset options from the cached defaults, defaults dbname to the user as
+ * libpq does, and writes every set option as keyword='value'. Returns a malloc'd
+ * key or NULL on OOM. Caller holds key_lock. */
+static char *serialize_with_defaults(PQconninfoOption *opts)
+{
+    const char *user = NULL;
+    for (PQconninfoOption *o = opts; o->keyword != NULL; o++) {
+        if (o->val == NULL) {
+            PQconninfoOption *d = find_option(cached_defaults, o->keyword);
+            if (d != NULL && d->val != NULL && !set_option(o, d->val))
+                return NULL;
+        }
+        if (strcmp(o->keyword, "user") == 0)
+            user = o->val;
+    }
+    struct buf key = { 0 };
+    for (PQconninfoOption *o = opts; o->keyword != NULL; o++) {
+        const char *value = o->val;
+        if (strcmp(o->keyword, "dbname") == 0 && (value == NULL || value[0] == '\0'))
+            value = user;
+        if (value == NULL)
+            continue;
+        if (key.len > 0)
+            buf_add(&key, " ", 1);
+        buf_add(&key, o->keyword, strlen(o->keyword));
+        buf_add(&key, "=", 1);
+        add_quoted(&key, value);
+    }
+    if (key.failed || key.data == NULL) {
+        free(key.data);
+        return NULL;
+    }
+    return key.data;
+}
+
+/* Looks the serialized call up in the parsed keys, else parses it with `parse` and
+ * remembers the result. Returns a malloc'd copy of the key, or NULL when the
+ * arguments are rejected or memory ran out. */
+static char *key_for_call(const struct buf *raw, PQconninfoOption *(*parse)(const void *), const void *call)
+{
+    if (raw->failed)
+        return NULL;
+    char *result = NULL;
+    pthread_mutex_lock(&key_lock);
+    if (!refresh_defaults())
+        goto out;
+
+    struct parsed_key *hit;
+    HASH_FIND(hh, parsed_keys, raw->data, raw->len, hit);
+    if (hit != NULL) {
+        result = strdup(hit->key);
+        goto out;
+    }
+
+    PQconninfoOption *opts = parse(call);
+    if (opts == NULL)
+        goto out;
+    char *key = serialize_with_defaults(opts);
+    PQconninfoFree(opts);
+    if (key == NULL)
+        goto out;
+    result = strdup(key);
+
+    if (parsed_count >= PARSED_KEYS_MAX)
+        parsed_keys_clear();
+    struct parsed_key *entry = calloc(1, sizeof *entry);
+    char *raw_copy = malloc(raw->len);
+    if (entry == NULL || raw_copy == NULL) {
+        free(entry);
+        free(raw_copy);
+        free(key);
+        goto out;
+    }
+    memcpy(raw_copy, raw->data, raw->len);
+    entry->raw = raw_copy;
+    entry->raw_len = raw->len;
+    entry->key = key;
+    oom_on_add = false;
+    HASH_ADD_KEYPTR(hh, parsed_keys, entry->raw, entry->raw_len, entry);
+    if (oom_on_add) {
+        free(raw_copy);
+        free(key);
+        free(entry);
+    } else {
+        parsed_count++;
+    }
+out:
+    pthread_mutex_unlock(&key_lock);
+    return result;
+}
+
+/* ---- the three call shapes ------------------------------------------------ */
+
+static PQconninfoOption *parse_conninfo_call(const void *call)
+{
+    return parse_conninfo(call);
+}
+
+char *key_from_conninfo(const char *conninfo)
+{
+    if (conninfo == NULL)
+        return NULL;
+    struct buf raw = { 0 };
+    buf_add_str(&raw, "S");
+    buf_add_str(&raw, conninfo);
+    char *key = key_for_call(&raw, parse_conninfo_call, conninfo);
+    free(raw.data);
+    return key;
+}
+
+struct arrays_call {
+    const char *const *keywords;
+    const char *const *values;
+    int expand_dbname;
+};
+
+static PQconninfoOption *parse_arrays_call(const void *call)
+{
+    const struct arrays_call *a = call;
+    return parse_arrays(a->keywords, a->values, a->expand_dbname);
+}
+
+char *key_from_arrays(const char *const *keywords, const char *const *values, int expand_dbname)
+{
+    if (keywords == NULL || values == NULL)
+        return NULL;
+    struct buf raw = { 0 };
+    buf_add_str(&raw, expand_dbname ? "A1" : "A0");
+    for (int i = 0; keywords[i] != NULL; i++) {
+        buf_add_str(&raw, keywords[i]);
+        buf_add_str(&raw, values[i] ? "=" : "-");
+        if (values[i] != NULL)
+            buf_add_str(&raw, values[i]);
+    }
+    struct arrays_call call = { keywords, values, expand_dbname };
+    char *key = key_for_call(&raw, parse_arrays_call, &call);
+    free(raw.data);
+    return key;
+}
+
+char *key_from_setdb(const char *pghost, const char *pgport, const char *pgoptions,
+                     const char *dbname, const char *login, const char *pwd)
+{
+    /* PQsetdbLogin reads dbName as a conninfo when it looks like one, then lets the
+     * other non-empty arguments override it: the same as expand_dbname arrays. */
+    const char *const keywords[] = { "dbname", "host", "port", "options", "user", "password", NULL };
+    const char *const values[] = { dbname, pghost, pgport, pgoptions, login, pwd, NULL };
+    return key_from_arrays(keywords, values, 1);
+}
+
+char *key_describe(const char *key, char *buf, unsigned long size)
+{
+    const char *user = "", *host = "", *port = "", *dbname = "";
+    PQconninfoOption *opts = key ? parse_conninfo(key) : NULL;
+    for (PQconninfoOption *o = opts; o != NULL && o->keyword != NULL; o++) {
+        if (o->val == NULL)
+            continue;
+        if (strcmp(o->keyword, "user") == 0)
+            user = o->val;
+        else if (strcmp(o->keyword, "host") == 0)
+            host = o->val;
+        else if (strcmp(o->keyword, "port") == 0)
+            port = o->val;
+        else if (strcmp(o->keyword, "dbname") == 0)
+            dbname = o->val;
+    }
+    snprintf(buf, size, "%s@%s:%s/%s", user, host, port, dbname);
+    PQconninfoFree(opts);
+    return buf;
+}

@@ -1,0 +1,189 @@
+/* launcher.c: `pqdedup [options] [--] command [args...]` runs a program with libpqdedup.so preloaded. */
+#define _GNU_SOURCE
+#include "settings.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <libgen.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define EXIT_USAGE 2
+#define EXIT_LAUNCHER_FAILED 125 /* as env(1) */
+#define EXIT_CANNOT_RUN 126
+#define EXIT_NOT_FOUND 127
+
+static const char usage_text[] =
+    "Usage: pqdedup [options] [--] command [args...]\n"
+    "Runs command with libpqdedup.so preloaded: libpq connections it opens are kept\n"
+    "open when it finishes them and handed back on its next connect with the same\n"
+    "parameters, after a rollback and a reset; connections it never finishes are\n"
+    "contained. Each option sets the environment variable named beside it.\n"
+    "\n"
+    "Options:\n"
+    "  -d, --disable             PQDEDUP_DISABLE=1: pure pass-through to libpq\n"
+    "  -k, --keep-per-key N      PQDEDUP_KEEP_PER_KEY: idle connections kept per key (16)\n"
+    "  -i, --idle-timeout T      PQDEDUP_IDLE_TIMEOUT: close kept connections idle this long\n"
+    "                            (600s; 0 = never)\n"
+    "  -l, --max-lifetime T      PQDEDUP_MAX_LIFETIME: close connections this old at their\n"
+    "                            next finish or connect (3600s; 0 = never)\n"
+    "  -r, --reset-query SQL     PQDEDUP_RESET_QUERY: run at each finish before keeping\n"
+    "                            (\"DISCARD ALL\"; \"\" = none, session state then leaks)\n"
+    "  -s, --share-after N       PQDEDUP_SHARE_AFTER: a thread holding N unfinished\n"
+    "                            connections for a key shares one of them (0 = off)\n"
+    "  -m, --max-per-key N       PQDEDUP_MAX_PER_KEY: at most N server connections per key\n"
+    "                            in the process (0 = off)\n"
+    "  -w, --max-wait T          PQDEDUP_MAX_WAIT: how long a connect waits at that cap\n"
+    "                            for another thread's finish before failing (5s)\n"
+    "      --log LEVEL           PQDEDUP_LOG: off, error, warn, info or debug (off)\n"
+    "      --log-file PATH       PQDEDUP_LOG_FILE: append log lines here (stderr)\n"
+    "      --stats               PQDEDUP_STATS=1: one line of counters at exit\n"
+    "  -h, --help                show this help and exit\n"
+    "  -V, --version             show the version and exit\n"
+    "\n"
+    "T is a duration: 250ms, 30s, 10min, 2h, or a number of seconds.\n"
+    "Exit status: the command's; 2 for a usage error; 126 if the command cannot be\n"
+    "run; 127 if it is not found; 125 if the library is missing.\n";
+
+struct launcher_option {
+    const char *long_name;
+    int short_name;
+    const char *variable;
+    bool takes_value;
+};
+
+static const struct launcher_option launcher_options[] = {
+    { "disable", 'd', "PQDEDUP_DISABLE", false },
+    { "keep-per-key", 'k', "PQDEDUP_KEEP_PER_KEY", true },
+    { "idle-timeout", 'i', "PQDEDUP_IDLE_TIMEOUT", true },
+    { "max-lifetime", 'l', "PQDEDUP_MAX_LIFETIME", true },
+    { "reset-query", 'r', "PQDEDUP_RESET_QUERY", true },
+    { "share-after", 's', "PQDEDUP_SHARE_AFTER", true },
+    { "max-per-key", 'm', "PQDEDUP_MAX_PER_KEY", true },
+    { "max-wait", 'w', "PQDEDUP_MAX_WAIT", true },
+    { "log", 1000, "PQDEDUP_LOG", true },
+    { "log-file", 1001, "PQDEDUP_LOG_FILE", true },
+    { "stats", 1002, "PQDEDUP_STATS", false },
+};
+#define N_LAUNCHER_OPTIONS (sizeof launcher_options / sizeof launcher_options[0])
+
+static int usage_error(const char *fmt, const char *arg)
+{
+    fprintf(stderr, "pqdedup: ");
+    fprintf(stderr, fmt, arg);
+    fprintf(stderr, "\nTry 'pqdedup --help' for more information.\n");
+    return EXIT_USAGE;
+}
+
+/* Finds libpqdedup.so beside the launcher's own executable (a build tree), else
+ * where it was installed. Never looks in the current directory. Returns a
+ * malloc'd path or NULL. */
+static char *find_library(void)
+{
+    char self[PATH_MAX];
+    ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (len > 0) {
+        self[len] = '\0';
+        char *path = NULL;
+        if (asprintf(&path, "%s/libpqdedup.so", dirname(self)) >= 0) {
+            if (access(path, R_OK) == 0)
+                return path;
+            free(path);
+        }
+    }
+    if (access(PQDEDUP_INSTALLED_LIBRARY, R_OK) == 0)
+        return strdup(PQDEDUP_INSTALLED_LIBRARY);
+    return NULL;
+}
+
+/* Puts the library first in LD_PRELOAD, keeping what was there. Returns 0 or an exit code. */
+static int prepend_preload(const char *library)
+{
+    if (strpbrk(library, ": ") != NULL) {
+        fprintf(stderr, "pqdedup: the library path %s contains ':' or ' ', which LD_PRELOAD cannot carry\n",
+                library);
+        return EXIT_LAUNCHER_FAILED;
+    }
+    const char *old = getenv("LD_PRELOAD");
+    char *preload = NULL;
+    int rc = (old != NULL && old[0] != '\0') ? asprintf(&preload, "%s:%s", library, old)
+                                              : asprintf(&preload, "%s", library);
+    if (rc < 0 || setenv("LD_PRELOAD", preload, 1) != 0) {
+        perror("pqdedup: setting LD_PRELOAD");
+        free(preload);
+        return EXIT_LAUNCHER_FAILED;
+    }
+    free(preload);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    struct option long_options[N_LAUNCHER_OPTIONS + 3];
+    char short_options[64] = "+hV";
+    size_t n = 0;
+    for (; n < N_LAUNCHER_OPTIONS; n++) {
+        const struct launcher_option *o = &launcher_options[n];
+        long_options[n] = (struct option) { o->long_name, o->takes_value ? required_argument : no_argument,
+                                            NULL, o->short_name };
+        if (o->short_name < 256) {
+            size_t len = strlen(short_options);
+            short_options[len] = (char) o->short_name;
+            short_options[len + 1] = o->takes_value ? ':' : '\0';
+            short_options[len + 2] = '\0';
+        }
+    }
+    long_options[n++] = (struct option) { "help", no_argument, NULL, 'h' };
+    long_options[n++] = (struct option) { "version", no_argument, NULL, 'V' };
+    long_options[n] = (struct option) { 0 };
+
+    int c;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, short_options, long_options, NULL)) != -1) {
+        if (c == 'h') {
+            fputs(usage_text, stdout);
+            return 0;
+        }
+        if (c == 'V') {
+            printf("pqdedup %s\n", PQDEDUP_VERSION);
+            return 0;
+        }
+        const struct launcher_option *o = NULL;
+        for (size_t i = 0; i < N_LAUNCHER_OPTIONS; i++)
+            if (launcher_options[i].short_name == c)
+                o = &launcher_options[i];
+        if (o == NULL)
+            return usage_error("unknown option or missing value: %s", argv[optind - 1]);
+        const char *value = o->takes_value ? optarg : "1";
+        const char *expect = NULL;
+        if (settings_check(o->variable, value, &expect) != 0) {
+            fprintf(stderr, "pqdedup: --%s takes %s\n", o->long_name, expect ? expect : "a valid value");
+            return EXIT_USAGE;
+        }
+        if (setenv(o->variable, value, 1) != 0) {
+            perror("pqdedup: setenv");
+            return EXIT_LAUNCHER_FAILED;
+        }
+    }
+    if (optind >= argc)
+        return usage_error("%s", "no command given");
+
+    char *library = find_library();
+    if (library == NULL) {
+        fprintf(stderr, "pqdedup: libpqdedup.so not found beside the launcher nor at %s\n",
+                PQDEDUP_INSTALLED_LIBRARY);
+        return EXIT_LAUNCHER_FAILED;
+    }
+    int rc = prepend_preload(library);
+    free(library);
+    if (rc != 0)
+        return rc;
+
+    execvp(argv[optind], &argv[optind]);
+    int err = errno;
+    fprintf(stderr, "pqdedup: %s: %s\n", argv[optind], strerror(err));
+    return err == ENOENT ? EXIT_NOT_FOUND : EXIT_CANNOT_RUN;
+}

@@ -1,0 +1,546 @@
+/* pool.c: the pool of server connections by key: kept, held and shared, with limits. */
+#define _GNU_SOURCE
+#include "pool.h"
+#include "key.h"
+#include "log.h"
+#include "real.h"
+#include "session.h"
+#include "settings.h"
+#include "stats.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define HASH_NONFATAL_OOM 1
+#include <uthash.h>
+#include <utlist.h>
+
+/* Every connection the pool owns is in exactly one state. */
+enum pooled_state {
+    POOLED_HELD,      /* handed to the app: holders >= 1, on its bucket's held list */
+    POOLED_KEPT,      /* idle, clean, on its bucket's kept stack */
+    POOLED_BUSY,      /* taken by one pqdedup call (cleaning or closing): on no list */
+    POOLED_INHERITED, /* opened by the parent before fork: only ever freed, silently */
+};
+
+struct pooled_conn {
+    PGconn *conn;                 /* hash key of the pool's table */
+    struct pool_bucket *bucket;   /* NULL once inherited */
+    enum pooled_state state;
+    int holders;                  /* app handles that have not finished it yet */
+    pthread_t holder_thread;      /* the thread it was last handed to */
+    bool has_events;              /* the app registered libpq event procedures */
+    int64_t opened_ns, kept_ns;
+    uint64_t handed_seq;          /* when it was last handed out */
+    struct pooled_conn *prev, *next; /* on held or kept list */
+    UT_hash_handle hh;
+};
+
+struct pool_bucket {
+    char *key;                    /* owned; hash key */
+    int open;                     /* server connections of this key in this process,
+                                     plus reservations being opened */
+    int nkept;
+    int waiters;                  /* threads waiting at the cap */
+    pthread_cond_t changed;       /* a connection was kept or closed */
+    struct pooled_conn *kept;     /* LIFO: head is the most recently kept */
+    struct pooled_conn *held;
+    UT_hash_handle hh;
+};
+
+static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct pooled_conn *conns;     /* by PGconn pointer */
+static struct pool_bucket *buckets;   /* by key */
+static uint64_t handed_counter;
+static int64_t last_sweep_ns;
+static bool shutting_down;
+static bool exit_hook_after_ssl;
+static volatile pid_t current_pid;    /* set at init and in the child after fork */
+static pid_t pool_pid;                /* the process the pool's lists belong to */
+
+#undef uthash_nonfatal_oom
+#define uthash_nonfatal_oom(elt) (hash_oom = true)
+static bool hash_oom;
+
+#define NS_PER_SEC INT64_C(1000000000)
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t) ts.tv_sec * NS_PER_SEC + ts.tv_nsec;
+}
+
+/* ---- fork ------------------------------------------------------------------ */
+
+static void fork_prepare(void)
+{
+    pthread_mutex_lock(&pool_lock);
+}
+
+static void fork_parent(void)
+{
+    pthread_mutex_unlock(&pool_lock);
+}
+
+static void fork_child(void)
+{
+    current_pid = getpid();
+    pthread_mutex_unlock(&pool_lock);
+}
+
+/* After a fork, nothing the parent opened may be reused, reset or written to by
+ * this process: kept connections are freed silently, held ones are marked so
+ * that the app's PQfinish frees them silently too. Only the forking thread lives
+ * on in the child, so no other call of this file is half done here. Buckets start again empty.
+ * Caller holds pool_lock; returns the kept connections to free after unlocking. */
+static struct pooled_conn *forget_parent_pool(void)
+{
+    struct pooled_conn *to_free = NULL, *pc, *tmp;
+    HASH_ITER(hh, conns, pc, tmp) {
+        if (pc->state != POOLED_HELD) { /* kept, or mid-clean by a thread the child lacks */
+            HASH_DEL(conns, pc);
+            pc->next = to_free;
+            to_free = pc;
+        } else {
+            pc->state = POOLED_INHERITED;
+            pc->bucket = NULL;
+        }
+    }
+    struct pool_bucket *b, *btmp;
+    HASH_ITER(hh, buckets, b, btmp) {
+        HASH_DEL(buckets, b);
+        pthread_cond_destroy(&b->changed);
+        free(b->key);
+        free(b);
+    }
+    pool_pid = current_pid;
+    return to_free;
+}
+
+static void free_inherited(struct pooled_conn *list)
+{
+    while (list != NULL) {
+        struct pooled_conn *next = list->next;
+        session_close_inherited(list->conn);
+        free(list);
+        list = next;
+    }
+}
+
+/* Locks the pool, first forgetting a parent's pool if this is a new process.
+ * Every public entry point goes through here. */
+static void lock_pool(void)
+{
+    pthread_mutex_lock(&pool_lock);
+    if (pool_pid != current_pid) {
+        struct pooled_conn *inherited = forget_parent_pool();
+        pthread_mutex_unlock(&pool_lock);
+        free_inherited(inherited);
+        pthread_mutex_lock(&pool_lock);
+    }
+}
+
+/* ---- buckets and lists (caller holds pool_lock) ---------------------------- */
+
+/* Returns the bucket for `key`, created on first use; NULL when out of memory. */
+static struct pool_bucket *bucket_for(const char *key)
+{
+    struct pool_bucket *b;
+    HASH_FIND_STR(buckets, key, b);
+    if (b != NULL)
+        return b;
+    b = calloc(1, sizeof *b);
+    if (b == NULL || (b->key = strdup(key)) == NULL) {
+        free(b);
+        return NULL;
+    }
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&b->changed, &attr);
+    pthread_condattr_destroy(&attr);
+    hash_oom = false;
+    HASH_ADD_KEYPTR(hh, buckets, b->key, strlen(b->key), b);
+    if (hash_oom) {
+        pthread_cond_destroy(&b->changed);
+        free(b->key);
+        free(b);
+        return NULL;
+    }
+    return b;
+}
+
+/* Frees a bucket nobody uses or waits on any more. */
+static void bucket_drop_if_unused(struct pool_bucket *b)
+{
+    if (b->open > 0 || b->waiters > 0 || b->kept != NULL || b->held != NULL)
+        return;
+    HASH_DEL(buckets, b);
+    pthread_cond_destroy(&b->changed);
+    free(b->key);
+    free(b);
+}
+
+/* One server connection of the bucket is gone (closed or never opened). */
+static void bucket_release_slot(struct pool_bucket *b)
+{
+    b->open--;
+    pthread_cond_broadcast(&b->changed);
+    bucket_drop_if_unused(b);
+}
+
+static void hand_to_this_thread(struct pool_bucket *b, struct pooled_conn *pc)
+{
+    pc->state = POOLED_HELD;
+    pc->holders = 1;
+    pc->holder_thread = pthread_self();
+    pc->handed_seq = ++handed_counter;
+    DL_APPEND(b->held, pc);
+}
+
+/* Among the connections this thread holds for the bucket, the least recently
+ * handed out one that may be shared; NULL when there is none. */
+static struct pooled_conn *find_shareable(struct pool_bucket *b)
+{
+    struct pooled_conn *best = NULL, *pc;
+    pthread_t self = pthread_self();
+    DL_FOREACH(b->held, pc) {
+        if (!pthread_equal(pc->holder_thread, self) || pc->has_events)
+            continue;
+        if ((best == NULL || pc->handed_seq < best->handed_seq) && session_is_shareable(pc->conn))
+            best = pc;
+    }
+    return best;
+}
+
+static int count_held_by_this_thread(struct pool_bucket *b)
+{
+    int n = 0;
+    struct pooled_conn *pc;
+    pthread_t self = pthread_self();
+    DL_FOREACH(b->held, pc)
+        n += pthread_equal(pc->holder_thread, self);
+    return n;
+}
+
+static PGconn *share(struct pooled_conn *pc)
+{
+    pc->holders++;
+    pc->handed_seq = ++handed_counter;
+    stats_add(shared);
+    return pc->conn;
+}
+
+static bool is_expired(const struct pooled_conn *pc, int64_t now)
+{
+    if (settings.max_lifetime_ns > 0 && now - pc->opened_ns >= settings.max_lifetime_ns)
+        return true;
+    return pc->state == POOLED_KEPT && settings.idle_timeout_ns > 0 &&
+           now - pc->kept_ns >= settings.idle_timeout_ns;
+}
+
+/* Takes a kept connection off its stack and out of the table, to be closed.
+ * Its slot stays counted until close_detached() releases it. */
+static void detach_kept(struct pooled_conn *pc)
+{
+    DL_DELETE(pc->bucket->kept, pc);
+    pc->bucket->nkept--;
+    HASH_DEL(conns, pc);
+    pc->state = POOLED_BUSY;
+}
+
+/* Closes a connection already out of the table (so libpq may reuse its address),
+ * then releases its slot. Called without pool_lock; takes it. */
+static void close_detached(struct pooled_conn *pc)
+{
+    session_close_quietly(pc->conn);
+    stats_add(closed);
+    pthread_mutex_lock(&pool_lock);
+    bucket_release_slot(pc->bucket);
+    pthread_mutex_unlock(&pool_lock);
+    free(pc);
+}
+
+/* At most once a second, detaches kept connections past their idle time or
+ * lifetime, oldest first. Returns them as a list (through ->next) to close. */
+static struct pooled_conn *sweep_expired(int64_t now)
+{
+    struct pooled_conn *expired = NULL;
+    if (now - last_sweep_ns < NS_PER_SEC)
+        return NULL;
+    last_sweep_ns = now;
+    struct pool_bucket *b, *btmp;
+    HASH_ITER(hh, buckets, b, btmp) {
+        while (b->kept != NULL && is_expired(b->kept->prev, now)) {
+            struct pooled_conn *oldest = b->kept->prev;
+            detach_kept(oldest);
+            oldest->next = expired;
+            expired = oldest;
+        }
+    }
+    return expired;
+}
+
+static void close_detached_list(struct pooled_conn *list)
+{
+    while (list != NULL) {
+        struct pooled_conn *next = list->next;
+        close_detached(list);
+        list = next;
+    }
+}
+
+/* ---- exit ------------------------------------------------------------------- */
+
+/* Closes every kept connection of this process with a proper Terminate, so the
+ * server logs a normal disconnection. Runs from atexit; safe to run twice. */
+static void pool_shutdown(void)
+{
+    lock_pool();
+    bool first = !shutting_down;
+    shutting_down = true;
+    struct pooled_conn *to_close = NULL;
+    struct pool_bucket *b, *btmp;
+    HASH_ITER(hh, buckets, b, btmp) {
+        while (b->kept != NULL) {
+            struct pooled_conn *pc = b->kept;
+            detach_kept(pc);
+            pc->next = to_close;
+            to_close = pc;
+        }
+    }
+    pthread_mutex_unlock(&pool_lock);
+    close_detached_list(to_close);
+    if (first)
+        stats_print_if_asked();
+}
+
+void pool_init(void)
+{
+    current_pid = pool_pid = getpid();
+    pthread_atfork(fork_prepare, fork_parent, fork_child);
+    atexit(pool_shutdown);
+}
+
+/* OpenSSL registers its own cleanup with atexit when the first SSL connection is
+ * made; exit handlers run in reverse, so pool_shutdown is registered once more
+ * after that, to close kept SSL connections before OpenSSL is torn down. */
+static void exit_hook_after_first_ssl(PGconn *conn) /* caller holds pool_lock */
+{
+    if (!exit_hook_after_ssl && PQsslInUse(conn)) {
+        exit_hook_after_ssl = true;
+        atexit(pool_shutdown);
+    }
+}
+
+/* ---- connect ----------------------------------------------------------------- */
+
+/* Pops kept connections until one looks alive; dead and expired ones are
+ * closed on the way (pool_lock is dropped to close them). Returns NULL when the
+ * stack is empty. Caller holds pool_lock. */
+static struct pooled_conn *pop_live_kept(struct pool_bucket *b)
+{
+    while (b->kept != NULL) {
+        struct pooled_conn *pc = b->kept;
+        bool expired = is_expired(pc, now_ns());
+        if (!expired && session_looks_alive(pc->conn)) {
+            DL_DELETE(b->kept, pc);
+            b->nkept--;
+            return pc;
+        }
+        detach_kept(pc);
+        if (!expired) {
+            stats_add(dead);
+            log_msg(LOG_INFO, "discarding a kept connection that the server closed");
+        }
+        b->waiters++; /* keeps the bucket alive while unlocked */
+        pthread_mutex_unlock(&pool_lock);
+        close_detached(pc);
+        pthread_mutex_lock(&pool_lock);
+        b->waiters--;
+    }
+    return NULL;
+}
+
+/* Waits for a finish or close in the bucket until `deadline`. Returns false on timeout. */
+static bool wait_for_change(struct pool_bucket *b, const struct timespec *deadline)
+{
+    b->waiters++;
+    int rc = pthread_cond_timedwait(&b->changed, &pool_lock, deadline);
+    b->waiters--;
+    return rc != ETIMEDOUT;
+}
+
+void pool_acquire(const char *key, struct grant *grant)
+{
+    *grant = (struct grant) { .kind = GRANT_PASSTHROUGH };
+    lock_pool();
+    stats_add(connects);
+    struct pooled_conn *expired = sweep_expired(now_ns());
+    struct pool_bucket *b = shutting_down ? NULL : bucket_for(key);
+    if (b == NULL)
+        goto out;
+
+    struct pooled_conn *pc;
+    if (settings.share_after > 0 && count_held_by_this_thread(b) >= settings.share_after &&
+        (pc = find_shareable(b)) != NULL) {
+        *grant = (struct grant) { .kind = GRANT_SHARED, .conn = share(pc) };
+        goto out;
+    }
+
+    struct timespec deadline = { 0 };
+    bool waited = false;
+    for (;;) {
+        pc = pop_live_kept(b);
+        if (pc != NULL) {
+            hand_to_this_thread(b, pc);
+            stats_add(reused);
+            *grant = (struct grant) { .kind = GRANT_REUSED, .conn = pc->conn };
+            goto out;
+        }
+        if (settings.max_per_key == 0 || b->open < settings.max_per_key)
+            break;
+        if ((pc = find_shareable(b)) != NULL) {
+            *grant = (struct grant) { .kind = GRANT_SHARED, .conn = share(pc) };
+            goto out;
+        }
+        if (!waited) {
+            waited = true;
+            stats_add(cap_waits);
+            int64_t until = now_ns() + settings.max_wait_ns;
+            deadline.tv_sec = until / NS_PER_SEC;
+            deadline.tv_nsec = until % NS_PER_SEC;
+        }
+        if (!wait_for_change(b, &deadline) && b->kept == NULL && b->open >= settings.max_per_key) {
+            stats_add(cap_failures);
+            grant->kind = GRANT_REFUSED;
+            bucket_drop_if_unused(b);
+            goto out;
+        }
+    }
+    b->open++;
+    *grant = (struct grant) { .kind = GRANT_OPEN, .bucket = b };
+out:
+    pthread_mutex_unlock(&pool_lock);
+    close_detached_list(expired);
+}
+
+PGconn *pool_opened(struct grant *grant, PGconn *conn, bool completed)
+{
+    struct pool_bucket *b = grant->bucket;
+    bool failed = conn == NULL || PQstatus(conn) == CONNECTION_BAD;
+    bool refused_for_slots = failed && completed && conn != NULL && session_refused_for_slots(conn);
+    struct pooled_conn *pc = failed ? NULL : calloc(1, sizeof *pc);
+    if (!failed)
+        session_capture_default_hooks(conn);
+
+    lock_pool();
+    if (pc != NULL) {
+        pc->conn = conn;
+        pc->bucket = b;
+        pc->opened_ns = now_ns();
+        hash_oom = false;
+        HASH_ADD_PTR(conns, conn, pc);
+        if (!hash_oom) {
+            hand_to_this_thread(b, pc);
+            stats_add(opened);
+            pthread_mutex_unlock(&pool_lock);
+            return conn;
+        }
+        free(pc);
+    }
+    /* Not pooled: failed, or out of memory. */
+    struct pooled_conn *holder = refused_for_slots ? find_shareable(b) : NULL;
+    PGconn *answer = holder != NULL ? share(holder) : conn;
+    bucket_release_slot(b);
+    pthread_mutex_unlock(&pool_lock);
+    if (holder != NULL) {
+        log_msg(LOG_INFO, "server refused a new connection for lack of slots; sharing one this thread holds");
+        real.PQfinish(conn);
+    }
+    return answer;
+}
+
+/* ---- finish ------------------------------------------------------------------ */
+
+/* Cleans a connection whose last holder finished, then keeps or closes it.
+ * Called without pool_lock, with pc in state BUSY (owned by this call). */
+static void clean_and_keep(struct pooled_conn *pc, bool worth_cleaning)
+{
+    struct pool_bucket *b = pc->bucket;
+    bool clean = worth_cleaning && session_clean(pc->conn, settings.reset_query);
+
+    lock_pool();
+    if (clean && !shutting_down && b->nkept < settings.keep_per_key) {
+        exit_hook_after_first_ssl(pc->conn);
+        pc->state = POOLED_KEPT;
+        pc->kept_ns = now_ns();
+        DL_PREPEND(b->kept, pc);
+        b->nkept++;
+        stats_add(resets);
+        pthread_cond_broadcast(&b->changed);
+        pthread_mutex_unlock(&pool_lock);
+        return;
+    }
+    HASH_DEL(conns, pc);
+    pthread_mutex_unlock(&pool_lock);
+    close_detached(pc);
+}
+
+bool pool_finish(PGconn *conn)
+{
+    lock_pool();
+    struct pooled_conn *pc;
+    HASH_FIND_PTR(conns, &conn, pc);
+    if (pc == NULL) {
+        pthread_mutex_unlock(&pool_lock);
+        return false;
+    }
+
+    switch (pc->state) {
+    case POOLED_INHERITED:
+        HASH_DEL(conns, pc);
+        pthread_mutex_unlock(&pool_lock);
+        session_close_inherited(conn);
+        free(pc);
+        return true;
+    case POOLED_KEPT:
+    case POOLED_BUSY:
+        pthread_mutex_unlock(&pool_lock);
+        log_msg(LOG_WARN, "PQfinish of a connection that was already finished; ignored");
+        return true;
+    case POOLED_HELD:
+        break;
+    }
+
+    if (--pc->holders > 0) {
+        /* Another handle still uses it; which one set the hooks is unknown. */
+        pthread_mutex_unlock(&pool_lock);
+        session_restore_default_hooks(conn);
+        return true;
+    }
+    struct pool_bucket *b = pc->bucket;
+    DL_DELETE(b->held, pc);
+    pc->state = POOLED_BUSY;
+    bool worth_cleaning = !shutting_down && !pc->has_events && b->nkept < settings.keep_per_key &&
+                          !is_expired(pc, now_ns());
+    pthread_mutex_unlock(&pool_lock);
+    clean_and_keep(pc, worth_cleaning);
+    return true;
+}
+
+void pool_mark_events(PGconn *conn)
+{
+    lock_pool();
+    struct pooled_conn *pc;
+    HASH_FIND_PTR(conns, &conn, pc);
+    if (pc != NULL)
+        pc->has_events = true;
+    pthread_mutex_unlock(&pool_lock);
+}

@@ -1,0 +1,230 @@
+/* shim.c: the libpq functions pqdedup intercepts; everything else goes to libpq. */
+#define _GNU_SOURCE
+#include "key.h"
+#include "log.h"
+#include "pool.h"
+#include "real.h"
+#include "settings.h"
+#include "stats.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#define EXPORT __attribute__((visibility("default")))
+
+/* Non-zero while a pqdedup wrapper runs on this thread: libpq's own inner calls
+ * (PQconnectdb -> PQconnectStart, PQping -> PQfinish) then pass straight through. */
+static __thread int inside_wrapper;
+
+static pthread_once_t init_once = PTHREAD_ONCE_INIT;
+static bool pooling_on;
+
+/* Reads the settings, finds libpq, arms fork and exit handling. On any problem
+ * pqdedup stays a pure pass-through. */
+static void shim_init(void)
+{
+    settings_load();
+    if (real_resolve() != 0) {
+        log_msg(LOG_ERROR, "cannot find libpq's own functions; passing every call through");
+        return;
+    }
+    if (settings.disabled) {
+        log_msg(LOG_INFO, "PQDEDUP_DISABLE is set; passing every call through");
+        return;
+    }
+    pool_init();
+    pooling_on = true;
+    log_msg(LOG_INFO, "pooling on: keep_per_key=%d share_after=%d max_per_key=%d reset_query=%s",
+            settings.keep_per_key, settings.share_after, settings.max_per_key,
+            settings.reset_query[0] ? settings.reset_query : "(none)");
+}
+
+/* True when this call should go through the pool. */
+static bool intercepting(void)
+{
+    pthread_once(&init_once, shim_init);
+    return pooling_on && inside_wrapper == 0;
+}
+
+/* One connect call of the app, as it was made. */
+enum call_shape { CALL_CONNINFO, CALL_ARRAYS, CALL_SETDB };
+
+struct connect_call {
+    enum call_shape shape;
+    bool blocking; /* PQconnectdb*, PQsetdbLogin; false for PQconnectStart* */
+    const char *conninfo;
+    const char *const *keywords, *const *values;
+    int expand_dbname;
+    const char *host, *port, *options, *tty, *dbname, *user, *password;
+};
+
+/* Makes the app's call with libpq's own function. Returns what libpq returns. */
+static PGconn *call_libpq(const struct connect_call *c)
+{
+    switch (c->shape) {
+    case CALL_CONNINFO:
+        return c->blocking ? real.PQconnectdb(c->conninfo) : real.PQconnectStart(c->conninfo);
+    case CALL_ARRAYS:
+        return c->blocking ? real.PQconnectdbParams(c->keywords, c->values, c->expand_dbname)
+                           : real.PQconnectStartParams(c->keywords, c->values, c->expand_dbname);
+    case CALL_SETDB:
+        return real.PQsetdbLogin(c->host, c->port, c->options, c->tty, c->dbname, c->user, c->password);
+    }
+    return NULL;
+}
+
+static char *key_for_call(const struct connect_call *c)
+{
+    switch (c->shape) {
+    case CALL_CONNINFO:
+        return key_from_conninfo(c->conninfo);
+    case CALL_ARRAYS:
+        return key_from_arrays(c->keywords, c->values, c->expand_dbname);
+    case CALL_SETDB:
+        return key_from_setdb(c->host, c->port, c->options, c->dbname, c->user, c->password);
+    }
+    return NULL;
+}
+
+/* A failed connection, made by libpq itself, whose PQerrorMessage says why
+ * pqdedup refused: libpq reports the unknown keyword, which is the sentence. */
+static PGconn *refused_at_cap(void)
+{
+    char reason[400];
+    snprintf(reason, sizeof reason,
+             "pqdedup: PQDEDUP_MAX_PER_KEY=%d connections with these parameters are already open in "
+             "this process and none was finished within PQDEDUP_MAX_WAIT=%lldms; raise "
+             "PQDEDUP_MAX_PER_KEY or PQDEDUP_MAX_WAIT, or finish connections sooner",
+             settings.max_per_key, (long long) (settings.max_wait_ns / 1000000));
+    const char *const keywords[] = { reason, NULL };
+    const char *const values[] = { "refused", NULL };
+    log_msg(LOG_WARN, "%s", reason);
+    return real.PQconnectStartParams(keywords, values, 0);
+}
+
+/* The whole connect path: find the key, ask the pool, open a connection when it
+ * says so. The app's errno is kept when no connect was made. */
+static PGconn *connect_through_pool(const struct connect_call *c)
+{
+    int saved_errno = errno;
+    inside_wrapper++;
+    char *key = key_for_call(c);
+    PGconn *conn = NULL;
+    struct grant grant = { .kind = GRANT_PASSTHROUGH };
+    if (key != NULL)
+        pool_acquire(key, &grant);
+    else
+        log_msg(LOG_DEBUG, "connection parameters not understood; passing the connect to libpq");
+    free(key);
+    errno = saved_errno;
+
+    switch (grant.kind) {
+    case GRANT_REUSED:
+    case GRANT_SHARED:
+        conn = grant.conn;
+        break;
+    case GRANT_REFUSED:
+        conn = refused_at_cap();
+        errno = saved_errno;
+        break;
+    case GRANT_PASSTHROUGH:
+        stats_add(passthrough);
+        conn = call_libpq(c);
+        break;
+    case GRANT_OPEN:
+        conn = call_libpq(c);
+        saved_errno = errno;
+        conn = pool_opened(&grant, conn, c->blocking);
+        errno = saved_errno;
+        break;
+    }
+    inside_wrapper--;
+    return conn;
+}
+
+EXPORT PGconn *PQconnectdb(const char *conninfo)
+{
+    struct connect_call c = { .shape = CALL_CONNINFO, .blocking = true, .conninfo = conninfo };
+    return intercepting() ? connect_through_pool(&c) : real.PQconnectdb(conninfo);
+}
+
+EXPORT PGconn *PQconnectStart(const char *conninfo)
+{
+    struct connect_call c = { .shape = CALL_CONNINFO, .blocking = false, .conninfo = conninfo };
+    return intercepting() ? connect_through_pool(&c) : real.PQconnectStart(conninfo);
+}
+
+EXPORT PGconn *PQconnectdbParams(const char *const *keywords, const char *const *values, int expand_dbname)
+{
+    struct connect_call c = { .shape = CALL_ARRAYS, .blocking = true, .keywords = keywords,
+                              .values = values, .expand_dbname = expand_dbname };
+    return intercepting() ? connect_through_pool(&c) : real.PQconnectdbParams(keywords, values, expand_dbname);
+}
+
+EXPORT PGconn *PQconnectStartParams(const char *const *keywords, const char *const *values, int expand_dbname)
+{
+    struct connect_call c = { .shape = CALL_ARRAYS, .blocking = false, .keywords = keywords,
+                              .values = values, .expand_dbname = expand_dbname };
+    return intercepting() ? connect_through_pool(&c)
+                          : real.PQconnectStartParams(keywords, values, expand_dbname);
+}
+
+EXPORT PGconn *PQsetdbLogin(const char *pghost, const char *pgport, const char *pgoptions,
+                            const char *pgtty, const char *dbName, const char *login, const char *pwd)
+{
+    struct connect_call c = { .shape = CALL_SETDB, .blocking = true, .host = pghost, .port = pgport,
+                              .options = pgoptions, .tty = pgtty, .dbname = dbName, .user = login,
+                              .password = pwd };
+    return intercepting() ? connect_through_pool(&c)
+                          : real.PQsetdbLogin(pghost, pgport, pgoptions, pgtty, dbName, login, pwd);
+}
+
+EXPORT void PQfinish(PGconn *conn)
+{
+    if (conn == NULL || !intercepting()) {
+        real.PQfinish(conn);
+        return;
+    }
+    int saved_errno = errno;
+    inside_wrapper++;
+    bool pooled = pool_finish(conn);
+    errno = saved_errno;
+    if (!pooled)
+        real.PQfinish(conn);
+    inside_wrapper--;
+    errno = saved_errno;
+}
+
+/* PQping opens and finishes a private connection through PQconnectStart and
+ * PQfinish: it must never touch the pool. */
+EXPORT PGPing PQping(const char *conninfo)
+{
+    pthread_once(&init_once, shim_init);
+    inside_wrapper++;
+    PGPing result = real.PQping(conninfo);
+    inside_wrapper--;
+    return result;
+}
+
+EXPORT PGPing PQpingParams(const char *const *keywords, const char *const *values, int expand_dbname)
+{
+    pthread_once(&init_once, shim_init);
+    inside_wrapper++;
+    PGPing result = real.PQpingParams(keywords, values, expand_dbname);
+    inside_wrapper--;
+    return result;
+}
+
+/* Event procedures cannot be unregistered and only hear CONNDESTROY on a real
+ * PQfinish, so a connection that has any is never kept. */
+EXPORT int PQregisterEventProc(PGconn *conn, PGEventProc proc, const char *name, void *passThrough)
+{
+    bool track = intercepting();
+    int ok = real.PQregisterEventProc(conn, proc, name, passThrough);
+    if (ok && track && conn != NULL)
+        pool_mark_events(conn);
+    return ok;
+}
