@@ -34,6 +34,11 @@ fi
 
 DATA=$DIR/data
 SOCK=$DIR/sock
+# A unix socket path holds at most 107 bytes: "$SOCK/.s.PGSQL.NNNNN" must fit.
+(( ${#SOCK} + 17 <= 107 )) || die "$DIR is too long a path for a unix socket; use a shorter one"
+if [[ $(id -u) -eq 0 ]] && ! runuser -u "$OSUSER" -- test -x "$(dirname "$DIR")"; then
+  die "user $OSUSER cannot reach $(dirname "$DIR"); use a DIR under /tmp"
+fi
 LOGDIR=$DIR/log
 LOG=$LOGDIR/postgresql.log
 touch "$DIR/.pqd-harness"
