@@ -161,6 +161,16 @@ static void parsed_keys_clear(void)
     parsed_count = 0;
 }
 
+void key_lock_for_fork(void)
+{
+    pthread_mutex_lock(&key_lock);
+}
+
+void key_unlock_after_fork(void)
+{
+    pthread_mutex_unlock(&key_lock);
+}
+
 void key_cache_clear(void)
 {
     pthread_mutex_lock(&key_lock);

@@ -27,6 +27,10 @@ char *key_from_setdb(const char *pghost, const char *pgport, const char *pgoptio
  * password. Writes into buf (always NUL-terminated) and returns buf. */
 char *key_describe(const char *key, char *buf, unsigned long size);
 
+/* Fork handlers: hold the key cache's lock across fork(), release it after. */
+void key_lock_for_fork(void);
+void key_unlock_after_fork(void);
+
 /* Drops the cached defaults and parsed keys (used by tests and after fork). */
 void key_cache_clear(void);
 

@@ -6,6 +6,7 @@
 #include <getopt.h>
 #include <libgen.h>
 #include <limits.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -99,7 +100,22 @@ static char *find_library(void)
     return NULL;
 }
 
-/* Puts the library first in LD_PRELOAD, keeping what was there. Returns 0 or an exit code. */
+/* True for a sanitizer runtime, which must stay first in LD_PRELOAD. */
+static bool is_sanitizer_runtime(const char *entry, size_t len)
+{
+    static const char *const prefixes[] = { "libasan", "libtsan", "libubsan", "liblsan", "libclang_rt" };
+    const char *base = entry;
+    for (size_t i = 0; i < len; i++)
+        if (entry[i] == '/')
+            base = entry + i + 1;
+    for (size_t i = 0; i < sizeof prefixes / sizeof prefixes[0]; i++)
+        if (strncmp(base, prefixes[i], strlen(prefixes[i])) == 0)
+            return true;
+    return false;
+}
+
+/* Puts the library first in LD_PRELOAD, after any leading sanitizer runtimes,
+ * keeping everything that was there. Returns 0 or an exit code. */
 static int prepend_preload(const char *library)
 {
     if (strpbrk(library, ": ") != NULL) {
@@ -108,9 +124,21 @@ static int prepend_preload(const char *library)
         return EXIT_LAUNCHER_FAILED;
     }
     const char *old = getenv("LD_PRELOAD");
+    if (old == NULL)
+        old = "";
+    /* Leading entries that are sanitizer runtimes stay in front. */
+    size_t keep = 0;
+    for (;;) {
+        size_t skip = strspn(old + keep, ": ");
+        size_t len = strcspn(old + keep + skip, ": ");
+        if (len == 0 || !is_sanitizer_runtime(old + keep + skip, len))
+            break;
+        keep += skip + len;
+    }
+    const char *rest = old + keep + strspn(old + keep, ": ");
     char *preload = NULL;
-    int rc = (old != NULL && old[0] != '\0') ? asprintf(&preload, "%s:%s", library, old)
-                                              : asprintf(&preload, "%s", library);
+    int rc = asprintf(&preload, "%.*s%s%s%s%s", (int) keep, old, keep ? ":" : "", library,
+                      rest[0] ? ":" : "", rest);
     if (rc < 0 || setenv("LD_PRELOAD", preload, 1) != 0) {
         perror("pqdedup: setting LD_PRELOAD");
         free(preload);

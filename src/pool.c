@@ -23,8 +23,8 @@
 /* Every connection the pool owns is in exactly one state. */
 enum pooled_state {
     POOLED_HELD,      /* handed to the app: holders >= 1, on its bucket's held list */
-    POOLED_KEPT,      /* idle, clean, on its bucket's kept stack */
-    POOLED_BUSY,      /* taken by one pqdedup call (cleaning or closing): on no list */
+    POOLED_KEPT,      /* idle on its bucket's kept stack; its reset may still be in flight */
+    POOLED_BUSY,      /* taken by one pqdedup call (resetting, checking, closing): on no list */
     POOLED_INHERITED, /* opened by the parent before fork: only ever freed, silently */
 };
 
@@ -35,6 +35,7 @@ struct pooled_conn {
     int holders;                  /* app handles that have not finished it yet */
     pthread_t holder_thread;      /* the thread it was last handed to */
     bool has_events;              /* the app registered libpq event procedures */
+    bool reset_sent;              /* kept with the reset query's result not yet read */
     int64_t opened_ns, kept_ns;
     uint64_t handed_seq;          /* when it was last handed out */
     struct pooled_conn *prev, *next; /* on held or kept list */
@@ -45,7 +46,7 @@ struct pool_bucket {
     char *key;                    /* owned; hash key */
     int open;                     /* server connections of this key in this process,
                                      plus reservations being opened */
-    int nkept;
+    int nkept, nheld;
     int waiters;                  /* threads waiting at the cap */
     pthread_cond_t changed;       /* a connection was kept or closed */
     struct pooled_conn *kept;     /* LIFO: head is the most recently kept */
@@ -78,20 +79,25 @@ static int64_t now_ns(void)
 
 /* ---- fork ------------------------------------------------------------------ */
 
+/* No lock of pqdedup is held across fork: both are taken before it (key_lock
+ * and pool_lock are never nested, so their order is free) and released after. */
 static void fork_prepare(void)
 {
+    key_lock_for_fork();
     pthread_mutex_lock(&pool_lock);
 }
 
 static void fork_parent(void)
 {
     pthread_mutex_unlock(&pool_lock);
+    key_unlock_after_fork();
 }
 
 static void fork_child(void)
 {
     current_pid = getpid();
     pthread_mutex_unlock(&pool_lock);
+    key_unlock_after_fork();
 }
 
 /* After a fork, nothing the parent opened may be reused, reset or written to by
@@ -103,19 +109,22 @@ static struct pooled_conn *forget_parent_pool(void)
 {
     struct pooled_conn *to_free = NULL, *pc, *tmp;
     HASH_ITER(hh, conns, pc, tmp) {
-        if (pc->state != POOLED_HELD) { /* kept, or mid-clean by a thread the child lacks */
+        if (pc->state == POOLED_KEPT || pc->state == POOLED_BUSY) {
+            /* kept, or mid-reset by a thread the child does not have: no app holds it */
             HASH_DEL(conns, pc);
             pc->next = to_free;
             to_free = pc;
         } else {
+            /* held by the app (here, or already inherited by the parent) */
             pc->state = POOLED_INHERITED;
             pc->bucket = NULL;
         }
     }
     struct pool_bucket *b, *btmp;
     HASH_ITER(hh, buckets, b, btmp) {
+        /* No pthread_cond_destroy: a parent thread waiting at fork time would make
+         * it wait forever for a waiter that does not exist here. */
         HASH_DEL(buckets, b);
-        pthread_cond_destroy(&b->changed);
         free(b->key);
         free(b);
     }
@@ -187,14 +196,6 @@ static void bucket_drop_if_unused(struct pool_bucket *b)
     free(b);
 }
 
-/* One server connection of the bucket is gone (closed or never opened). */
-static void bucket_release_slot(struct pool_bucket *b)
-{
-    b->open--;
-    pthread_cond_broadcast(&b->changed);
-    bucket_drop_if_unused(b);
-}
-
 static void hand_to_this_thread(struct pool_bucket *b, struct pooled_conn *pc)
 {
     pc->state = POOLED_HELD;
@@ -202,6 +203,57 @@ static void hand_to_this_thread(struct pool_bucket *b, struct pooled_conn *pc)
     pc->holder_thread = pthread_self();
     pc->handed_seq = ++handed_counter;
     DL_APPEND(b->held, pc);
+    b->nheld++;
+}
+
+/* Takes pc off whatever list its state puts it on; it is then BUSY. */
+static void unlink_from_list(struct pooled_conn *pc)
+{
+    struct pool_bucket *b = pc->bucket;
+    if (pc->state == POOLED_KEPT) {
+        DL_DELETE(b->kept, pc);
+        b->nkept--;
+    } else if (pc->state == POOLED_HELD) {
+        DL_DELETE(b->held, pc);
+        b->nheld--;
+    }
+    pc->state = POOLED_BUSY;
+}
+
+/* Takes pc out of the pool for closing: off its list and out of the table (so
+ * libpq may reuse its address once freed), its slot released at once. The caller
+ * then calls close_detached() without the lock. The bucket may become unused:
+ * the caller drops it when it no longer needs it. */
+static void detach(struct pooled_conn *pc)
+{
+    unlink_from_list(pc);
+    HASH_DEL(conns, pc);
+    pc->bucket->open--;
+    pthread_cond_broadcast(&pc->bucket->changed);
+}
+
+/* Closes a detached connection and frees its record. Called without pool_lock. */
+static void close_detached(struct pooled_conn *pc)
+{
+    session_close_quietly(pc->conn);
+    stats_add(closed);
+    free(pc);
+}
+
+static void close_detached_list(struct pooled_conn *list)
+{
+    while (list != NULL) {
+        struct pooled_conn *next = list->next;
+        close_detached(list);
+        list = next;
+    }
+}
+
+static void push_to_close(struct pooled_conn **list, struct pooled_conn *pc)
+{
+    detach(pc);
+    pc->next = *list;
+    *list = pc;
 }
 
 /* Among the connections this thread holds for the bucket, the least recently
@@ -245,54 +297,18 @@ static bool is_expired(const struct pooled_conn *pc, int64_t now)
            now - pc->kept_ns >= settings.idle_timeout_ns;
 }
 
-/* Takes a kept connection off its stack and out of the table, to be closed.
- * Its slot stays counted until close_detached() releases it. */
-static void detach_kept(struct pooled_conn *pc)
-{
-    DL_DELETE(pc->bucket->kept, pc);
-    pc->bucket->nkept--;
-    HASH_DEL(conns, pc);
-    pc->state = POOLED_BUSY;
-}
-
-/* Closes a connection already out of the table (so libpq may reuse its address),
- * then releases its slot. Called without pool_lock; takes it. */
-static void close_detached(struct pooled_conn *pc)
-{
-    session_close_quietly(pc->conn);
-    stats_add(closed);
-    pthread_mutex_lock(&pool_lock);
-    bucket_release_slot(pc->bucket);
-    pthread_mutex_unlock(&pool_lock);
-    free(pc);
-}
-
 /* At most once a second, detaches kept connections past their idle time or
- * lifetime, oldest first. Returns them as a list (through ->next) to close. */
-static struct pooled_conn *sweep_expired(int64_t now)
+ * lifetime, oldest first, onto *to_close. */
+static void sweep_expired(int64_t now, struct pooled_conn **to_close)
 {
-    struct pooled_conn *expired = NULL;
     if (now - last_sweep_ns < NS_PER_SEC)
-        return NULL;
+        return;
     last_sweep_ns = now;
     struct pool_bucket *b, *btmp;
     HASH_ITER(hh, buckets, b, btmp) {
-        while (b->kept != NULL && is_expired(b->kept->prev, now)) {
-            struct pooled_conn *oldest = b->kept->prev;
-            detach_kept(oldest);
-            oldest->next = expired;
-            expired = oldest;
-        }
-    }
-    return expired;
-}
-
-static void close_detached_list(struct pooled_conn *list)
-{
-    while (list != NULL) {
-        struct pooled_conn *next = list->next;
-        close_detached(list);
-        list = next;
+        while (b->kept != NULL && is_expired(b->kept->prev, now))
+            push_to_close(to_close, b->kept->prev);
+        bucket_drop_if_unused(b);
     }
 }
 
@@ -308,12 +324,8 @@ static void pool_shutdown(void)
     struct pooled_conn *to_close = NULL;
     struct pool_bucket *b, *btmp;
     HASH_ITER(hh, buckets, b, btmp) {
-        while (b->kept != NULL) {
-            struct pooled_conn *pc = b->kept;
-            detach_kept(pc);
-            pc->next = to_close;
-            to_close = pc;
-        }
+        while (b->kept != NULL)
+            push_to_close(&to_close, b->kept);
     }
     pthread_mutex_unlock(&pool_lock);
     close_detached_list(to_close);
@@ -330,8 +342,9 @@ void pool_init(void)
 
 /* OpenSSL registers its own cleanup with atexit when the first SSL connection is
  * made; exit handlers run in reverse, so pool_shutdown is registered once more
- * after that, to close kept SSL connections before OpenSSL is torn down. */
-static void exit_hook_after_first_ssl(PGconn *conn) /* caller holds pool_lock */
+ * after that, to close kept SSL connections before OpenSSL is torn down.
+ * Caller holds pool_lock. */
+static void exit_hook_after_first_ssl(PGconn *conn)
 {
     if (!exit_hook_after_ssl && PQsslInUse(conn)) {
         exit_hook_after_ssl = true;
@@ -341,31 +354,36 @@ static void exit_hook_after_first_ssl(PGconn *conn) /* caller holds pool_lock */
 
 /* ---- connect ----------------------------------------------------------------- */
 
-/* Pops kept connections until one looks alive; dead and expired ones are
- * closed on the way (pool_lock is dropped to close them). Returns NULL when the
- * stack is empty. Caller holds pool_lock. */
-static struct pooled_conn *pop_live_kept(struct pool_bucket *b)
+/* A connect may open one connection more than the thread's holders need while
+ * the last finished one still resets, so it need not wait for that reset. */
+static bool may_open_spare(const struct pool_bucket *b)
 {
-    while (b->kept != NULL) {
-        struct pooled_conn *pc = b->kept;
-        bool expired = is_expired(pc, now_ns());
-        if (!expired && session_looks_alive(pc->conn)) {
-            DL_DELETE(b->kept, pc);
-            b->nkept--;
+    return b->open < b->nheld + 2 && b->open < settings.keep_per_key &&
+           (settings.max_per_key == 0 || b->open < settings.max_per_key);
+}
+
+/* Picks the kept connection to hand out: the most recently kept one whose reset
+ * has completed; failing that, when no spare may be opened, the oldest one (its
+ * reset was sent first, so it is waited for the shortest). Expired ones go to *to_close. Returns NULL when
+ * a new connection should be opened (or the cap decides). The pick is BUSY.
+ * Caller holds pool_lock. */
+static struct pooled_conn *pick_kept(struct pool_bucket *b, struct pooled_conn **to_close)
+{
+    int64_t now = now_ns();
+    struct pooled_conn *pc, *tmp;
+    DL_FOREACH_SAFE(b->kept, pc, tmp) {
+        if (is_expired(pc, now)) {
+            push_to_close(to_close, pc);
+        } else if (!pc->reset_sent || session_reset_arrived(pc->conn)) {
+            unlink_from_list(pc);
             return pc;
         }
-        detach_kept(pc);
-        if (!expired) {
-            stats_add(dead);
-            log_msg(LOG_INFO, "discarding a kept connection that the server closed");
-        }
-        b->waiters++; /* keeps the bucket alive while unlocked */
-        pthread_mutex_unlock(&pool_lock);
-        close_detached(pc);
-        pthread_mutex_lock(&pool_lock);
-        b->waiters--;
     }
-    return NULL;
+    if (b->kept == NULL || may_open_spare(b))
+        return NULL;
+    pc = b->kept->prev;
+    unlink_from_list(pc);
+    return pc;
 }
 
 /* Waits for a finish or close in the bucket until `deadline`. Returns false on timeout. */
@@ -377,12 +395,36 @@ static bool wait_for_change(struct pool_bucket *b, const struct timespec *deadli
     return rc != ETIMEDOUT;
 }
 
+/* The cap is reached: shares what this thread holds, else waits for a change
+ * until the deadline (set on first use). Returns true to look again, false
+ * when `grant` is decided (shared or refused). Caller holds pool_lock. */
+static bool wait_at_cap(struct pool_bucket *b, struct grant *grant, struct timespec *deadline)
+{
+    struct pooled_conn *pc = find_shareable(b);
+    if (pc != NULL) {
+        *grant = (struct grant) { .kind = GRANT_SHARED, .conn = share(pc) };
+        return false;
+    }
+    if (deadline->tv_sec == 0 && deadline->tv_nsec == 0) {
+        stats_add(cap_waits);
+        int64_t until = now_ns() + settings.max_wait_ns;
+        deadline->tv_sec = until / NS_PER_SEC;
+        deadline->tv_nsec = until % NS_PER_SEC;
+    }
+    if (wait_for_change(b, deadline) || b->kept != NULL || b->open < settings.max_per_key)
+        return true;
+    stats_add(cap_failures);
+    grant->kind = GRANT_REFUSED;
+    return false;
+}
+
 void pool_acquire(const char *key, struct grant *grant)
 {
     *grant = (struct grant) { .kind = GRANT_PASSTHROUGH };
+    struct pooled_conn *to_close = NULL;
     lock_pool();
     stats_add(connects);
-    struct pooled_conn *expired = sweep_expired(now_ns());
+    sweep_expired(now_ns(), &to_close);
     struct pool_bucket *b = shutting_down ? NULL : bucket_for(key);
     if (b == NULL)
         goto out;
@@ -395,40 +437,38 @@ void pool_acquire(const char *key, struct grant *grant)
     }
 
     struct timespec deadline = { 0 };
-    bool waited = false;
     for (;;) {
-        pc = pop_live_kept(b);
-        if (pc != NULL) {
-            hand_to_this_thread(b, pc);
-            stats_add(reused);
-            *grant = (struct grant) { .kind = GRANT_REUSED, .conn = pc->conn };
-            goto out;
+        if ((pc = pick_kept(b, &to_close)) != NULL) {
+            b->waiters++; /* keeps the bucket while unlocked */
+            pthread_mutex_unlock(&pool_lock);
+            bool usable = session_reset_done(pc->conn) && session_looks_alive(pc->conn);
+            pthread_mutex_lock(&pool_lock);
+            b->waiters--;
+            if (usable) {
+                pc->reset_sent = false;
+                hand_to_this_thread(b, pc);
+                stats_add(reused);
+                *grant = (struct grant) { .kind = GRANT_REUSED, .conn = pc->conn };
+                break;
+            }
+            stats_add(dead);
+            log_msg(LOG_INFO, "discarding a kept connection that failed its reset or was closed by the server");
+            push_to_close(&to_close, pc);
+            continue;
         }
-        if (settings.max_per_key == 0 || b->open < settings.max_per_key)
+        if (settings.max_per_key > 0 && b->open >= settings.max_per_key) {
+            if (wait_at_cap(b, grant, &deadline))
+                continue;
             break;
-        if ((pc = find_shareable(b)) != NULL) {
-            *grant = (struct grant) { .kind = GRANT_SHARED, .conn = share(pc) };
-            goto out;
         }
-        if (!waited) {
-            waited = true;
-            stats_add(cap_waits);
-            int64_t until = now_ns() + settings.max_wait_ns;
-            deadline.tv_sec = until / NS_PER_SEC;
-            deadline.tv_nsec = until % NS_PER_SEC;
-        }
-        if (!wait_for_change(b, &deadline) && b->kept == NULL && b->open >= settings.max_per_key) {
-            stats_add(cap_failures);
-            grant->kind = GRANT_REFUSED;
-            bucket_drop_if_unused(b);
-            goto out;
-        }
+        b->open++;
+        *grant = (struct grant) { .kind = GRANT_OPEN, .bucket = b };
+        break;
     }
-    b->open++;
-    *grant = (struct grant) { .kind = GRANT_OPEN, .bucket = b };
+    bucket_drop_if_unused(b);
 out:
     pthread_mutex_unlock(&pool_lock);
-    close_detached_list(expired);
+    close_detached_list(to_close);
 }
 
 PGconn *pool_opened(struct grant *grant, PGconn *conn, bool completed)
@@ -437,11 +477,10 @@ PGconn *pool_opened(struct grant *grant, PGconn *conn, bool completed)
     bool failed = conn == NULL || PQstatus(conn) == CONNECTION_BAD;
     bool refused_for_slots = failed && completed && conn != NULL && session_refused_for_slots(conn);
     struct pooled_conn *pc = failed ? NULL : calloc(1, sizeof *pc);
-    if (!failed)
-        session_capture_default_hooks(conn);
 
     lock_pool();
     if (pc != NULL) {
+        session_capture_default_hooks(conn);
         pc->conn = conn;
         pc->bucket = b;
         pc->opened_ns = now_ns();
@@ -458,7 +497,9 @@ PGconn *pool_opened(struct grant *grant, PGconn *conn, bool completed)
     /* Not pooled: failed, or out of memory. */
     struct pooled_conn *holder = refused_for_slots ? find_shareable(b) : NULL;
     PGconn *answer = holder != NULL ? share(holder) : conn;
-    bucket_release_slot(b);
+    b->open--;
+    pthread_cond_broadcast(&b->changed);
+    bucket_drop_if_unused(b);
     pthread_mutex_unlock(&pool_lock);
     if (holder != NULL) {
         log_msg(LOG_INFO, "server refused a new connection for lack of slots; sharing one this thread holds");
@@ -469,18 +510,19 @@ PGconn *pool_opened(struct grant *grant, PGconn *conn, bool completed)
 
 /* ---- finish ------------------------------------------------------------------ */
 
-/* Cleans a connection whose last holder finished, then keeps or closes it.
- * Called without pool_lock, with pc in state BUSY (owned by this call). */
-static void clean_and_keep(struct pooled_conn *pc, bool worth_cleaning)
+/* Starts the reset of a connection whose last holder finished, then keeps or
+ * closes it. Called without pool_lock, with pc BUSY (owned by this call). */
+static void reset_and_keep(struct pooled_conn *pc, bool worth_keeping)
 {
     struct pool_bucket *b = pc->bucket;
-    bool clean = worth_cleaning && session_clean(pc->conn, settings.reset_query);
+    bool reset_started = worth_keeping && session_start_reset(pc->conn, settings.reset_query);
 
     lock_pool();
-    if (clean && !shutting_down && b->nkept < settings.keep_per_key) {
+    if (reset_started && !shutting_down && b->nkept < settings.keep_per_key) {
         exit_hook_after_first_ssl(pc->conn);
         pc->state = POOLED_KEPT;
         pc->kept_ns = now_ns();
+        pc->reset_sent = settings.reset_query[0] != '\0';
         DL_PREPEND(b->kept, pc);
         b->nkept++;
         stats_add(resets);
@@ -488,9 +530,11 @@ static void clean_and_keep(struct pooled_conn *pc, bool worth_cleaning)
         pthread_mutex_unlock(&pool_lock);
         return;
     }
-    HASH_DEL(conns, pc);
+    struct pooled_conn *to_close = NULL;
+    push_to_close(&to_close, pc);
+    bucket_drop_if_unused(b);
     pthread_mutex_unlock(&pool_lock);
-    close_detached(pc);
+    close_detached_list(to_close);
 }
 
 bool pool_finish(PGconn *conn)
@@ -525,13 +569,11 @@ bool pool_finish(PGconn *conn)
         session_restore_default_hooks(conn);
         return true;
     }
-    struct pool_bucket *b = pc->bucket;
-    DL_DELETE(b->held, pc);
-    pc->state = POOLED_BUSY;
-    bool worth_cleaning = !shutting_down && !pc->has_events && b->nkept < settings.keep_per_key &&
-                          !is_expired(pc, now_ns());
+    unlink_from_list(pc);
+    bool worth_keeping = !shutting_down && !pc->has_events && pc->bucket->nkept < settings.keep_per_key &&
+                         !is_expired(pc, now_ns());
     pthread_mutex_unlock(&pool_lock);
-    clean_and_keep(pc, worth_cleaning);
+    reset_and_keep(pc, worth_keeping);
     return true;
 }
 

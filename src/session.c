@@ -7,11 +7,10 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
-#include <pthread.h>
 #include <string.h>
 #include <unistd.h>
 
-static pthread_mutex_t hooks_lock = PTHREAD_MUTEX_INITIALIZER;
+/* Written once, under the pool's lock, before the first connection is pooled. */
 static bool hooks_captured;
 static PQnoticeReceiver default_receiver;
 static PQnoticeProcessor default_processor;
@@ -24,14 +23,12 @@ static void silent_receiver(void *arg, const PGresult *res)
 
 void session_capture_default_hooks(PGconn *fresh)
 {
-    pthread_mutex_lock(&hooks_lock);
     if (!hooks_captured && fresh != NULL) {
         /* A NULL function changes nothing and returns the current one. */
         default_receiver = PQsetNoticeReceiver(fresh, NULL, NULL);
         default_processor = PQsetNoticeProcessor(fresh, NULL, NULL);
         hooks_captured = default_receiver != NULL && default_processor != NULL;
     }
-    pthread_mutex_unlock(&hooks_lock);
 }
 
 void session_restore_default_hooks(PGconn *conn)
@@ -58,7 +55,7 @@ static bool run_command(PGconn *conn, const char *sql)
     return status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK;
 }
 
-bool session_clean(PGconn *conn, const char *reset_query)
+bool session_start_reset(PGconn *conn, const char *reset_query)
 {
     if (!hooks_captured || !session_can_keep(conn))
         return false;
@@ -69,21 +66,34 @@ bool session_clean(PGconn *conn, const char *reset_query)
     PQuntrace(conn);
     PQsetErrorVerbosity(conn, PQERRORS_DEFAULT);
     PQsetErrorContextVisibility(conn, PQSHOW_CONTEXT_ERRORS);
-    bool ok = PQsetnonblocking(conn, 0) == 0;
+    if (PQsetnonblocking(conn, 0) != 0)
+        return false;
 
     PGTransactionStatusType txn = PQtransactionStatus(conn);
-    if (ok && (txn == PQTRANS_INTRANS || txn == PQTRANS_INERROR))
-        ok = run_command(conn, "ROLLBACK");
-    if (ok && reset_query[0] != '\0')
-        ok = run_command(conn, reset_query);
+    if ((txn == PQTRANS_INTRANS || txn == PQTRANS_INERROR) && !run_command(conn, "ROLLBACK"))
+        return false;
+    return reset_query[0] == '\0' || PQsendQuery(conn, reset_query) == 1;
+}
 
+bool session_reset_arrived(PGconn *conn)
+{
+    return PQconsumeInput(conn) == 0 || PQisBusy(conn) == 0;
+}
+
+bool session_reset_done(PGconn *conn)
+{
+    bool ok = true;
+    PGresult *res;
+    while ((res = PQgetResult(conn)) != NULL) {
+        ExecStatusType status = PQresultStatus(res);
+        ok = ok && (status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK);
+        PQclear(res);
+    }
     PGnotify *notify;
     while ((notify = PQnotifies(conn)) != NULL)
         PQfreemem(notify);
-
-    ok = ok && PQstatus(conn) == CONNECTION_OK && PQtransactionStatus(conn) == PQTRANS_IDLE;
     PQsetNoticeReceiver(conn, default_receiver, NULL);
-    return ok;
+    return ok && PQstatus(conn) == CONNECTION_OK && PQtransactionStatus(conn) == PQTRANS_IDLE;
 }
 
 bool session_looks_alive(PGconn *conn)
