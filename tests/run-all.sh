@@ -51,30 +51,8 @@ done
 [[ $jobs =~ ^[1-9][0-9]*$ ]] || die "--jobs needs a positive number"
 
 # --- What the build and the tests need --------------------------------------------------
-install_packages() {
-  local missing=() p log
-  if ! command -v dpkg-query >/dev/null; then
-    say "not a Debian system: not checking packages"
-    return 0
-  fi
-  for p in "${PACKAGES[@]}"; do
-    [[ $(dpkg-query -W -f='${db:Status-Abbrev}' "$p" 2>/dev/null) == ii* ]] || missing+=("$p")
-  done
-  [[ ${#missing[@]} -eq 0 ]] && { say "all needed packages are installed"; return 0; }
-  if [[ $(id -u) -ne 0 ]]; then
-    die "missing packages: ${missing[*]}; as root run: apt-get update && apt-get install -y ${missing[*]}"
-  fi
-  say "installing: ${missing[*]}"
-  log=$(mktemp)
-  export DEBIAN_FRONTEND=noninteractive
-  if ! { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}"; } >"$log" 2>&1; then
-    cat "$log" >&2
-    rm -f "$log"
-    die "apt-get could not install: ${missing[*]}"
-  fi
-  rm -f "$log"
-}
-install_packages
+"$ROOT/scripts/ensure-packages.sh" "${PACKAGES[@]}" || die "needed packages are missing"
+say "all needed packages are installed"
 
 # --- A clean environment: nothing of the caller's may steer libpq or the library ---------
 while read -r var; do unset "$var"; done < <(compgen -e | grep -E '^(PG|PQDEDUP_|PQD_TEST_)' | grep -vx PQD_TEST_SCALE || true)
