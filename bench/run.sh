@@ -445,8 +445,10 @@ if [[ $ONLY_MICRO -eq 0 ]]; then
 		set style fill solid 0.85 border -1
 		set boxwidth 0.9
 		set logscale y
-		set yrange [0.01:1.5]
-		set ytics (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1)
+		set yrange [0.002:3]
+		set ytics ("0.002" 0.002, "0.005" 0.005, "0.01" 0.01, "0.02" 0.02, "0.05" 0.05, "0.1" 0.1, \
+			"0.2" 0.2, "0.5" 0.5, "1" 1, "2" 2)
+		set arrow from graph 0, first 1 to graph 1, first 1 nohead dashtype 2 linewidth 2 front
 		set grid ytics
 		set ylabel "TPS / TPS persistent"
 		set key outside right top
@@ -496,7 +498,10 @@ MEMT="$(free -g | awk '/^Mem:/ {print $2 " GiB"}')"
 	echo
 	echo "## Notes from the runs"
 	echo
-	awk -F, 'NR > 1 && ($14 != "ok" || $15 != "") { print "- r" $1 " " $2 " c" $3 " " $4 " " $5 ": " $14 " " $15 }' "$RAW" | head -80
+	awk -F, 'NR > 1 && ($14 != "ok" || $15 != "") { print "- r" $1 " " $2 " c" $3 " " $4 " " $5 ": " $14 " " $15; n++ }
+		END { if (!n) print "None: every run exited 0 and pqdedup printed nothing but its stats line." }' "$RAW" | head -80
+	echo
+	echo "Load average after the run: $(cut -d' ' -f1-3 /proc/loadavg)"
 } >"$OUT/results.md"
 
 echo
