@@ -185,12 +185,13 @@ void key_cache_clear(void)
 /* Everything outside the call's arguments that libpq resolves defaults from. */
 static void snapshot_environment(struct buf *out)
 {
-    char euid[32];
-    snprintf(euid, sizeof euid, "euid=%u", (unsigned) geteuid());
-    buf_add_str(out, euid);
-    for (char **e = environ; e != NULL && *e != NULL; e++)
-        if (strncmp(*e, "PG", 2) == 0 || strncmp(*e, "HOME=", 5) == 0)
-            buf_add_str(out, *e);
+    uid_t euid = geteuid();
+    buf_add(out, (const char *) &euid, sizeof euid);
+    for (char **e = environ; e != NULL && *e != NULL; e++) {
+        const char *v = *e;
+        if ((v[0] == 'P' && v[1] == 'G') || (v[0] == 'H' && strncmp(v, "HOME=", 5) == 0))
+            buf_add_str(out, v);
+    }
 }
 
 /* Makes cached_defaults match the environment. Caller holds key_lock.
@@ -230,8 +231,11 @@ static void add_quoted(struct buf *b, const char *value)
 }
 
 /* Fills unset options from the cached defaults, defaults dbname to the user as
- * libpq does, and writes every set option as keyword='value'. Returns a malloc'd
- * key or NULL on OOM. Caller holds key_lock. */
+ * libpq does, and writes every set option as keyword='value', except those whose
+ * value is libpq's compiled-in default: leaving those out depends only on the
+ * resolved value, so two keys are still equal exactly when every resolved value
+ * is, and keys stay short to hash. Returns a malloc'd key or NULL on OOM.
+ * Caller holds key_lock. */
 static char *serialize_with_defaults(PQconninfoOption *opts)
 {
     const char *user = NULL;
@@ -249,7 +253,7 @@ static char *serialize_with_defaults(PQconninfoOption *opts)
         const char *value = o->val;
         if (strcmp(o->keyword, "dbname") == 0 && (value == NULL || value[0] == '\0'))
             value = user;
-        if (value == NULL)
+        if (value == NULL || (o->compiled != NULL && strcmp(value, o->compiled) == 0))
             continue;
         if (key.len > 0)
             buf_add(&key, " ", 1);

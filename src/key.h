@@ -5,7 +5,8 @@
 /* A key is a conninfo string listing every libpq parameter that would be in force
  * for the connect, in libpq's own order, each value single-quoted: explicit
  * parameters first, then the PG* environment variables and libpq's defaults as they
- * are at the time of the call. Two connects share a key only when every input that
+ * are at the time of the call (values equal to libpq's compiled-in default are left
+ * out: that keeps keys short and changes no equality). Two connects share a key only when every input that
  * libpq resolves a session from is the same. Keys contain passwords: never log one
  * (use key_describe). */
 
