@@ -1,0 +1,603 @@
+/* test_state_session.c: server-side session state of one holder never reaches the next holder of the same backend. */
+#define _GNU_SOURCE
+#include "testutil.h"
+
+#include <poll.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+/*
+ * Usage: test_state_session --reset-query default|none|resetall
+ *   Says which PQDEDUP_RESET_QUERY the test runs under, and so what it expects:
+ *   default   (unset: DISCARD ALL) no session state survives;
+ *   none      (PQDEDUP_RESET_QUERY=""): the negative control: SET, search_path, PREPARE,
+ *             LISTEN, temp tables, advisory locks, SET ROLE, SET SESSION AUTHORIZATION,
+ *             WITH HOLD cursors and client_encoding DO survive, which proves each check
+ *             can fail; transactions are still rolled back;
+ *   resetall  (PQDEDUP_RESET_QUERY="RESET ALL"): settings (SET, search_path,
+ *             client_encoding) do not survive, transactions are rolled back; the rest is
+ *             not checked (RESET ALL is documented not to clear it).
+ * Every scenario opens a connection, changes the session, finishes it, connects again
+ * with the same parameters and REQUIREs the same backend pid (else it proves nothing),
+ * then looks for the change. Each scenario ends by cleaning the session itself
+ * (ROLLBACK if needed, DISCARD ALL) so a leak in the "none" mode does not spill over.
+ */
+
+enum mode { MODE_DEFAULT, MODE_NONE, MODE_RESETALL };
+enum expect { GONE, KEPT, ANY };
+
+static enum mode mode = MODE_DEFAULT;
+static char table[64];    /* a table of ours, made by the observer */
+static char role[64];     /* a NOLOGIN role of ours, made by the observer */
+
+/* What this mode expects of a setting (SET, search_path, client_encoding). */
+static enum expect expect_setting(void)
+{
+    return mode == MODE_NONE ? KEPT : GONE;
+}
+
+/* What this mode expects of other session state (prepared statements, LISTEN, temp
+ * tables, advisory locks, roles, cursors): only DISCARD ALL clears it. */
+static enum expect expect_session(void)
+{
+    return mode == MODE_DEFAULT ? GONE : mode == MODE_NONE ? KEPT : ANY;
+}
+
+/* Checks that `present` (the state is visible to the next holder) matches `e`. */
+static void check_expect(const char *what, enum expect e, bool present)
+{
+    if (e == GONE)
+        CHECK(!present, "%s survived to the next holder of the same backend", what);
+    else if (e == KEPT)
+        CHECK(present, "negative control: %s was expected to survive with "
+                       "PQDEDUP_RESET_QUERY=\"\" but did not (is the check blind?)", what);
+}
+
+/* Runs sql on conn; CHECKs that it worked. Returns true on success. */
+static bool exec_ok(PGconn *conn, const char *sql)
+{
+    PGresult *res = PQexec(conn, sql);
+    ExecStatusType st = PQresultStatus(res);
+    bool ok = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
+
+    CHECK(ok, "%s: %s", sql, PQerrorMessage(conn));
+    PQclear(res);
+    return ok;
+}
+
+/* Runs sql on conn and returns whether it succeeded, without counting a check. */
+static bool exec_quiet(PGconn *conn, const char *sql)
+{
+    PGresult *res = PQexec(conn, sql);
+    ExecStatusType st = PQresultStatus(res);
+
+    PQclear(res);
+    return st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
+}
+
+/* tu_query_value that REQUIREs an answer. Caller frees. */
+static char *value_of(PGconn *conn, const char *sql)
+{
+    char *v = tu_query_value(conn, sql);
+
+    REQUIRE(v != NULL, "%s: %s", sql, PQerrorMessage(conn));
+    return v;
+}
+
+/* Sleeps ms milliseconds. */
+static void nap_ms(int ms)
+{
+    struct timespec t = { ms / 1000, (long) (ms % 1000) * 1000000L };
+
+    nanosleep(&t, NULL);
+}
+
+/* A connection with this test's parameters (all share one key), REQUIREd to be OK. */
+static PGconn *connect_ok(void)
+{
+    PGconn *c = PQconnectdb(tu_conninfo(""));
+
+    REQUIRE(PQstatus(c) == CONNECTION_OK, "connect: %s", PQerrorMessage(c));
+    return c;
+}
+
+/* The first holder of a scenario: a connection and its backend pid. */
+static PGconn *first_holder(int *pid)
+{
+    PGconn *c = connect_ok();
+
+    *pid = tu_backend_pid(c);
+    REQUIRE(*pid > 0, "pg_backend_pid: %s", PQerrorMessage(c));
+    return c;
+}
+
+/* The next holder: a connection with the same parameters on the same backend as the
+ * first holder (REQUIREd: without reuse the scenario proves nothing), idle and outside
+ * any transaction. The pool may hand out a spare while the first holder's reset is still
+ * in flight: such connections are held (so the next try cannot get them), the reset is
+ * given a little time, and the connect is repeated; the extras are finished at the end. */
+static PGconn *next_holder(const char *scenario, int pid)
+{
+    PGconn *extra[8];
+    int nextra = 0, pid2, i;
+    PGconn *c;
+
+    for (;;) {
+        c = connect_ok();
+        REQUIRE(PQtransactionStatus(c) == PQTRANS_IDLE, "%s: a new holder's transaction status "
+                "is %d, expected PQTRANS_IDLE (%d)", scenario, (int) PQtransactionStatus(c),
+                PQTRANS_IDLE);
+        pid2 = tu_backend_pid(c);
+        REQUIRE(pid2 > 0, "%s: pg_backend_pid: %s", scenario, PQerrorMessage(c));
+        if (pid2 == pid)
+            break;
+        REQUIRE(nextra < (int) (sizeof extra / sizeof extra[0]), "%s: %d connects got other "
+                "backends (last %d), never the reused backend %d (without reuse this test "
+                "proves nothing)", scenario, nextra + 1, pid2, pid);
+        extra[nextra] = c;
+        nap_ms(10 << nextra++);
+    }
+    for (i = 0; i < nextra; i++)
+        PQfinish(extra[i]);
+    return c;
+}
+
+/* Ends a scenario: undoes whatever may have leaked, then finishes the holder. */
+static void end_scenario(PGconn *c)
+{
+    if (PQtransactionStatus(c) != PQTRANS_IDLE)
+        exec_quiet(c, "ROLLBACK");
+    exec_ok(c, "DISCARD ALL");
+    PQfinish(c);
+}
+
+/* Rows in our table, as the observer sees them (lock_timeout set: a lock left behind
+ * by the previous holder makes this an error rather than a hang). -1 on error. */
+static long observer_rows(void)
+{
+    char sql[128];
+    char *v;
+    long n;
+
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM %s", table);
+    v = tu_query_value(tu_observer(), sql);
+    CHECK(v != NULL, "observer %s: %s", sql, PQerrorMessage(tu_observer()));
+    n = v ? atol(v) : -1;
+    free(v);
+    return n;
+}
+
+/* Finishing inside an open transaction (rows inserted, table locked) commits nothing and
+ * releases the lock; the next holder of the same backend is idle and sees no rows. */
+static void test_open_transaction(void)
+{
+    char sql[160];
+    int pid;
+    PGconn *c = first_holder(&pid);
+    char *v;
+
+    exec_ok(c, "BEGIN");
+    snprintf(sql, sizeof sql, "INSERT INTO %s VALUES (1), (2)", table);
+    exec_ok(c, sql);
+    snprintf(sql, sizeof sql, "LOCK TABLE %s IN ACCESS EXCLUSIVE MODE", table);
+    exec_ok(c, sql);
+    REQUIRE(PQtransactionStatus(c) == PQTRANS_INTRANS, "first holder is in a transaction");
+    PQfinish(c);
+
+    CHECK(observer_rows() == 0, "rows of a transaction finished without COMMIT were committed");
+    c = next_holder("open transaction", pid);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM %s", table);
+    v = value_of(c, sql);
+    CHECK(strcmp(v, "0") == 0, "next holder sees %s uncommitted rows of the previous holder", v);
+    free(v);
+    snprintf(sql, sizeof sql, "INSERT INTO %s VALUES (3)", table);
+    exec_ok(c, sql); /* autocommit works on the reused session */
+    CHECK(observer_rows() == 1, "next holder's autocommit insert is visible to others");
+    snprintf(sql, sizeof sql, "DELETE FROM %s", table);
+    exec_ok(c, sql);
+    end_scenario(c);
+}
+
+/* Finishing inside an aborted transaction (an error after BEGIN) commits nothing; the
+ * next holder of the same backend is idle and can run queries. */
+static void test_aborted_transaction(void)
+{
+    char sql[160];
+    int pid;
+    PGconn *c = first_holder(&pid);
+    PGresult *res;
+    char *v;
+
+    exec_ok(c, "BEGIN");
+    snprintf(sql, sizeof sql, "INSERT INTO %s VALUES (1)", table);
+    exec_ok(c, sql);
+    res = PQexec(c, "SELECT 1/0");
+    CHECK(PQresultStatus(res) == PGRES_FATAL_ERROR, "SELECT 1/0 fails");
+    PQclear(res);
+    REQUIRE(PQtransactionStatus(c) == PQTRANS_INERROR, "first holder's transaction is aborted");
+    PQfinish(c);
+
+    CHECK(observer_rows() == 0, "rows of an aborted transaction were committed");
+    c = next_holder("aborted transaction", pid);
+    v = value_of(c, "SELECT 40 + 2");
+    CHECK(strcmp(v, "42") == 0, "next holder's query answers %s", v);
+    free(v);
+    CHECK(PQtransactionStatus(c) == PQTRANS_IDLE, "next holder stays idle after a query");
+    end_scenario(c);
+}
+
+/* SET work_mem, SET statement_timeout and search_path do not survive (default,
+ * RESET ALL); they do with an empty reset query. */
+static void test_settings(void)
+{
+    int pid;
+    PGconn *c = first_holder(&pid);
+    char *wm0 = value_of(c, "SHOW work_mem");
+    char *st0 = value_of(c, "SHOW statement_timeout");
+    char *sp0 = value_of(c, "SHOW search_path");
+    char *wm, *st, *sp;
+
+    REQUIRE(strcmp(wm0, "7MB") != 0 && strcmp(st0, "12345ms") != 0, "defaults differ from ours");
+    exec_ok(c, "SET work_mem = '7MB'");
+    exec_ok(c, "SET statement_timeout = 12345");
+    exec_ok(c, "SET search_path = pg_catalog, pqd_state_nowhere");
+    wm = value_of(c, "SHOW work_mem");
+    REQUIRE(strcmp(wm, "7MB") == 0, "SET work_mem took effect (%s)", wm);
+    free(wm);
+    PQfinish(c);
+
+    c = next_holder("SET", pid);
+    wm = value_of(c, "SHOW work_mem");
+    st = value_of(c, "SHOW statement_timeout");
+    sp = value_of(c, "SHOW search_path");
+    check_expect("SET work_mem", expect_setting(), strcmp(wm, wm0) != 0);
+    check_expect("SET statement_timeout", expect_setting(), strcmp(st, st0) != 0);
+    check_expect("SET search_path", expect_setting(), strcmp(sp, sp0) != 0);
+    if (expect_setting() == GONE)
+        CHECK(strcmp(wm, wm0) == 0 && strcmp(st, st0) == 0 && strcmp(sp, sp0) == 0,
+              "next holder: work_mem=%s statement_timeout=%s search_path=%s, expected %s %s %s",
+              wm, st, sp, wm0, st0, sp0);
+    free(wm), free(st), free(sp), free(wm0), free(st0), free(sp0);
+    end_scenario(c);
+}
+
+/* The client encoding set with PQsetClientEncoding goes back, both as libpq reports it
+ * and as the server has it. */
+static void test_client_encoding(void)
+{
+    int pid;
+    PGconn *c = first_holder(&pid);
+    int enc0 = PQclientEncoding(c);
+    char *srv0 = value_of(c, "SHOW client_encoding");
+    char *srv;
+    int enc;
+
+    REQUIRE(strcmp(pg_encoding_to_char(enc0), "LATIN1") != 0, "default encoding is not LATIN1");
+    REQUIRE(PQsetClientEncoding(c, "LATIN1") == 0, "PQsetClientEncoding: %s", PQerrorMessage(c));
+    REQUIRE(strcmp(pg_encoding_to_char(PQclientEncoding(c)), "LATIN1") == 0, "LATIN1 took effect");
+    PQfinish(c);
+
+    c = next_holder("client_encoding", pid);
+    enc = PQclientEncoding(c);
+    srv = value_of(c, "SHOW client_encoding");
+    check_expect("PQsetClientEncoding (libpq's PQclientEncoding)", expect_setting(), enc != enc0);
+    check_expect("PQsetClientEncoding (server's client_encoding)", expect_setting(),
+                 strcmp(srv, srv0) != 0);
+    if (expect_setting() == GONE)
+        CHECK(enc == enc0 && strcmp(srv, srv0) == 0, "next holder: encoding %s / server %s, "
+              "expected %s / %s", pg_encoding_to_char(enc), srv, pg_encoding_to_char(enc0), srv0);
+    free(srv), free(srv0);
+    end_scenario(c);
+}
+
+/* Prepared statements (protocol-level PQprepare and SQL PREPARE) are gone: the next
+ * holder can prepare the same names without "already exists". */
+static void test_prepare(void)
+{
+    int pid;
+    PGconn *c = first_holder(&pid);
+    PGresult *res;
+    char *n;
+    bool again_ok;
+
+    res = PQprepare(c, "pqd_state_stmt", "SELECT 1", 0, NULL);
+    CHECK(PQresultStatus(res) == PGRES_COMMAND_OK, "PQprepare: %s", PQerrorMessage(c));
+    PQclear(res);
+    exec_ok(c, "PREPARE pqd_state_sql AS SELECT 2");
+    PQfinish(c);
+
+    c = next_holder("PREPARE", pid);
+    n = value_of(c, "SELECT count(*) FROM pg_prepared_statements");
+    check_expect("prepared statements (pg_prepared_statements)", expect_session(),
+                 strcmp(n, "0") != 0);
+    free(n);
+    res = PQprepare(c, "pqd_state_stmt", "SELECT 1", 0, NULL);
+    again_ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+    check_expect("PQprepare'd statement (re-prepare fails: already exists)", expect_session(),
+                 !again_ok);
+    if (expect_session() == GONE && !again_ok)
+        fprintf(stderr, "  PQprepare again: %s", PQerrorMessage(c));
+    PQclear(res);
+    check_expect("SQL PREPARE (re-prepare fails: already exists)", expect_session(),
+                 !exec_quiet(c, "PREPARE pqd_state_sql AS SELECT 2"));
+    end_scenario(c);
+}
+
+/* Waits up to ms for conn's socket to become readable. */
+static bool wait_readable(PGconn *conn, int ms)
+{
+    struct pollfd p = { .fd = PQsocket(conn), .events = POLLIN };
+
+    return poll(&p, 1, ms) == 1;
+}
+
+/* Counts the notifications queued on conn (after reading what the socket has),
+ * freeing them. */
+static int drain_notifies(PGconn *conn)
+{
+    PGnotify *n;
+    int count = 0;
+
+    PQconsumeInput(conn);
+    while ((n = PQnotifies(conn)) != NULL) {
+        count++;
+        PQfreemem(n);
+    }
+    return count;
+}
+
+/* LISTEN does not survive: the next holder is listening on nothing, and a NOTIFY sent
+ * on the channel after the reuse is not delivered to it. */
+static void test_listen(void)
+{
+    int pid, got = 0, i;
+    PGconn *c = first_holder(&pid);
+    char *n;
+
+    exec_ok(c, "LISTEN pqd_state_chan");
+    PQfinish(c);
+
+    c = next_holder("LISTEN", pid);
+    n = value_of(c, "SELECT count(*) FROM pg_listening_channels()");
+    check_expect("LISTEN (pg_listening_channels)", expect_session(), strcmp(n, "0") != 0);
+    free(n);
+    exec_ok(tu_observer(), "NOTIFY pqd_state_chan, 'after reuse'");
+    exec_ok(c, "SELECT 1"); /* a round trip, then wait a little for a late delivery */
+    got = drain_notifies(c);
+    for (i = 0; i < 5 && got == 0; i++)
+        if (wait_readable(c, 100))
+            got += drain_notifies(c);
+    check_expect("LISTEN (NOTIFY after reuse delivered)", expect_session(), got > 0);
+    end_scenario(c);
+}
+
+/* A notification that reached the first holder's libpq queue (read, never fetched with
+ * PQnotifies) is not handed to the next holder; this holds whatever the reset query. */
+static void test_queued_notification(void)
+{
+    int pid;
+    PGconn *c = first_holder(&pid);
+
+    exec_ok(c, "LISTEN pqd_state_q");
+    exec_ok(tu_observer(), "NOTIFY pqd_state_q, 'queued before finish'");
+    REQUIRE(wait_readable(c, 5000), "the notification reached the first holder's socket");
+    REQUIRE(PQconsumeInput(c) == 1, "PQconsumeInput: %s", PQerrorMessage(c));
+    exec_ok(c, "SELECT 1"); /* everything sent before its answer is now parsed and queued */
+    PQfinish(c);
+
+    c = next_holder("queued notification", pid);
+    CHECK(drain_notifies(c) == 0, "next holder got the previous holder's notification");
+    end_scenario(c);
+}
+
+/* A notification still unread on the socket at finish is not seen by the next holder
+ * (with an empty reset query the pool may instead drop the readable connection; both
+ * are fine, only a delivered notification is wrong). */
+static void test_unread_notification(void)
+{
+    int pid, pid2;
+    PGconn *c = first_holder(&pid);
+
+    exec_ok(c, "LISTEN pqd_state_u");
+    exec_ok(tu_observer(), "NOTIFY pqd_state_u, 'unread at finish'");
+    REQUIRE(wait_readable(c, 5000), "the notification reached the first holder's socket");
+    PQfinish(c);
+
+    if (mode == MODE_NONE) {
+        c = connect_ok();
+        pid2 = tu_backend_pid(c);
+    } else {
+        c = next_holder("unread notification", pid);
+        pid2 = pid;
+    }
+    exec_ok(c, "SELECT 1");
+    CHECK(drain_notifies(c) == 0, "next holder (backend %d, first was %d) got the previous "
+          "holder's unread notification", pid2, pid);
+    end_scenario(c);
+}
+
+/* Temp tables are gone: to_regclass finds none and the same name can be created. */
+static void test_temp_table(void)
+{
+    int pid;
+    PGconn *c = first_holder(&pid);
+    char *v;
+
+    exec_ok(c, "CREATE TEMP TABLE pqd_state_tmp (x int)");
+    exec_ok(c, "INSERT INTO pqd_state_tmp VALUES (1)");
+    PQfinish(c);
+
+    c = next_holder("temp table", pid);
+    v = value_of(c, "SELECT to_regclass('pg_temp.pqd_state_tmp') IS NOT NULL");
+    check_expect("temp table (to_regclass)", expect_session(), strcmp(v, "t") == 0);
+    free(v);
+    check_expect("temp table (CREATE again fails)", expect_session(),
+                 !exec_quiet(c, "CREATE TEMP TABLE pqd_state_tmp (x int)"));
+    end_scenario(c);
+}
+
+/* Session advisory locks are released: another connection can take the lock while the
+ * next holder has the backend. */
+static void test_advisory_lock(void)
+{
+    long key = 770000 + (long) getpid();
+    char sql[128];
+    int pid;
+    PGconn *c = first_holder(&pid);
+    char *v;
+
+    snprintf(sql, sizeof sql, "SELECT pg_advisory_lock(%ld)", key);
+    exec_ok(c, sql);
+    PQfinish(c);
+
+    c = next_holder("advisory lock", pid);
+    snprintf(sql, sizeof sql, "SELECT pg_try_advisory_lock(%ld)", key);
+    v = value_of(tu_observer(), sql);
+    check_expect("session advisory lock (another connection cannot take it)", expect_session(),
+                 strcmp(v, "f") == 0);
+    if (strcmp(v, "t") == 0) {
+        snprintf(sql, sizeof sql, "SELECT pg_advisory_unlock(%ld)", key);
+        exec_ok(tu_observer(), sql);
+    }
+    free(v);
+    end_scenario(c);
+}
+
+/* SET ROLE does not survive: current_user is the login user again. */
+static void test_set_role(void)
+{
+    char sql[128];
+    int pid;
+    PGconn *c = first_holder(&pid);
+    char *login = value_of(c, "SELECT current_user");
+    char *cu, *su;
+
+    snprintf(sql, sizeof sql, "SET ROLE %s", role);
+    exec_ok(c, sql);
+    cu = value_of(c, "SELECT current_user");
+    REQUIRE(strcmp(cu, role) == 0, "SET ROLE took effect (%s)", cu);
+    free(cu);
+    PQfinish(c);
+
+    c = next_holder("SET ROLE", pid);
+    cu = value_of(c, "SELECT current_user");
+    su = value_of(c, "SELECT session_user");
+    check_expect("SET ROLE (current_user)", expect_session(), strcmp(cu, login) != 0);
+    if (expect_session() == GONE)
+        CHECK(strcmp(cu, login) == 0 && strcmp(su, login) == 0,
+              "next holder: current_user=%s session_user=%s, expected %s", cu, su, login);
+    free(cu), free(su), free(login);
+    end_scenario(c);
+}
+
+/* SET SESSION AUTHORIZATION does not survive: session_user and current_user are the login
+ * user again. */
+static void test_session_authorization(void)
+{
+    char sql[128];
+    int pid;
+    PGconn *c = first_holder(&pid);
+    char *login = value_of(c, "SELECT session_user");
+    char *cu, *su;
+
+    snprintf(sql, sizeof sql, "SET SESSION AUTHORIZATION %s", role);
+    exec_ok(c, sql);
+    su = value_of(c, "SELECT session_user");
+    REQUIRE(strcmp(su, role) == 0, "SET SESSION AUTHORIZATION took effect (%s)", su);
+    free(su);
+    PQfinish(c);
+
+    c = next_holder("SET SESSION AUTHORIZATION", pid);
+    cu = value_of(c, "SELECT current_user");
+    su = value_of(c, "SELECT session_user");
+    check_expect("SET SESSION AUTHORIZATION (session_user)", expect_session(),
+                 strcmp(su, login) != 0);
+    if (expect_session() == GONE)
+        CHECK(strcmp(cu, login) == 0 && strcmp(su, login) == 0,
+              "next holder: current_user=%s session_user=%s, expected %s", cu, su, login);
+    free(cu), free(su), free(login);
+    end_scenario(c);
+}
+
+/* A WITH HOLD cursor is gone: pg_cursors is empty and FETCH from it fails. */
+static void test_hold_cursor(void)
+{
+    int pid;
+    PGconn *c = first_holder(&pid);
+    char *v;
+
+    exec_ok(c, "DECLARE pqd_state_cur CURSOR WITH HOLD FOR SELECT generate_series(1, 3)");
+    exec_ok(c, "FETCH 1 FROM pqd_state_cur");
+    PQfinish(c);
+
+    c = next_holder("WITH HOLD cursor", pid);
+    v = value_of(c, "SELECT count(*) FROM pg_cursors");
+    check_expect("WITH HOLD cursor (pg_cursors)", expect_session(), strcmp(v, "0") != 0);
+    free(v);
+    check_expect("WITH HOLD cursor (FETCH works)", expect_session(),
+                 exec_quiet(c, "FETCH 1 FROM pqd_state_cur"));
+    end_scenario(c);
+}
+
+/* The pool's basic promise, which every scenario relies on: a plain finish then connect
+ * gets the same backend. */
+static void test_reuse_happens(void)
+{
+    int pid;
+    PGconn *c = first_holder(&pid);
+
+    PQfinish(c);
+    c = next_holder("plain reuse", pid);
+    CHECK(1, "reuse");
+    PQfinish(c);
+}
+
+int main(int argc, char **argv)
+{
+    char sql[200];
+
+    if (argc == 3 && !strcmp(argv[1], "--reset-query") && !strcmp(argv[2], "default"))
+        mode = MODE_DEFAULT;
+    else if (argc == 3 && !strcmp(argv[1], "--reset-query") && !strcmp(argv[2], "none"))
+        mode = MODE_NONE;
+    else if (argc == 3 && !strcmp(argv[1], "--reset-query") && !strcmp(argv[2], "resetall"))
+        mode = MODE_RESETALL;
+    else {
+        fprintf(stderr, "usage: test_state_session --reset-query default|none|resetall\n");
+        return 1;
+    }
+    printf("test_state_session: mode %s as %s\n", argv[2], tu_app_name());
+
+    snprintf(table, sizeof table, "pqd_state_rows_%ld", (long) getpid());
+    snprintf(role, sizeof role, "pqd_state_role_%ld", (long) getpid());
+    snprintf(sql, sizeof sql, "CREATE TABLE %s (x int)", table);
+    REQUIRE(exec_ok(tu_observer(), sql), "observer creates %s", table);
+    snprintf(sql, sizeof sql, "CREATE ROLE %s NOLOGIN", role);
+    REQUIRE(exec_ok(tu_observer(), sql), "observer creates %s", role);
+    exec_ok(tu_observer(), "SET lock_timeout = '5s'");
+
+    test_reuse_happens();
+    test_open_transaction();
+    test_aborted_transaction();
+    test_settings();
+    test_client_encoding();
+    test_prepare();
+    test_listen();
+    test_queued_notification();
+    test_unread_notification();
+    test_temp_table();
+    test_advisory_lock();
+    test_set_role();
+    test_session_authorization();
+    test_hold_cursor();
+
+    snprintf(sql, sizeof sql, "DROP TABLE %s", table);
+    exec_ok(tu_observer(), sql);
+    snprintf(sql, sizeof sql, "DROP ROLE %s", role);
+    exec_ok(tu_observer(), sql);
+    return tu_finish();
+}
