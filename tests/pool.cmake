@@ -1,0 +1,84 @@
+# tests/pool.cmake: leak containment, caps, limits, credentials and every connect path.
+
+# --- Leak containment (test_leak.c): each saturates the server, so SERIAL ---------------------
+# Leaking past max_connections as a superuser ("too many clients already"): every connect
+# works, backends stay <= max_connections, finishing shared handles one by one is safe.
+pqdedup_add_test(NAME leak_past_max_superuser SOURCES test_leak.c ARGS superuser SERIAL
+                 LABELS pool)
+# The same as an ordinary role over TCP with a password ("remaining connection slots are
+# reserved").
+pqdedup_add_test(NAME leak_past_max_role PROGRAM test_leak ARGS role SERIAL LABELS pool)
+# A leaking program that exits without finishing: the server has its slots back.
+pqdedup_add_test(NAME leak_exit_frees_slots PROGRAM test_leak ARGS exit SERIAL LABELS pool)
+
+# --- Caps (test_cap.c) ----------------------------------------------------------------------
+# PQDEDUP_SHARE_AFTER=3: a leaking loop stays at exactly 3 backends per thread, and two
+# leaking threads never get each other's backends.
+pqdedup_add_test(NAME cap_share_after SOURCES test_cap.c ARGS share-after 3
+                 ENV PQDEDUP_SHARE_AFTER=3 LABELS pool)
+# PQDEDUP_MAX_PER_KEY=5: a leaking loop shares at the cap: exactly 5 backends, all queries work.
+pqdedup_add_test(NAME cap_max_per_key_leak PROGRAM test_cap ARGS max-leak 5
+                 ENV PQDEDUP_MAX_PER_KEY=5 LABELS pool)
+# At the cap with only busy (in-transaction) connections of this thread: wait 300ms, then a
+# failed connection whose message names PQDEDUP_MAX_PER_KEY; an idle one is shared at once.
+pqdedup_add_test(NAME cap_max_per_key_busy PROGRAM test_cap ARGS max-busy 2
+                 ENV PQDEDUP_MAX_PER_KEY=2 PQDEDUP_MAX_WAIT=300ms LABELS pool)
+# At the cap with connections held by other threads: never shared across threads; blocking and
+# async connects wait 300ms, then fail in words.
+pqdedup_add_test(NAME cap_max_per_key_threads PROGRAM test_cap ARGS max-threads 2
+                 ENV PQDEDUP_MAX_PER_KEY=2 PQDEDUP_MAX_WAIT=300ms LABELS pool)
+# At the cap, another thread finishes during the wait: the waiting connect gets its backend.
+pqdedup_add_test(NAME cap_max_per_key_handoff PROGRAM test_cap ARGS max-handoff 2
+                 ENV PQDEDUP_MAX_PER_KEY=2 PQDEDUP_MAX_WAIT=5s LABELS pool)
+
+# pgbench's shape with default settings: each of 2 threads holds 4 live connections for one key
+# at once: 4 distinct, independent sessions (transaction, temp table, SET not seen across).
+pqdedup_add_test(NAME leak_pgbench_shape SOURCES test_leak_pgbench.c LABELS pool)
+# The same with PQDEDUP_SHARE_AFTER=5 (above 4): still 4 independent sessions.
+pqdedup_add_test(NAME leak_pgbench_shape_share_after PROGRAM test_leak_pgbench
+                 ENV PQDEDUP_SHARE_AFTER=5 LABELS pool)
+
+# --- Credentials (test_auth.c) ----------------------------------------------------------------
+# A wrong password (conninfo, URI, arrays, async, PGPASSWORD) fails while a good connection with
+# otherwise equal parameters is kept or held, and the good one is reused afterwards; users,
+# databases (also by PGUSER/PGDATABASE) and SSL modes never share a session.
+pqdedup_add_test(NAME auth_keys SOURCES test_auth.c LABELS pool)
+# The same where a thread's second connect for a key would share its first ...
+pqdedup_add_test(NAME auth_keys_share_after PROGRAM test_auth
+                 ENV PQDEDUP_SHARE_AFTER=1 LABELS pool)
+# ... and where one connection per key is the cap (a wrong key match would be shared).
+pqdedup_add_test(NAME auth_keys_max_per_key PROGRAM test_auth
+                 ENV PQDEDUP_MAX_PER_KEY=1 PQDEDUP_MAX_WAIT=200ms LABELS pool)
+
+# --- Limits on what is kept (test_cap_limits.c) -------------------------------------------------
+# PQDEDUP_KEEP_PER_KEY=2: 5 finished at once leave 2 backends; the next 5 connects reuse those 2.
+pqdedup_add_test(NAME cap_keep_per_key_2 SOURCES test_cap_limits.c ARGS keep2
+                 ENV PQDEDUP_KEEP_PER_KEY=2 LABELS pool)
+# PQDEDUP_KEEP_PER_KEY=0: nothing kept, every cycle a new backend, none left.
+pqdedup_add_test(NAME cap_keep_per_key_0 PROGRAM test_cap_limits ARGS keep0
+                 ENV PQDEDUP_KEEP_PER_KEY=0 LABELS pool)
+# PQDEDUP_IDLE_TIMEOUT=1s: idle > 1s is not reused; the backend goes at the next pqdedup call.
+pqdedup_add_test(NAME cap_idle_timeout PROGRAM test_cap_limits ARGS idle
+                 ENV PQDEDUP_IDLE_TIMEOUT=1s LABELS pool)
+# PQDEDUP_MAX_LIFETIME=1s: older than 1s is closed at finish and never reused.
+pqdedup_add_test(NAME cap_max_lifetime PROGRAM test_cap_limits ARGS lifetime
+                 ENV PQDEDUP_MAX_LIFETIME=1s LABELS pool)
+
+# --- Connect paths (test_paths.c) ---------------------------------------------------------------
+# key=value, URI, PQconnectdbParams (expand_dbname 0/1), PQsetdbLogin and PQsetdb work and
+# equivalent forms reuse one kept backend; one differing parameter does not.
+pqdedup_add_test(NAME paths_forms SOURCES test_paths.c ARGS forms LABELS pool)
+# PQconnectStart(Params) + PQconnectPoll/PQsocket/poll(): fresh ones are kept at finish, and
+# later ones get the kept connection (both loop orders).
+pqdedup_add_test(NAME paths_async PROGRAM test_paths ARGS async LABELS pool)
+# PQping/PQpingParams answer PQPING_OK and leave kept and held connections alone.
+pqdedup_add_test(NAME paths_ping PROGRAM test_paths ARGS ping LABELS pool)
+# PQreset and PQresetStart/PQresetPoll: new backend, works, still kept at finish.
+pqdedup_add_test(NAME paths_reset PROGRAM test_paths ARGS reset LABELS pool)
+# Malformed conninfo gives libpq's own status and message; PQfinish(NULL) is harmless.
+pqdedup_add_test(NAME paths_malformed PROGRAM test_paths ARGS malformed LABELS pool)
+
+# At exit (main returns, or exit() from a thread), kept connections over the unix socket and
+# SSL are closed with a Terminate: the server log shows no unexpected EOF for them (a control
+# child that _exit()s shows the check can fail). Reads the server log: PQD_TEST_PGLOG.
+pqdedup_add_test(NAME paths_exit_closes_cleanly SOURCES test_paths_exit.c LABELS pool)

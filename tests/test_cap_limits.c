@@ -1,0 +1,174 @@
+/* test_cap_limits.c: PQDEDUP_KEEP_PER_KEY, PQDEDUP_IDLE_TIMEOUT and PQDEDUP_MAX_LIFETIME bound what is kept. */
+#include "test_leak_common.h"
+
+/*
+ * Usage: test_cap_limits MODE
+ *   keep2      (PQDEDUP_KEEP_PER_KEY=2) 5 connections finished at once: 2 stay, 3 are closed
+ *   keep0      (PQDEDUP_KEEP_PER_KEY=0) nothing is kept: every cycle gets a new backend
+ *   idle       (PQDEDUP_IDLE_TIMEOUT=1s) a kept connection idle > 1s is not reused and goes
+ *   lifetime   (PQDEDUP_MAX_LIFETIME=1s) a connection older than 1s is not kept or reused
+ */
+
+#define FIVE 5
+
+static PGconn *connect_ok(const char *conninfo, const char *what)
+{
+    PGconn *c = PQconnectdb(conninfo);
+
+    REQUIRE(PQstatus(c) == CONNECTION_OK, "%s: connect failed: %s", what, PQerrorMessage(c));
+    return c;
+}
+
+static int in_set(int pid, const int *set, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (set[i] == pid)
+            return 1;
+    return 0;
+}
+
+/* PQDEDUP_KEEP_PER_KEY=2: of 5 connections finished at once, 2 are kept and 3 really closed;
+ * the next 5 connects reuse exactly those 2. */
+static void keep2(void)
+{
+    PGconn *c[FIVE];
+    int first[FIVE], second[FIVE], reused = 0;
+    long n;
+
+    for (int i = 0; i < FIVE; i++) {
+        c[i] = connect_ok(tu_conninfo(""), "first five");
+        first[i] = tu_backend_pid(c[i]);
+    }
+    CHECK(pqt_distinct(first, FIVE) == FIVE, "5 live connections got %ld backends",
+          pqt_distinct(first, FIVE));
+    for (int i = 0; i < FIVE; i++)
+        PQfinish(c[i]);
+    n = tu_wait_backends(tu_app_name(), 2, 5000);
+    CHECK(n == 2, "%ld backends after finishing 5 with PQDEDUP_KEEP_PER_KEY=2, expected 2", n);
+    for (int i = 0; i < FIVE; i++)
+        if (pqt_pid_alive(first[i]) == 1)
+            pqt_wait_reset(first[i]);
+
+    for (int i = 0; i < FIVE; i++) {
+        c[i] = connect_ok(tu_conninfo(""), "second five");
+        second[i] = tu_backend_pid(c[i]);
+        reused += in_set(second[i], first, FIVE);
+    }
+    CHECK(reused == 2, "%d of the second 5 connects reused a first-round backend, expected the "
+          "2 kept", reused);
+    for (int i = 0; i < FIVE; i++)
+        PQfinish(c[i]);
+    n = tu_wait_backends(tu_app_name(), 2, 5000);
+    CHECK(n == 2, "%ld backends after finishing the second 5, expected 2", n);
+}
+
+/* PQDEDUP_KEEP_PER_KEY=0: nothing is kept; every connect/finish cycle is a new backend and
+ * none stays open. */
+static void keep0(void)
+{
+    long cycles = tu_scaled(20) < 5 ? 5 : tu_scaled(20), n;
+    int *pids = calloc((size_t)cycles, sizeof *pids);
+
+    REQUIRE(pids, "out of memory");
+    for (long i = 0; i < cycles; i++) {
+        PGconn *c = connect_ok(tu_conninfo(""), "cycle");
+
+        pids[i] = tu_backend_pid(c);
+        PQfinish(c);
+    }
+    CHECK(pqt_distinct(pids, cycles) == cycles, "%ld distinct backends for %ld cycles with "
+          "PQDEDUP_KEEP_PER_KEY=0", pqt_distinct(pids, cycles), cycles);
+    n = tu_wait_backends(tu_app_name(), 0, 5000);
+    CHECK(n == 0, "%ld backends left with PQDEDUP_KEEP_PER_KEY=0", n);
+    free(pids);
+}
+
+/* PQDEDUP_IDLE_TIMEOUT=1s: reused while fresh; idle longer than that, it is not reused, and
+ * its backend goes at the next pqdedup call, even a connect for another key. */
+static void idle(void)
+{
+    PGconn *c;
+    int p, q, r;
+
+    c = connect_ok(tu_conninfo(""), "first");
+    p = tu_backend_pid(c);
+    PQfinish(c);
+    pqt_wait_reset(p);
+    c = connect_ok(tu_conninfo(""), "soon after");
+    CHECK(tu_backend_pid(c) == p, "a connection kept for well under 1s was not reused");
+    PQfinish(c);
+    pqt_wait_reset(p);
+
+    pqt_sleep_ms(1300);
+    c = connect_ok(tu_conninfo(""), "after 1.3s idle");
+    q = tu_backend_pid(c);
+    CHECK(q != p, "a connection idle for 1.3s was reused with PQDEDUP_IDLE_TIMEOUT=1s");
+    CHECK(pqt_wait_pid_gone(p, 3000) == 0, "the expired backend %d is still there", p);
+    PQfinish(c);
+    pqt_wait_reset(q);
+
+    /* Expired while kept; the next call is a connect for another key. */
+    pqt_sleep_ms(1300);
+    CHECK(pqt_pid_alive(q) == 1, "backend %d went away before any pqdedup call", q);
+    c = connect_ok(tu_conninfo("connect_timeout=11"), "another key");
+    r = tu_backend_pid(c);
+    CHECK(r != q, "another key got the expired backend");
+    CHECK(pqt_wait_pid_gone(q, 3000) == 0, "backend %d idle past PQDEDUP_IDLE_TIMEOUT is still "
+          "there after the next connect", q);
+    PQfinish(c);
+}
+
+/* PQDEDUP_MAX_LIFETIME=1s: a connection older than that is closed at finish instead of kept,
+ * and a kept one that grew older is not reused. */
+static void lifetime(void)
+{
+    PGconn *c;
+    int p, q, r;
+    long n;
+
+    c = connect_ok(tu_conninfo(""), "first");
+    p = tu_backend_pid(c);
+    PQfinish(c);
+    pqt_wait_reset(p);
+    c = connect_ok(tu_conninfo(""), "soon after");
+    CHECK(tu_backend_pid(c) == p, "a connection younger than 1s was not reused");
+    pqt_sleep_ms(1200);
+    CHECK(tu_backend_pid(c) == p, "the held connection stopped working past its lifetime");
+    PQfinish(c); /* older than 1s: closed */
+    CHECK(pqt_wait_pid_gone(p, 3000) == 0, "backend %d, older than PQDEDUP_MAX_LIFETIME, was "
+          "kept at finish", p);
+    n = tu_wait_backends(tu_app_name(), 0, 3000);
+    CHECK(n == 0, "%ld backends after finishing an expired connection", n);
+
+    c = connect_ok(tu_conninfo(""), "new");
+    q = tu_backend_pid(c);
+    CHECK(q != p, "got the closed backend");
+    PQfinish(c);
+    pqt_wait_reset(q);
+    pqt_sleep_ms(1200);
+    c = connect_ok(tu_conninfo(""), "after 1.2s");
+    r = tu_backend_pid(c);
+    CHECK(r != q, "a kept connection older than PQDEDUP_MAX_LIFETIME=1s was reused");
+    CHECK(pqt_wait_pid_gone(q, 3000) == 0, "the expired kept backend %d is still there", q);
+    PQfinish(c);
+}
+
+int main(int argc, char **argv)
+{
+    const char *mode = argc > 1 ? argv[1] : "";
+
+    tu_observer();
+    if (!strcmp(mode, "keep2"))
+        keep2();
+    else if (!strcmp(mode, "keep0"))
+        keep0();
+    else if (!strcmp(mode, "idle"))
+        idle();
+    else if (!strcmp(mode, "lifetime"))
+        lifetime();
+    else {
+        fprintf(stderr, "usage: test_cap_limits keep2|keep0|idle|lifetime\n");
+        return 2;
+    }
+    return tu_finish();
+}

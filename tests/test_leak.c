@@ -1,0 +1,197 @@
+/* test_leak.c: a program that never finishes its connections keeps working past max_connections. */
+#include "test_leak_common.h"
+
+/*
+ * Usage: test_leak MODE
+ *   superuser   leak over the unix socket as postgres: the server refuses with "too many
+ *               clients already" once full; then finish every handle (shared ones included).
+ *   role        the same over TCP as pqd_alice with a password: the server refuses with
+ *               "remaining connection slots are reserved ..." once only reserved slots remain.
+ *   exit        run the superuser leak in a child that exits without finishing anything;
+ *               afterwards the server has its slots back.
+ *   child       (internal) the leak for `exit`, ending without any PQfinish.
+ * Every mode saturates the server: register it SERIAL.
+ */
+
+/* The leak: connect `cycles` times and never finish; every handle must run a query, and the
+ * backends of this app stay within max_connections. Fills handles[] and pids[]. */
+static void leak_loop(const char *conninfo, long cycles, long max_conn, PGconn **handles,
+                      int *pids)
+{
+    long failed = 0;
+
+    for (long i = 0; i < cycles; i++) {
+        PGconn *c = PQconnectdb(conninfo);
+
+        handles[i] = c;
+        pids[i] = -1;
+        if (CHECK(PQstatus(c) == CONNECTION_OK, "leak cycle %ld: connect failed: %s", i,
+                  PQerrorMessage(c))) {
+            pids[i] = tu_backend_pid(c);
+            CHECK(pids[i] > 0, "leak cycle %ld: SELECT pg_backend_pid() failed: %s", i,
+                  PQerrorMessage(c));
+        }
+        if (pids[i] <= 0)
+            failed++;
+        REQUIRE(failed < 5, "giving up after %ld failed cycles", failed);
+        if (i % 10 == 9 || i == cycles - 1) {
+            long n = tu_count_backends(tu_app_name());
+
+            CHECK(n >= 0 && n <= max_conn, "after %ld leaked connects: %ld backends for %s, "
+                  "max_connections is %ld", i + 1, n, tu_app_name(), max_conn);
+        }
+    }
+}
+
+/* How many leak cycles: three times max_connections, scaled, but always well past it. */
+static long leak_cycles(long max_conn)
+{
+    long cycles = tu_scaled(max_conn * 3);
+
+    return cycles < max_conn + 10 ? max_conn + 10 : cycles;
+}
+
+/* Leaking past max_connections: every connect answers and runs a query, the server is really
+ * full (fewer distinct backends than connects), and finishing the handles one by one never
+ * breaks a handle still held (shared connections are reference-counted). */
+static void leak_then_finish(const char *conninfo)
+{
+    long max_conn = pqt_max_connections();
+    long cycles, distinct, left;
+    PGconn **handles;
+    int *pids;
+
+    REQUIRE(max_conn > 0, "cannot read max_connections");
+    cycles = leak_cycles(max_conn);
+    handles = calloc((size_t)cycles, sizeof *handles);
+    pids = calloc((size_t)cycles, sizeof *pids);
+    REQUIRE(handles && pids, "out of memory");
+    printf("test_leak: %ld leaked connects as %s, max_connections=%ld\n", cycles, tu_app_name(),
+           max_conn);
+
+    leak_loop(conninfo, cycles, max_conn, handles, pids);
+    distinct = pqt_distinct(pids, cycles);
+    printf("test_leak: %ld distinct backends served %ld connects\n", distinct, cycles);
+    CHECK(distinct < cycles && distinct <= max_conn,
+          "%ld distinct backends for %ld connects: the server should have been full", distinct,
+          cycles);
+    CHECK(distinct >= max_conn / 2, "only %ld distinct backends before sharing began "
+          "(max_connections %ld): sharing should start only when the server refuses", distinct,
+          max_conn);
+
+    /* Finish every other handle; each remaining handle must still work. */
+    for (long i = 0; i < cycles; i += 2)
+        PQfinish(handles[i]);
+    for (long i = 1; i < cycles; i += 2) {
+        int pid = tu_backend_pid(handles[i]);
+
+        CHECK(pid == pids[i], "handle %ld after finishing other handles: backend pid %d, "
+              "expected %d (%s)", i, pid, pids[i], PQerrorMessage(handles[i]));
+    }
+    for (long i = 1; i < cycles; i += 2)
+        PQfinish(handles[i]);
+
+    /* Finished: at most PQDEDUP_KEEP_PER_KEY (16) are kept, the rest really closed. */
+    left = tu_wait_backends(tu_app_name(), distinct < 16 ? distinct : 16, 5000);
+    CHECK(left >= 0 && left <= 16, "%ld backends left after finishing every handle, expected "
+          "at most 16 kept", left);
+
+    /* And the key works normally again. */
+    {
+        PGconn *c = PQconnectdb(conninfo);
+
+        CHECK(PQstatus(c) == CONNECTION_OK && tu_backend_pid(c) > 0,
+              "connect after finishing the leak: %s", PQerrorMessage(c));
+        PQfinish(c);
+    }
+    free(handles);
+    free(pids);
+}
+
+/* A role's conninfo over TCP with its password. */
+static const char *role_conninfo(void)
+{
+    static char extra[256];
+
+    snprintf(extra, sizeof extra, "host=%s user=pqd_alice password=alice_pw dbname=postgres",
+             pqt_tcp_host());
+    return tu_conninfo(extra);
+}
+
+/* The child of `exit`: leak past max_connections, check, and exit without any PQfinish. */
+static int leak_child(void)
+{
+    long max_conn = pqt_max_connections();
+    long cycles;
+    PGconn **handles;
+    int *pids;
+
+    REQUIRE(max_conn > 0, "cannot read max_connections");
+    cycles = leak_cycles(max_conn);
+    handles = calloc((size_t)cycles, sizeof *handles);
+    pids = calloc((size_t)cycles, sizeof *pids);
+    REQUIRE(handles && pids, "out of memory");
+    leak_loop(tu_conninfo(""), cycles, max_conn, handles, pids);
+    CHECK(pqt_distinct(pids, cycles) < cycles, "the server never refused a connect");
+    free(handles);
+    free(pids);
+    /* tu_finish closes only the observer; the leaked handles stay open until exit. */
+    return tu_finish();
+}
+
+/* After a leaking program exits without finishing anything, its backends go away and the
+ * server accepts connections again. */
+static void leak_exit(void)
+{
+    char *argv[] = {NULL, "child", NULL};
+    char app[64];
+    int status = 0;
+    long left, max_conn = pqt_max_connections();
+    pid_t child = pqt_run_self(argv, NULL, &status);
+    PGconn **held;
+    int *pids;
+    long want;
+
+    REQUIRE(child > 0, "could not run the child: %s", strerror(errno));
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the leaking child failed (status %d)",
+          status);
+    snprintf(app, sizeof app, "pqdt_test_leak_%ld", (long)child);
+    left = tu_wait_backends(app, 0, 10000);
+    CHECK(left == 0, "%ld backends of the exited child %s still open", left, app);
+
+    /* Most slots are free again: hold that many connections at once, all distinct. */
+    want = max_conn - 10;
+    held = calloc((size_t)want, sizeof *held);
+    pids = calloc((size_t)want, sizeof *pids);
+    REQUIRE(held && pids, "out of memory");
+    for (long i = 0; i < want; i++) {
+        held[i] = PQconnectdb(tu_conninfo(""));
+        pids[i] = PQstatus(held[i]) == CONNECTION_OK ? tu_backend_pid(held[i]) : -1;
+    }
+    CHECK(pqt_distinct(pids, want) == want, "after the child exited, only %ld of %ld "
+          "simultaneous connections got their own backend", pqt_distinct(pids, want), want);
+    for (long i = 0; i < want; i++)
+        PQfinish(held[i]);
+    free(held);
+    free(pids);
+}
+
+int main(int argc, char **argv)
+{
+    const char *mode = argc > 1 ? argv[1] : "";
+
+    if (!strcmp(mode, "child"))
+        return leak_child();
+    tu_observer(); /* before the server is full */
+    if (!strcmp(mode, "superuser"))
+        leak_then_finish(tu_conninfo(""));
+    else if (!strcmp(mode, "role"))
+        leak_then_finish(role_conninfo());
+    else if (!strcmp(mode, "exit"))
+        leak_exit();
+    else {
+        fprintf(stderr, "usage: test_leak superuser|role|exit\n");
+        return 2;
+    }
+    return tu_finish();
+}
