@@ -230,16 +230,38 @@ static void add_quoted(struct buf *b, const char *value)
     buf_add(b, "'", 1);
 }
 
+/* Environment variables libpq reads outside its connection options: the three it
+ * sends to the server as session settings (libpq's EnvironmentOptions), and HOME,
+ * where ~/.pgpass, ~/.pg_service.conf and the SSL files are looked for. */
+static const char *const environment_inputs[] = { "PGDATESTYLE", "PGTZ", "PGGEQO", "HOME" };
+
+static void add_pair(struct buf *key, const char *name, const char *value)
+{
+    if (key->len > 0)
+        buf_add(key, " ", 1);
+    buf_add(key, name, strlen(name));
+    buf_add(key, "=", 1);
+    add_quoted(key, value);
+}
+
 /* Fills unset options from the cached defaults, defaults dbname to the user as
- * libpq does, and writes every set option as keyword='value', except those whose
+ * libpq does, and writes every option as keyword='value', except those whose
  * value is libpq's compiled-in default: leaving those out depends only on the
  * resolved value, so two keys are still equal exactly when every resolved value
- * is, and keys stay short to hash. Returns a malloc'd key or NULL on OOM.
- * Caller holds key_lock. */
+ * is, and keys stay short to hash. When a service is named, the service file
+ * outranks the environment, so a value that came from the environment or a default
+ * is written as default.keyword and never matches an explicit one. Then the
+ * environment inputs above and the effective uid. Returns a malloc'd key or NULL
+ * on OOM. Caller holds key_lock. */
 static char *serialize_with_defaults(PQconninfoOption *opts)
 {
-    const char *user = NULL;
-    for (PQconninfoOption *o = opts; o->keyword != NULL; o++) {
+    bool explicit[128] = { false };
+    const char *user = NULL, *service = NULL;
+    int n = 0;
+    for (PQconninfoOption *o = opts; o->keyword != NULL; o++, n++) {
+        if (n >= (int) (sizeof explicit / sizeof explicit[0]))
+            return NULL; /* a libpq with far more options: do not guess */
+        explicit[n] = o->val != NULL;
         if (o->val == NULL) {
             PQconninfoOption *d = find_option(cached_defaults, o->keyword);
             if (d != NULL && d->val != NULL && !set_option(o, d->val))
@@ -247,21 +269,39 @@ static char *serialize_with_defaults(PQconninfoOption *opts)
         }
         if (strcmp(o->keyword, "user") == 0)
             user = o->val;
+        else if (strcmp(o->keyword, "service") == 0)
+            service = o->val;
     }
+    bool mark_defaults = service != NULL && service[0] != '\0';
+
     struct buf key = { 0 };
-    for (PQconninfoOption *o = opts; o->keyword != NULL; o++) {
+    n = 0;
+    for (PQconninfoOption *o = opts; o->keyword != NULL; o++, n++) {
         const char *value = o->val;
         if (strcmp(o->keyword, "dbname") == 0 && (value == NULL || value[0] == '\0'))
             value = user;
         if (value == NULL || (o->compiled != NULL && strcmp(value, o->compiled) == 0))
             continue;
-        if (key.len > 0)
-            buf_add(&key, " ", 1);
-        buf_add(&key, o->keyword, strlen(o->keyword));
-        buf_add(&key, "=", 1);
-        add_quoted(&key, value);
+        if (mark_defaults && !explicit[n]) {
+            char name[96];
+            snprintf(name, sizeof name, "default.%s", o->keyword);
+            add_pair(&key, name, value);
+        } else {
+            add_pair(&key, o->keyword, value);
+        }
     }
-    if (key.failed || key.data == NULL) {
+    for (size_t i = 0; i < sizeof environment_inputs / sizeof environment_inputs[0]; i++) {
+        const char *value = getenv(environment_inputs[i]);
+        if (value != NULL) {
+            char name[32];
+            snprintf(name, sizeof name, "env.%s", environment_inputs[i]);
+            add_pair(&key, name, value);
+        }
+    }
+    char euid[24];
+    snprintf(euid, sizeof euid, "%u", (unsigned) geteuid());
+    add_pair(&key, "env.euid", euid);
+    if (key.failed) {
         free(key.data);
         return NULL;
     }
@@ -383,23 +423,54 @@ char *key_from_setdb(const char *pghost, const char *pgport, const char *pgoptio
     return key_from_arrays(keywords, values, 1);
 }
 
+/* Reads one name='value' pair of a key at *pos into name/value (unescaped, cut to
+ * their sizes) and advances *pos. Returns false at the end of the key. */
+static bool next_pair(const char **pos, char *name, size_t name_size, char *value, size_t value_size)
+{
+    const char *p = *pos;
+    while (*p == ' ')
+        p++;
+    if (*p == '\0')
+        return false;
+    size_t n = 0, v = 0;
+    for (; *p && *p != '='; p++)
+        if (n + 1 < name_size)
+            name[n++] = *p;
+    name[n] = '\0';
+    if (*p == '=')
+        p++;
+    if (*p == '\'')
+        p++;
+    for (; *p && *p != '\''; p++) {
+        if (*p == '\\' && p[1] != '\0')
+            p++;
+        if (v + 1 < value_size)
+            value[v++] = *p;
+    }
+    value[v] = '\0';
+    if (*p == '\'')
+        p++;
+    *pos = p;
+    return true;
+}
+
 char *key_describe(const char *key, char *buf, unsigned long size)
 {
-    const char *user = "", *host = "", *port = "", *dbname = "";
-    PQconninfoOption *opts = key ? parse_conninfo(key) : NULL;
-    for (PQconninfoOption *o = opts; o != NULL && o->keyword != NULL; o++) {
-        if (o->val == NULL)
-            continue;
-        if (strcmp(o->keyword, "user") == 0)
-            user = o->val;
-        else if (strcmp(o->keyword, "host") == 0)
-            host = o->val;
-        else if (strcmp(o->keyword, "port") == 0)
-            port = o->val;
-        else if (strcmp(o->keyword, "dbname") == 0)
-            dbname = o->val;
+    char user[64] = "", host[128] = "", port[16] = "", dbname[64] = "";
+    char name[96], value[256];
+    const char *pos = key ? key : "";
+    while (next_pair(&pos, name, sizeof name, value, sizeof value)) {
+        const char *plain = strncmp(name, "default.", 8) == 0 ? name + 8 : name;
+        char *target = strcmp(plain, "user") == 0     ? user
+                       : strcmp(plain, "host") == 0   ? host
+                       : strcmp(plain, "port") == 0   ? port
+                       : strcmp(plain, "dbname") == 0 ? dbname
+                                                      : NULL;
+        size_t target_size = target == user ? sizeof user : target == host ? sizeof host
+                           : target == port ? sizeof port : sizeof dbname;
+        if (target != NULL)
+            snprintf(target, target_size, "%s", value);
     }
     snprintf(buf, size, "%s@%s:%s/%s", user, host, port, dbname);
-    PQconninfoFree(opts);
     return buf;
 }

@@ -33,6 +33,10 @@ static const char usage_text[] =
     "                            next finish or connect (3600s; 0 = never)\n"
     "  -r, --reset-query SQL     PQDEDUP_RESET_QUERY: run at each finish before keeping\n"
     "                            (\"DISCARD ALL\"; \"\" = none, session state then leaks)\n"
+    "  -c, --check-after T       PQDEDUP_CHECK_AFTER: a kept connection idle this long gets a\n"
+    "                            round trip before it is handed out (30s; 0 = always)\n"
+    "  -t, --check-timeout T     PQDEDUP_CHECK_TIMEOUT: longest wait for a kept connection's\n"
+    "                            reset or check before another is used (5s)\n"
     "  -s, --share-after N       PQDEDUP_SHARE_AFTER: a thread holding N unfinished\n"
     "                            connections for a key shares one of them (0 = off)\n"
     "  -m, --max-per-key N       PQDEDUP_MAX_PER_KEY: at most N server connections per key\n"
@@ -62,6 +66,8 @@ static const struct launcher_option launcher_options[] = {
     { "idle-timeout", 'i', "PQDEDUP_IDLE_TIMEOUT", true },
     { "max-lifetime", 'l', "PQDEDUP_MAX_LIFETIME", true },
     { "reset-query", 'r', "PQDEDUP_RESET_QUERY", true },
+    { "check-after", 'c', "PQDEDUP_CHECK_AFTER", true },
+    { "check-timeout", 't', "PQDEDUP_CHECK_TIMEOUT", true },
     { "share-after", 's', "PQDEDUP_SHARE_AFTER", true },
     { "max-per-key", 'm', "PQDEDUP_MAX_PER_KEY", true },
     { "max-wait", 'w', "PQDEDUP_MAX_WAIT", true },

@@ -1,6 +1,7 @@
 /* pool.c: the pool of server connections by key: kept, held and shared, with limits. */
 #define _GNU_SOURCE
 #include "pool.h"
+#include "clock.h"
 #include "key.h"
 #include "log.h"
 #include "real.h"
@@ -35,7 +36,8 @@ struct pooled_conn {
     int holders;                  /* app handles that have not finished it yet */
     pthread_t holder_thread;      /* the thread it was last handed to */
     bool has_events;              /* the app registered libpq event procedures */
-    bool reset_sent;              /* kept with the reset query's result not yet read */
+    enum reset_pending pending;   /* kept with this still in flight */
+    bool server_closing;          /* the server said FATAL while pqdedup owned it */
     int64_t opened_ns, kept_ns;
     uint64_t handed_seq;          /* when it was last handed out */
     struct pooled_conn *prev, *next; /* on held or kept list */
@@ -68,14 +70,6 @@ static pid_t pool_pid;                /* the process the pool's lists belong to 
 #define uthash_nonfatal_oom(elt) (hash_oom = true)
 static bool hash_oom;
 
-#define NS_PER_SEC INT64_C(1000000000)
-
-static int64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t) ts.tv_sec * NS_PER_SEC + ts.tv_nsec;
-}
 
 /* ---- fork ------------------------------------------------------------------ */
 
@@ -328,6 +322,12 @@ static void pool_shutdown(void)
             push_to_close(&to_close, b->kept);
     }
     pthread_mutex_unlock(&pool_lock);
+    /* Collect what is still in flight first: a server still sending a reset's result
+     * to a closed socket logs a broken connection. */
+    int64_t timeout = settings.check_timeout_ns < NS_PER_SEC ? settings.check_timeout_ns : NS_PER_SEC;
+    for (struct pooled_conn *pc = to_close; pc != NULL; pc = pc->next)
+        if (pc->pending != PENDING_NONE)
+            session_finish_reset(pc->conn, pc->pending, "", false, timeout, &pc->server_closing);
     close_detached_list(to_close);
     if (first)
         stats_print_if_asked();
@@ -369,12 +369,12 @@ static bool may_open_spare(const struct pool_bucket *b)
  * Caller holds pool_lock. */
 static struct pooled_conn *pick_kept(struct pool_bucket *b, struct pooled_conn **to_close)
 {
-    int64_t now = now_ns();
+    int64_t now = monotonic_ns();
     struct pooled_conn *pc, *tmp;
     DL_FOREACH_SAFE(b->kept, pc, tmp) {
         if (is_expired(pc, now)) {
             push_to_close(to_close, pc);
-        } else if (!pc->reset_sent || session_reset_arrived(pc->conn)) {
+        } else if (pc->pending == PENDING_NONE || session_reset_arrived(pc->conn)) {
             unlink_from_list(pc);
             return pc;
         }
@@ -407,7 +407,7 @@ static bool wait_at_cap(struct pool_bucket *b, struct grant *grant, struct times
     }
     if (deadline->tv_sec == 0 && deadline->tv_nsec == 0) {
         stats_add(cap_waits);
-        int64_t until = now_ns() + settings.max_wait_ns;
+        int64_t until = monotonic_ns() + settings.max_wait_ns;
         deadline->tv_sec = until / NS_PER_SEC;
         deadline->tv_nsec = until % NS_PER_SEC;
     }
@@ -424,7 +424,7 @@ void pool_acquire(const char *key, struct grant *grant)
     struct pooled_conn *to_close = NULL;
     lock_pool();
     stats_add(connects);
-    sweep_expired(now_ns(), &to_close);
+    sweep_expired(monotonic_ns(), &to_close);
     struct pool_bucket *b = shutting_down ? NULL : bucket_for(key);
     if (b == NULL)
         goto out;
@@ -439,13 +439,16 @@ void pool_acquire(const char *key, struct grant *grant)
     struct timespec deadline = { 0 };
     for (;;) {
         if ((pc = pick_kept(b, &to_close)) != NULL) {
+            bool check = monotonic_ns() - pc->kept_ns >= settings.check_after_ns;
             b->waiters++; /* keeps the bucket while unlocked */
             pthread_mutex_unlock(&pool_lock);
-            bool usable = session_reset_done(pc->conn) && session_looks_alive(pc->conn);
+            bool usable = session_finish_reset(pc->conn, pc->pending, settings.reset_query, check,
+                                               settings.check_timeout_ns, &pc->server_closing) &&
+                          session_looks_alive(pc->conn);
             pthread_mutex_lock(&pool_lock);
             b->waiters--;
             if (usable) {
-                pc->reset_sent = false;
+                pc->pending = PENDING_NONE;
                 hand_to_this_thread(b, pc);
                 stats_add(reused);
                 *grant = (struct grant) { .kind = GRANT_REUSED, .conn = pc->conn };
@@ -483,7 +486,7 @@ PGconn *pool_opened(struct grant *grant, PGconn *conn, bool completed)
         session_capture_default_hooks(conn);
         pc->conn = conn;
         pc->bucket = b;
-        pc->opened_ns = now_ns();
+        pc->opened_ns = monotonic_ns();
         hash_oom = false;
         HASH_ADD_PTR(conns, conn, pc);
         if (!hash_oom) {
@@ -515,14 +518,16 @@ PGconn *pool_opened(struct grant *grant, PGconn *conn, bool completed)
 static void reset_and_keep(struct pooled_conn *pc, bool worth_keeping)
 {
     struct pool_bucket *b = pc->bucket;
-    bool reset_started = worth_keeping && session_start_reset(pc->conn, settings.reset_query);
+    enum reset_pending pending = PENDING_NONE;
+    bool reset_started =
+        worth_keeping && session_start_reset(pc->conn, settings.reset_query, &pending, &pc->server_closing);
 
     lock_pool();
     if (reset_started && !shutting_down && b->nkept < settings.keep_per_key) {
         exit_hook_after_first_ssl(pc->conn);
         pc->state = POOLED_KEPT;
-        pc->kept_ns = now_ns();
-        pc->reset_sent = settings.reset_query[0] != '\0';
+        pc->kept_ns = monotonic_ns();
+        pc->pending = pending;
         DL_PREPEND(b->kept, pc);
         b->nkept++;
         stats_add(resets);
@@ -571,7 +576,7 @@ bool pool_finish(PGconn *conn)
     }
     unlink_from_list(pc);
     bool worth_keeping = !shutting_down && !pc->has_events && pc->bucket->nkept < settings.keep_per_key &&
-                         !is_expired(pc, now_ns());
+                         !is_expired(pc, monotonic_ns());
     pthread_mutex_unlock(&pool_lock);
     reset_and_keep(pc, worth_keeping);
     return true;

@@ -2,11 +2,13 @@
 #define _GNU_SOURCE
 #include "session.h"
 #include "log.h"
+#include "clock.h"
 #include "real.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <stdint.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -15,10 +17,14 @@ static bool hooks_captured;
 static PQnoticeReceiver default_receiver;
 static PQnoticeProcessor default_processor;
 
+/* Swallows what the server says while pqdedup owns the connection, noting in
+ * *arg (a bool, may be NULL) when it says it is going away: an idle libpq treats a
+ * FATAL as a notice, and the socket's EOF may only come a moment later. */
 static void silent_receiver(void *arg, const PGresult *res)
 {
-    (void) arg;
-    (void) res;
+    const char *severity = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
+    if (arg != NULL && severity != NULL && (strcmp(severity, "FATAL") == 0 || strcmp(severity, "PANIC") == 0))
+        *(bool *) arg = true;
 }
 
 void session_capture_default_hooks(PGconn *fresh)
@@ -46,22 +52,58 @@ bool session_can_keep(PGconn *conn)
            PQtransactionStatus(conn) != PQTRANS_UNKNOWN && PQpipelineStatus(conn) == PQ_PIPELINE_OFF;
 }
 
-/* Runs one command and says whether it succeeded. */
-static bool run_command(PGconn *conn, const char *sql)
+/* Waits until a result can be read without blocking, or the deadline passes.
+ * Returns false on timeout or a broken connection. */
+static bool wait_for_result(PGconn *conn, int64_t deadline_ns)
 {
-    PGresult *res = PQexec(conn, sql);
-    ExecStatusType status = PQresultStatus(res);
-    PQclear(res);
-    return status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK;
+    while (PQisBusy(conn)) {
+        int64_t left_ms = (deadline_ns - monotonic_ns() + NS_PER_MS - 1) / NS_PER_MS;
+        if (left_ms <= 0)
+            return false;
+        struct pollfd pfd = { .fd = PQsocket(conn), .events = POLLIN };
+        int ready = poll(&pfd, 1, left_ms > INT32_MAX ? INT32_MAX : (int) left_ms);
+        if (ready < 0 && errno != EINTR)
+            return false;
+        if (ready > 0 && PQconsumeInput(conn) == 0)
+            return false;
+    }
+    return true;
 }
 
-bool session_start_reset(PGconn *conn, const char *reset_query)
+/* Collects every result of the command in flight. Returns true when all of them
+ * succeeded within the deadline. */
+static bool collect_results(PGconn *conn, int64_t deadline_ns)
 {
+    bool ok = true;
+    for (;;) {
+        if (!wait_for_result(conn, deadline_ns))
+            return false;
+        PGresult *res = PQgetResult(conn);
+        if (res == NULL)
+            return ok;
+        ExecStatusType status = PQresultStatus(res);
+        ok = ok && (status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK ||
+                    status == PGRES_EMPTY_QUERY);
+        PQclear(res);
+    }
+}
+
+/* Sends `sql` and collects its results within timeout_ns. */
+static bool round_trip(PGconn *conn, const char *sql, int64_t timeout_ns)
+{
+    return PQsendQuery(conn, sql) == 1 && collect_results(conn, monotonic_ns() + timeout_ns);
+}
+
+bool session_start_reset(PGconn *conn, const char *reset_query, enum reset_pending *pending,
+                         bool *server_closing)
+{
+    *pending = PENDING_NONE;
+    *server_closing = false;
     if (!hooks_captured || !session_can_keep(conn))
         return false;
 
     /* Client side first: nothing of the app may run from here on. */
-    PQsetNoticeReceiver(conn, silent_receiver, NULL);
+    PQsetNoticeReceiver(conn, silent_receiver, server_closing);
     PQsetNoticeProcessor(conn, default_processor, NULL);
     PQuntrace(conn);
     PQsetErrorVerbosity(conn, PQERRORS_DEFAULT);
@@ -70,9 +112,17 @@ bool session_start_reset(PGconn *conn, const char *reset_query)
         return false;
 
     PGTransactionStatusType txn = PQtransactionStatus(conn);
-    if ((txn == PQTRANS_INTRANS || txn == PQTRANS_INERROR) && !run_command(conn, "ROLLBACK"))
-        return false;
-    return reset_query[0] == '\0' || PQsendQuery(conn, reset_query) == 1;
+    if (txn == PQTRANS_INTRANS || txn == PQTRANS_INERROR) {
+        *pending = PENDING_ROLLBACK;
+        return PQsendQuery(conn, "ROLLBACK") == 1;
+    }
+    /* Without a reset query, an empty one still clears the last holder's error text. */
+    const char *query = reset_query[0] != '\0' ? reset_query : PQerrorMessage(conn)[0] != '\0' ? "" : NULL;
+    if (query != NULL) {
+        *pending = PENDING_RESET;
+        return PQsendQuery(conn, query) == 1;
+    }
+    return true;
 }
 
 bool session_reset_arrived(PGconn *conn)
@@ -80,20 +130,21 @@ bool session_reset_arrived(PGconn *conn)
     return PQconsumeInput(conn) == 0 || PQisBusy(conn) == 0;
 }
 
-bool session_reset_done(PGconn *conn)
+bool session_finish_reset(PGconn *conn, enum reset_pending pending, const char *reset_query,
+                          bool check, int64_t timeout_ns, const bool *server_closing)
 {
-    bool ok = true;
-    PGresult *res;
-    while ((res = PQgetResult(conn)) != NULL) {
-        ExecStatusType status = PQresultStatus(res);
-        ok = ok && (status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK);
-        PQclear(res);
-    }
+    bool ok = pending == PENDING_NONE || collect_results(conn, monotonic_ns() + timeout_ns);
+    if (ok && pending == PENDING_ROLLBACK && reset_query[0] != '\0')
+        ok = round_trip(conn, reset_query, timeout_ns);
+    else if (ok && check)
+        ok = round_trip(conn, "", timeout_ns);
+
     PGnotify *notify;
     while ((notify = PQnotifies(conn)) != NULL)
         PQfreemem(notify);
     PQsetNoticeReceiver(conn, default_receiver, NULL);
-    return ok && PQstatus(conn) == CONNECTION_OK && PQtransactionStatus(conn) == PQTRANS_IDLE;
+    return ok && !*server_closing && PQstatus(conn) == CONNECTION_OK &&
+           PQtransactionStatus(conn) == PQTRANS_IDLE;
 }
 
 bool session_looks_alive(PGconn *conn)
@@ -128,6 +179,10 @@ bool session_refused_for_slots(PGconn *failed)
 void session_close_quietly(PGconn *conn)
 {
     PQsetNoticeReceiver(conn, silent_receiver, NULL);
+    /* Read what has arrived: closing a socket with unread data resets it, and the
+     * server would log an abnormal disconnection. Never blocks. */
+    if (PQstatus(conn) == CONNECTION_OK)
+        PQconsumeInput(conn);
     real.PQfinish(conn);
 }
 

@@ -4,6 +4,7 @@
 
 #include <libpq-fe.h>
 #include <stdbool.h>
+#include <stdint.h>
 
 /* Remembers libpq's default notice hooks from a connection libpq just made.
  * Callers serialize it (the pool calls it under its lock). */
@@ -17,22 +18,38 @@ void session_restore_default_hooks(PGconn *conn);
  * flight, not in pipeline mode. Reads state only. */
 bool session_can_keep(PGconn *conn);
 
+/* What a kept connection still has in flight from session_start_reset. */
+enum reset_pending {
+    PENDING_NONE,     /* nothing: no reset query and no transaction to roll back */
+    PENDING_RESET,    /* the reset query */
+    PENDING_ROLLBACK, /* a ROLLBACK; the reset query follows when it is collected */
+};
+
 /* First half of making a finished connection fit for the next holder: client-side
  * state back to libpq's defaults (notice hooks, blocking mode, error verbosity,
- * context visibility, tracing), then ROLLBACK of an open or aborted transaction,
- * then `reset_query` is sent (none when empty) without waiting for its result.
- * No app callback runs from here on. Returns false when the connection must be
- * closed instead; true means session_reset_done() must be called before reuse. */
-bool session_start_reset(PGconn *conn, const char *reset_query);
+ * context visibility, tracing), then a ROLLBACK of an open or aborted transaction,
+ * else `reset_query` (none when empty), is sent without waiting, as plain libpq's
+ * PQfinish does not wait; with no reset query, an empty query is sent if the last
+ * holder's error text must be cleared. No app callback runs from here on: what the
+ * server says is swallowed, and *server_closing (owned by the caller, alive until
+ * session_finish_reset) is set if it says FATAL or PANIC. Returns false when the
+ * connection must be closed instead; *pending says what is in flight. */
+bool session_start_reset(PGconn *conn, const char *reset_query, enum reset_pending *pending,
+                         bool *server_closing);
 
-/* True when the reset query's result has arrived (or the connection broke), so
- * session_reset_done() will not wait. Reads what the socket has; never blocks. */
+/* True when what is in flight has been answered (or the connection broke), so
+ * finishing the reset starts without waiting. Reads what the socket has; never
+ * blocks. */
 bool session_reset_arrived(PGconn *conn);
 
-/* Second half: collects the reset query's result (waiting if needed), drops
- * queued notifications and puts libpq's default notice hooks back. Returns true
- * when the connection ended idle and OK; false means it must be closed. */
-bool session_reset_done(PGconn *conn);
+/* Second half: collects what is in flight, then after a ROLLBACK runs the reset
+ * query; with `check`, also makes one round trip (an empty query) to prove the
+ * server still answers. Each round trip waits at most `timeout_ns`. Drops queued
+ * notifications and puts libpq's default notice hooks back. Returns true when the
+ * connection ended idle and OK and the server never said it was going away;
+ * false means it must be closed. */
+bool session_finish_reset(PGconn *conn, enum reset_pending pending, const char *reset_query,
+                          bool check, int64_t timeout_ns, const bool *server_closing);
 
 /* True when a kept connection may be handed out without a round trip: status OK
  * and nothing readable on its socket (an idle server says nothing unless it is
@@ -47,7 +64,7 @@ bool session_is_shareable(PGconn *conn);
 bool session_refused_for_slots(PGconn *failed);
 
 /* Closes a connection of this process (Terminate is sent) without calling any app
- * notice hook. Frees conn. */
+ * notice hook, after reading whatever the server already sent. Frees conn. */
 void session_close_quietly(PGconn *conn);
 
 /* Frees a connection inherited from a parent process without sending anything on

@@ -1,6 +1,7 @@
 /* settings.c: reads and checks pqdedup's PQDEDUP_* environment settings. */
 #define _GNU_SOURCE
 #include "settings.h"
+#include "clock.h"
 #include "log.h"
 
 #include <errno.h>
@@ -9,7 +10,6 @@
 #include <string.h>
 #include <strings.h>
 
-#define NS_PER_SEC INT64_C(1000000000)
 #define MAX_DURATION_NS (INT64_C(30) * 24 * 3600 * NS_PER_SEC) /* 30 days */
 #define MAX_COUNT 100000
 
@@ -22,6 +22,8 @@ struct pqdedup_settings settings = {
     .idle_timeout_ns = 600 * NS_PER_SEC,
     .max_lifetime_ns = 3600 * NS_PER_SEC,
     .reset_query = "DISCARD ALL",
+    .check_after_ns = 30 * NS_PER_SEC,
+    .check_timeout_ns = 5 * NS_PER_SEC,
     .log_level = LOG_OFF,
     .log_file = NULL,
     .stats = false,
@@ -43,7 +45,7 @@ int settings_parse_count(const char *text, long max, int *out)
 int settings_parse_duration(const char *text, int64_t *out_ns)
 {
     static const struct { const char *suffix; int64_t ns; } units[] = {
-        { "", NS_PER_SEC }, { "s", NS_PER_SEC }, { "ms", 1000000 },
+        { "", NS_PER_SEC }, { "s", NS_PER_SEC }, { "ms", NS_PER_MS },
         { "min", 60 * NS_PER_SEC }, { "h", 3600 * NS_PER_SEC },
     };
     char *end;
@@ -104,6 +106,8 @@ static const struct setting {
     { "PQDEDUP_IDLE_TIMEOUT", KIND_DURATION, &settings.idle_timeout_ns, "a duration, 0 = never" },
     { "PQDEDUP_MAX_LIFETIME", KIND_DURATION, &settings.max_lifetime_ns, "a duration, 0 = never" },
     { "PQDEDUP_RESET_QUERY", KIND_STRING, &settings.reset_query, "SQL, empty = none" },
+    { "PQDEDUP_CHECK_AFTER", KIND_DURATION, &settings.check_after_ns, "a duration, 0 = always" },
+    { "PQDEDUP_CHECK_TIMEOUT", KIND_DURATION, &settings.check_timeout_ns, "a duration such as 5s" },
     { "PQDEDUP_LOG", KIND_LEVEL, &settings.log_level, "off, error, warn, info or debug" },
     { "PQDEDUP_LOG_FILE", KIND_STRING, &settings.log_file, "a file path" },
     { "PQDEDUP_STATS", KIND_BOOL, &settings.stats, "1 or 0" },

@@ -16,6 +16,10 @@ struct pqdedup_settings {
     int64_t idle_timeout_ns;   /* PQDEDUP_IDLE_TIMEOUT: 0 = never */
     int64_t max_lifetime_ns;   /* PQDEDUP_MAX_LIFETIME: 0 = never */
     const char *reset_query;   /* PQDEDUP_RESET_QUERY: "" = no reset query */
+    int64_t check_after_ns;    /* PQDEDUP_CHECK_AFTER: round trip before reusing a connection
+                                  idle this long; 0 = before every reuse */
+    int64_t check_timeout_ns;  /* PQDEDUP_CHECK_TIMEOUT: longest wait for a kept connection's
+                                  reset or check before it is given up */
     enum log_level log_level;  /* PQDEDUP_LOG */
     bool log_level_given;      /* PQDEDUP_LOG was set to a valid value */
     const char *log_file;      /* PQDEDUP_LOG_FILE: NULL = stderr */
