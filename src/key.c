@@ -454,23 +454,27 @@ static bool next_pair(const char **pos, char *name, size_t name_size, char *valu
     return true;
 }
 
+bool key_get(const char *key, const char *name, char *value, unsigned long size)
+{
+    char found_name[96];
+    const char *pos = key ? key : "";
+    while (next_pair(&pos, found_name, sizeof found_name, value, size)) {
+        const char *plain = strncmp(found_name, "default.", 8) == 0 ? found_name + 8 : found_name;
+        if (strcmp(plain, name) == 0)
+            return true;
+    }
+    if (size > 0)
+        value[0] = '\0';
+    return false;
+}
+
 char *key_describe(const char *key, char *buf, unsigned long size)
 {
-    char user[64] = "", host[128] = "", port[16] = "", dbname[64] = "";
-    char name[96], value[256];
-    const char *pos = key ? key : "";
-    while (next_pair(&pos, name, sizeof name, value, sizeof value)) {
-        const char *plain = strncmp(name, "default.", 8) == 0 ? name + 8 : name;
-        char *target = strcmp(plain, "user") == 0     ? user
-                       : strcmp(plain, "host") == 0   ? host
-                       : strcmp(plain, "port") == 0   ? port
-                       : strcmp(plain, "dbname") == 0 ? dbname
-                                                      : NULL;
-        size_t target_size = target == user ? sizeof user : target == host ? sizeof host
-                           : target == port ? sizeof port : sizeof dbname;
-        if (target != NULL)
-            snprintf(target, target_size, "%s", value);
-    }
+    char user[64], host[128], port[16], dbname[64];
+    key_get(key, "user", user, sizeof user);
+    key_get(key, "host", host, sizeof host);
+    key_get(key, "port", port, sizeof port);
+    key_get(key, "dbname", dbname, sizeof dbname);
     snprintf(buf, size, "%s@%s:%s/%s", user, host, port, dbname);
     return buf;
 }

@@ -2,6 +2,8 @@
 #ifndef PQDEDUP_KEY_H
 #define PQDEDUP_KEY_H
 
+#include <stdbool.h>
+
 /* A key is a conninfo string listing every libpq parameter that would be in force
  * for the connect, in libpq's own order, each value single-quoted: explicit
  * parameters first, then the PG* environment variables and libpq's defaults as they
@@ -23,6 +25,11 @@ char *key_from_arrays(const char *const *keywords, const char *const *values, in
 /* Key for PQsetdbLogin (pgtty is ignored, as libpq does). Same contract. */
 char *key_from_setdb(const char *pghost, const char *pgport, const char *pgoptions,
                      const char *dbname, const char *login, const char *pwd);
+
+/* Finds parameter `name` in a key (explicit or defaulted) and copies its value into
+ * value (cut to size). Returns false, with value "", when the key does not have it
+ * (then it is libpq's compiled-in default). */
+bool key_get(const char *key, const char *name, char *value, unsigned long size);
 
 /* A short description of a key for logs: "user@host:port/dbname", never the
  * password. Writes into buf (always NUL-terminated) and returns buf. */

@@ -50,6 +50,7 @@ struct pool_bucket {
                                      plus reservations being opened */
     int nkept, nheld;
     int waiters;                  /* threads waiting at the cap */
+    char target[16];              /* target_session_attrs of the key ("" = any) */
     pthread_cond_t changed;       /* a connection was kept or closed */
     struct pooled_conn *kept;     /* LIFO: head is the most recently kept */
     struct pooled_conn *held;
@@ -168,6 +169,7 @@ static struct pool_bucket *bucket_for(const char *key)
     pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
     pthread_cond_init(&b->changed, &attr);
     pthread_condattr_destroy(&attr);
+    key_get(key, "target_session_attrs", b->target, sizeof b->target);
     hash_oom = false;
     HASH_ADD_KEYPTR(hh, buckets, b->key, strlen(b->key), b);
     if (hash_oom) {
@@ -439,12 +441,13 @@ void pool_acquire(const char *key, struct grant *grant)
     struct timespec deadline = { 0 };
     for (;;) {
         if ((pc = pick_kept(b, &to_close)) != NULL) {
-            bool check = monotonic_ns() - pc->kept_ns >= settings.check_after_ns;
+            /* A key that asked for a kind of server re-checks it on every reuse. */
+            bool check = monotonic_ns() - pc->kept_ns >= settings.check_after_ns || b->target[0] != '\0';
             b->waiters++; /* keeps the bucket while unlocked */
             pthread_mutex_unlock(&pool_lock);
             bool usable = session_finish_reset(pc->conn, pc->pending, settings.reset_query, check,
                                                settings.check_timeout_ns, &pc->server_closing) &&
-                          session_looks_alive(pc->conn);
+                          session_looks_alive(pc->conn) && session_matches_target(pc->conn, b->target);
             pthread_mutex_lock(&pool_lock);
             b->waiters--;
             if (usable) {

@@ -169,6 +169,32 @@ bool session_is_shareable(PGconn *conn)
            !PQisnonblocking(conn) && PQpipelineStatus(conn) == PQ_PIPELINE_OFF;
 }
 
+/* True when parameter `name` was reported with value `want`. */
+static bool reported(PGconn *conn, const char *name, const char *want)
+{
+    const char *value = PQparameterStatus(conn, name);
+    return value != NULL && strcmp(value, want) == 0;
+}
+
+bool session_matches_target(PGconn *conn, const char *target)
+{
+    if (target[0] == '\0' || strcmp(target, "any") == 0)
+        return true;
+    bool standby = reported(conn, "in_hot_standby", "on");
+    bool primary = reported(conn, "in_hot_standby", "off");
+    bool read_only = standby || reported(conn, "default_transaction_read_only", "on");
+    bool read_write = primary && reported(conn, "default_transaction_read_only", "off");
+    if (strcmp(target, "read-write") == 0)
+        return read_write;
+    if (strcmp(target, "read-only") == 0)
+        return read_only;
+    if (strcmp(target, "primary") == 0)
+        return primary;
+    if (strcmp(target, "standby") == 0 || strcmp(target, "prefer-standby") == 0)
+        return standby; /* a kept primary would keep a prefer-standby client off a standby */
+    return false;       /* a value this libpq did not have: let libpq choose again */
+}
+
 bool session_refused_for_slots(PGconn *failed)
 {
     const char *msg = PQerrorMessage(failed);

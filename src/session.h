@@ -60,6 +60,12 @@ bool session_looks_alive(PGconn *conn);
  * status OK, idle outside a transaction, blocking, no pipeline. */
 bool session_is_shareable(PGconn *conn);
 
+/* True when the connection is still what target_session_attrs asked for ("" or
+ * "any": always), judged as libpq does from what the server last reported
+ * (default_transaction_read_only, in_hot_standby); call it right after a round
+ * trip, which makes the server apply a pending configuration reload and report. */
+bool session_matches_target(PGconn *conn, const char *target_session_attrs);
+
 /* True when a failed connect was refused for lack of server connection slots. */
 bool session_refused_for_slots(PGconn *failed);
 
