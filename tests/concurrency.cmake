@@ -1,0 +1,49 @@
+# tests/concurrency.cmake: threads, fork and dead connections (test_threads.c, test_fork.c, test_dead.c).
+
+# 8 threads x 2000 connect/pg_backend_pid()/finish cycles with one key: no errors, no backend
+# (or handle) ever in two threads' hands at once, at most 8 backends ever.
+pqdedup_add_test(NAME threads_churn SOURCES test_threads.c
+                 ARGS churn --threads 8 --cycles 2000 LABELS concurrency)
+
+# Connections opened by 4 threads are finished by 4 others (through a queue): they work in
+# the finishing thread, are never shared, and are reused.
+pqdedup_add_test(NAME threads_handoff PROGRAM test_threads
+                 ARGS handoff --producers 4 --consumers 4 --cycles 1000 LABELS concurrency)
+
+# fork: the child connects with the parent's key and gets its own backends, finishes them and
+# the inherited held connection, exit(0)s; the parent's held and kept connections survive.
+pqdedup_add_test(NAME fork_inherit SOURCES test_fork.c ARGS inherit LABELS concurrency)
+# The same over TCP with SSL: the child must not write (not even close_notify) on the socket.
+pqdedup_add_test(NAME fork_inherit_ssl PROGRAM test_fork
+                 ARGS inherit --conninfo "host=127.0.0.1 sslmode=require" LABELS concurrency)
+# The child _exit()s without finishing anything.
+pqdedup_add_test(NAME fork_no_finish PROGRAM test_fork ARGS no-finish LABELS concurrency)
+pqdedup_add_test(NAME fork_no_finish_ssl PROGRAM test_fork
+                 ARGS no-finish --conninfo "host=127.0.0.1 sslmode=require" LABELS concurrency)
+# Pre-fork server shape: 4 workers churn 200 cycles each with their own backends and exit.
+pqdedup_add_test(NAME fork_prefork PROGRAM test_fork ARGS prefork LABELS concurrency)
+# fork while 3 other threads connect: the child's connect never deadlocks on a lock that a
+# vanished thread held at the fork. NO_VALGRIND: valgrind checks each child for leaks even at
+# _exit(), and what the parent's other threads were allocating at the fork is lost in the
+# child (a false "definitely lost"); valgrind also serializes the threads, which hides the race.
+# Not in ASan builds: GCC 12's ASan runtime does not hold its own allocator lock across fork,
+# so a child of a multi-threaded process can hang in malloc (seen: the child stuck in
+# __sanitizer::SizeClassAllocator64::GetFromAllocator under PQconnectStart, not in pqdedup).
+# The plain and TSan builds run it.
+if(NOT PQDEDUP_SANITIZE STREQUAL "address")
+  pqdedup_add_test(NAME fork_threaded PROGRAM test_fork ARGS threaded NO_VALGRIND
+                   LABELS concurrency)
+endif()
+
+# Dead connections. Kept connections killed by pg_terminate_backend are skipped silently
+# (no error, nothing on stderr, no call to the app's old notice processors).
+pqdedup_add_test(NAME dead_terminate_kept SOURCES test_dead.c ARGS terminate-kept
+                 LABELS concurrency)
+# A held connection whose backend is terminated fails like plain libpq and is not kept.
+pqdedup_add_test(NAME dead_terminate_held PROGRAM test_dead ARGS terminate-held
+                 LABELS concurrency)
+# Kept connections across a server restart: SERIAL, since every other test loses its sessions.
+pqdedup_add_test(NAME dead_restart_immediate PROGRAM test_dead ARGS restart immediate
+                 SERIAL LABELS concurrency)
+pqdedup_add_test(NAME dead_restart_fast PROGRAM test_dead ARGS restart fast
+                 SERIAL LABELS concurrency)
