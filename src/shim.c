@@ -118,6 +118,16 @@ static PGconn *connect_through_pool(const struct connect_call *c)
         pool_acquire(key, &grant);
     else
         log_msg(LOG_DEBUG, "connection parameters not understood; passing the connect to libpq");
+    if (key != NULL && log_enabled(LOG_DEBUG)) {
+        static const char *const decisions[] = {
+            [GRANT_REUSED] = "reusing a kept connection", [GRANT_SHARED] = "sharing a held connection",
+            [GRANT_OPEN] = "opening a connection", [GRANT_REFUSED] = "refusing at PQDEDUP_MAX_PER_KEY",
+            [GRANT_PASSTHROUGH] = "passing to libpq",
+        };
+        char described[256];
+        log_msg(LOG_DEBUG, "connect %s: %s", key_describe(key, described, sizeof described),
+                decisions[grant.kind]);
+    }
     free(key);
     errno = saved_errno;
 
