@@ -1,12 +1,16 @@
 /* test_cap.c: PQDEDUP_SHARE_AFTER and PQDEDUP_MAX_PER_KEY bound a program's backends, and say so in words. */
 #include "test_leak_common.h"
 
+#include <poll.h>
 #include <pthread.h>
 
 /*
  * Usage: test_cap MODE N   (N: the PQDEDUP_SHARE_AFTER or PQDEDUP_MAX_PER_KEY of the run)
  *   share-after N   leaking loops stay at exactly N backends per thread, never shared across
  *                   threads                                  (PQDEDUP_SHARE_AFTER=N)
+ *   share-after-busy N  only idle, blocking held connections are shared (PQDEDUP_SHARE_AFTER=N)
+ *   async-leak N    a leaking loop of PQconnectStart + poll connects stays at exactly N
+ *                   backends (PQDEDUP_SHARE_AFTER=N or PQDEDUP_MAX_PER_KEY=N)
  *   max-leak N      a single thread's leaking loop stays at exactly N backends
  *                                                            (PQDEDUP_MAX_PER_KEY=N)
  *   max-busy N      N connections held in transactions by this thread: one more connect
@@ -84,9 +88,14 @@ static void share_after(void)
         int kept[64];
         long nkept = 0;
 
-        for (long i = 0; i < cycles && nkept < 64; i++)
-            if (one.pids[i] > 0 && (nkept == 0 || kept[nkept - 1] != one.pids[i]))
+        for (long i = 0; i < cycles && nkept < 64; i++) {
+            long j = 0;
+
+            while (j < nkept && kept[j] != one.pids[i])
+                j++;
+            if (one.pids[i] > 0 && j == nkept)
                 kept[nkept++] = one.pids[i];
+        }
         leaker_finish(&one);
         /* Finished: all N are kept (KEEP_PER_KEY 16 >= N). Let their resets finish so the
          * threads below take them rather than open spares. */
@@ -121,6 +130,96 @@ static void share_after(void)
           2 * setting_n);
     leaker_finish(&a);
     leaker_finish(&b);
+}
+
+/* PQDEDUP_SHARE_AFTER=N: only an idle, blocking connection is shared. With the N held ones
+ * all inside transactions, the next connect opens a new backend; one idle but nonblocking is
+ * not shared either; back in blocking mode, it is (the least recently handed out). */
+static void share_after_busy(void)
+{
+    PGconn *held[16], *extra[2], *c;
+    int pids[17], p;
+
+    REQUIRE(setting_n < 16, "N too large");
+    for (long i = 0; i < setting_n; i++) {
+        held[i] = PQconnectdb(tu_conninfo(""));
+        REQUIRE(PQstatus(held[i]) == CONNECTION_OK, "connect: %s", PQerrorMessage(held[i]));
+        pids[i] = tu_backend_pid(held[i]);
+        CHECK(pqt_exec_ok(held[i], "BEGIN"), "BEGIN: %s", PQerrorMessage(held[i]));
+    }
+    CHECK(pqt_distinct(pids, setting_n) == setting_n, "%ld held connections share backends",
+          setting_n);
+    extra[0] = PQconnectdb(tu_conninfo(""));
+    p = PQstatus(extra[0]) == CONNECTION_OK ? tu_backend_pid(extra[0]) : -1;
+    pids[setting_n] = p;
+    CHECK(p > 0 && pqt_distinct(pids, setting_n + 1) == setting_n + 1,
+          "with all %ld held connections in transactions, the next connect got backend %d, "
+          "one of theirs", setting_n, p);
+    CHECK(PQtransactionStatus(extra[0]) == PQTRANS_IDLE, "the new connect is in a transaction");
+    for (long i = 0; i < setting_n; i++)
+        CHECK(PQtransactionStatus(held[i]) == PQTRANS_INTRANS, "held %ld left its transaction", i);
+    /* extra[0] is in a transaction too, so only held[0] below can be shared. */
+    CHECK(pqt_exec_ok(extra[0], "BEGIN"), "BEGIN: %s", PQerrorMessage(extra[0]));
+
+    CHECK(pqt_exec_ok(held[0], "ROLLBACK"), "ROLLBACK: %s", PQerrorMessage(held[0]));
+    CHECK(PQsetnonblocking(held[0], 1) == 0, "PQsetnonblocking");
+    extra[1] = PQconnectdb(tu_conninfo(""));
+    p = PQstatus(extra[1]) == CONNECTION_OK ? tu_backend_pid(extra[1]) : -1;
+    CHECK(p > 0 && p != pids[0], "an idle but nonblocking held connection was shared (backend "
+          "%d)", p);
+    CHECK(pqt_exec_ok(extra[1], "BEGIN"), "BEGIN: %s", PQerrorMessage(extra[1]));
+
+    CHECK(PQsetnonblocking(held[0], 0) == 0, "PQsetnonblocking");
+    c = PQconnectdb(tu_conninfo(""));
+    p = PQstatus(c) == CONNECTION_OK ? tu_backend_pid(c) : -1;
+    CHECK(p == pids[0], "with one idle blocking held connection (%d), the connect got %d",
+          pids[0], p);
+    PQfinish(c);
+    for (long i = 0; i < setting_n; i++)
+        PQfinish(held[i]);
+    PQfinish(extra[0]);
+    PQfinish(extra[1]);
+}
+
+/* Drives PQconnectStart to the end with PQconnectPoll and poll(); 1 when connected. */
+static int async_connect_done(PGconn *c)
+{
+    PostgresPollingStatusType st = PGRES_POLLING_WRITING;
+    long t0 = pqt_now_ms();
+
+    if (!c || PQstatus(c) == CONNECTION_BAD)
+        return 0;
+    while (st != PGRES_POLLING_OK && st != PGRES_POLLING_FAILED && pqt_now_ms() - t0 < 20000) {
+        struct pollfd pfd = {PQsocket(c), st == PGRES_POLLING_READING ? POLLIN : POLLOUT, 0};
+
+        poll(&pfd, 1, 1000);
+        st = PQconnectPoll(c);
+    }
+    return st == PGRES_POLLING_OK;
+}
+
+/* A leaking loop of async connects (PQconnectStart + poll loop, as Ruby's pg connects) under
+ * PQDEDUP_SHARE_AFTER=N or PQDEDUP_MAX_PER_KEY=N: exactly N backends, every query works. */
+static void async_leak(void)
+{
+    long cycles = tu_scaled(60) < 3 * setting_n ? 3 * setting_n : tu_scaled(60), n;
+    PGconn **handles = calloc((size_t)cycles, sizeof *handles);
+    int *pids = calloc((size_t)cycles, sizeof *pids);
+
+    REQUIRE(handles && pids, "out of memory");
+    for (long i = 0; i < cycles; i++) {
+        handles[i] = PQconnectStart(tu_conninfo(""));
+        pids[i] = async_connect_done(handles[i]) ? tu_backend_pid(handles[i]) : -1;
+        CHECK(pids[i] > 0, "async leak cycle %ld: %s", i, PQerrorMessage(handles[i]));
+    }
+    CHECK(pqt_distinct(pids, cycles) == setting_n, "%ld distinct backends for %ld leaked async "
+          "connects, expected %ld", pqt_distinct(pids, cycles), cycles, setting_n);
+    n = tu_count_backends(tu_app_name());
+    CHECK(n == setting_n, "%ld backends open, expected %ld", n, setting_n);
+    for (long i = 0; i < cycles; i++)
+        PQfinish(handles[i]);
+    free(handles);
+    free(pids);
 }
 
 /* ---- max-per-key ---------------------------------------------------------------------- */
@@ -357,12 +456,17 @@ int main(int argc, char **argv)
 
     setting_n = argc > 2 ? strtol(argv[2], NULL, 10) : 0;
     if (setting_n <= 0) {
-        fprintf(stderr, "usage: test_cap share-after|max-leak|max-busy|max-threads|max-handoff N\n");
+        fprintf(stderr, "usage: test_cap share-after|share-after-busy|async-leak|max-leak|max-busy|max-threads|"
+                "max-handoff N\n");
         return 2;
     }
     tu_observer();
     if (!strcmp(mode, "share-after"))
         share_after();
+    else if (!strcmp(mode, "share-after-busy"))
+        share_after_busy();
+    else if (!strcmp(mode, "async-leak"))
+        async_leak();
     else if (!strcmp(mode, "max-leak"))
         max_leak();
     else if (!strcmp(mode, "max-busy"))

@@ -1,12 +1,19 @@
 /* test_leak.c: a program that never finishes its connections keeps working past max_connections. */
 #include "test_leak_common.h"
 
+#include <poll.h>
+#include <pthread.h>
+
 /*
  * Usage: test_leak MODE
  *   superuser   leak over the unix socket as postgres: the server refuses with "too many
  *               clients already" once full; then finish every handle (shared ones included).
  *   role        the same over TCP as pqd_alice with a password: the server refuses with
  *               "remaining connection slots are reserved ..." once only reserved slots remain.
+ *   async       the superuser leak with async connects (PQconnectStart + poll loop), as
+ *               Ruby's pg makes every connect.
+ *   busy        connections held inside transactions are never shared: the refused connect
+ *               gets the server's error; an idle one is shared, but not with another thread.
  *   exit        run the superuser leak in a child that exits without finishing anything;
  *               afterwards the server has its slots back.
  *   child       (internal) the leak for `exit`, ending without any PQfinish.
@@ -15,13 +22,17 @@
 
 /* The leak: connect `cycles` times and never finish; every handle must run a query, and the
  * backends of this app stay within max_connections. Fills handles[] and pids[]. */
+static PGconn *connect_async(const char *conninfo);
+
+static int use_async; /* connect with PQconnectStart + poll loop instead of PQconnectdb */
+
 static void leak_loop(const char *conninfo, long cycles, long max_conn, PGconn **handles,
                       int *pids)
 {
     long failed = 0;
 
     for (long i = 0; i < cycles; i++) {
-        PGconn *c = PQconnectdb(conninfo);
+        PGconn *c = use_async ? connect_async(conninfo) : PQconnectdb(conninfo);
 
         handles[i] = c;
         pids[i] = -1;
@@ -41,6 +52,25 @@ static void leak_loop(const char *conninfo, long cycles, long max_conn, PGconn *
                   "max_connections is %ld", i + 1, n, tu_app_name(), max_conn);
         }
     }
+}
+
+/* Drives an async connect (PQconnectStart) to its end with PQconnectPoll, PQsocket and
+ * poll(), as Ruby's pg and psycopg2's async mode do. */
+static PGconn *connect_async(const char *conninfo)
+{
+    PGconn *c = PQconnectStart(conninfo);
+    PostgresPollingStatusType st = PGRES_POLLING_WRITING;
+    long t0 = pqt_now_ms();
+
+    if (!c || PQstatus(c) == CONNECTION_BAD)
+        return c;
+    while (st != PGRES_POLLING_OK && st != PGRES_POLLING_FAILED && pqt_now_ms() - t0 < 20000) {
+        struct pollfd pfd = {PQsocket(c), st == PGRES_POLLING_READING ? POLLIN : POLLOUT, 0};
+
+        poll(&pfd, 1, 1000);
+        st = PQconnectPoll(c);
+    }
+    return c;
 }
 
 /* How many leak cycles: three times max_connections, scaled, but always well past it. */
@@ -78,6 +108,11 @@ static void leak_then_finish(const char *conninfo)
     CHECK(distinct >= max_conn / 2, "only %ld distinct backends before sharing began "
           "(max_connections %ld): sharing should start only when the server refuses", distinct,
           max_conn);
+    /* Each refused connect shares the least recently handed out connection: round robin. */
+    for (long i = distinct; i < cycles; i++)
+        if (!CHECK(pids[i] == pids[i - distinct], "leak cycle %ld got backend %d, expected the "
+                   "least recently handed out one, %d", i, pids[i], pids[i - distinct]))
+            break;
 
     /* Finish every other handle; each remaining handle must still work. */
     for (long i = 0; i < cycles; i += 2)
@@ -105,6 +140,70 @@ static void leak_then_finish(const char *conninfo)
         PQfinish(c);
     }
     free(handles);
+    free(pids);
+}
+
+/* Thread body for leak_busy: one connect from another thread while the server is full. */
+static void *other_thread_connect(void *arg)
+{
+    PGconn **out = arg;
+
+    *out = PQconnectdb(tu_conninfo(""));
+    return NULL;
+}
+
+/* While every connection this thread holds is inside a transaction, a connect the server
+ * refuses gets the server's own error (nothing may be shared); once one is idle, the next
+ * connect shares it, but another thread's connect still gets the server's error. */
+static void leak_busy(void)
+{
+    long max_conn = pqt_max_connections(), n = 0, i;
+    PGconn **held;
+    PGconn *c = NULL, *other = NULL;
+    int *pids, shared_pid;
+    pthread_t t;
+
+    REQUIRE(max_conn > 0, "cannot read max_connections");
+    held = calloc((size_t)max_conn + 5, sizeof *held);
+    pids = calloc((size_t)max_conn + 5, sizeof *pids);
+    REQUIRE(held && pids, "out of memory");
+    for (i = 0; i < max_conn + 5; i++) {
+        c = PQconnectdb(tu_conninfo(""));
+        if (PQstatus(c) != CONNECTION_OK)
+            break;
+        held[n] = c;
+        pids[n] = tu_backend_pid(c);
+        CHECK(pqt_exec_ok(c, "BEGIN"), "BEGIN: %s", PQerrorMessage(c));
+        n++;
+    }
+    printf("test_leak: %ld connections in transactions, then: %s", n,
+           PQstatus(c) == CONNECTION_OK ? "(no refusal)\n" : PQerrorMessage(c));
+    REQUIRE(i < max_conn + 5, "the server never refused a connect");
+    CHECK(pqt_distinct(pids, n) == n, "%ld distinct backends for %ld connections in "
+          "transactions: one was shared", pqt_distinct(pids, n), n);
+    CHECK(strstr(PQerrorMessage(c), "too many clients already") != NULL, "the refused connect "
+          "did not get the server's error: %s", PQerrorMessage(c));
+    PQfinish(c);
+
+    /* One goes idle: this thread's next connect shares it, another thread's does not. */
+    CHECK(pqt_exec_ok(held[0], "ROLLBACK"), "ROLLBACK: %s", PQerrorMessage(held[0]));
+    REQUIRE(pthread_create(&t, NULL, other_thread_connect, &other) == 0, "pthread_create");
+    pthread_join(t, NULL);
+    CHECK(PQstatus(other) == CONNECTION_BAD &&
+          strstr(PQerrorMessage(other), "too many clients already") != NULL,
+          "another thread's connect while the server is full: expected the server's error, got "
+          "%s", PQstatus(other) == CONNECTION_OK ? "a connection" : PQerrorMessage(other));
+    PQfinish(other);
+    c = PQconnectdb(tu_conninfo(""));
+    shared_pid = PQstatus(c) == CONNECTION_OK ? tu_backend_pid(c) : -1;
+    CHECK(shared_pid == pids[0], "this thread's connect with an idle held connection: backend "
+          "%d, expected to share %d: %s", shared_pid, pids[0], PQerrorMessage(c));
+    PQfinish(c);
+    CHECK(tu_backend_pid(held[0]) == pids[0], "the shared connection broke when one handle "
+          "finished");
+    for (i = 0; i < n; i++)
+        PQfinish(held[i]);
+    free(held);
     free(pids);
 }
 
@@ -187,10 +286,15 @@ int main(int argc, char **argv)
         leak_then_finish(tu_conninfo(""));
     else if (!strcmp(mode, "role"))
         leak_then_finish(role_conninfo());
+    else if (!strcmp(mode, "async")) {
+        use_async = 1;
+        leak_then_finish(tu_conninfo(""));
+    } else if (!strcmp(mode, "busy"))
+        leak_busy();
     else if (!strcmp(mode, "exit"))
         leak_exit();
     else {
-        fprintf(stderr, "usage: test_leak superuser|role|exit\n");
+        fprintf(stderr, "usage: test_leak superuser|role|async|busy|exit\n");
         return 2;
     }
     return tu_finish();
