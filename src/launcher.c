@@ -33,6 +33,8 @@ static const char usage_text[] =
     "                            next finish or connect (3600s; 0 = never)\n"
     "  -r, --reset-query SQL     PQDEDUP_RESET_QUERY: run at each finish before keeping\n"
     "                            (\"DISCARD ALL\"; \"\" = none, session state then leaks)\n"
+    "      --reset MODE          PQDEDUP_RESET: always, or dirty to skip the reset when no\n"
+    "                            SQL that can change session state was seen (always)\n"
     "  -c, --check-after T       PQDEDUP_CHECK_AFTER: a kept connection idle this long gets a\n"
     "                            round trip before it is handed out (30s; 0 = always)\n"
     "  -t, --check-timeout T     PQDEDUP_CHECK_TIMEOUT: longest wait for a kept connection's\n"
@@ -66,6 +68,7 @@ static const struct launcher_option launcher_options[] = {
     { "idle-timeout", 'i', "PQDEDUP_IDLE_TIMEOUT", true },
     { "max-lifetime", 'l', "PQDEDUP_MAX_LIFETIME", true },
     { "reset-query", 'r', "PQDEDUP_RESET_QUERY", true },
+    { "reset", 1003, "PQDEDUP_RESET", true },
     { "check-after", 'c', "PQDEDUP_CHECK_AFTER", true },
     { "check-timeout", 't', "PQDEDUP_CHECK_TIMEOUT", true },
     { "share-after", 's', "PQDEDUP_SHARE_AFTER", true },

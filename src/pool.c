@@ -38,6 +38,10 @@ struct pooled_conn {
     bool has_events;              /* the app registered libpq event procedures */
     enum reset_pending pending;   /* kept with this still in flight */
     bool server_closing;          /* the server said FATAL while pqdedup owned it */
+    bool reset_needed;            /* the reset query runs before the next holder gets it */
+    bool dirty;                   /* PQDEDUP_RESET=dirty: a holder sent SQL that can change
+                                     session state */
+    uint64_t parameters_at_hand_out; /* session_parameters_fingerprint() when handed out */
     int64_t opened_ns, kept_ns;
     uint64_t handed_seq;          /* when it was last handed out */
     struct pooled_conn *prev, *next; /* on held or kept list */
@@ -194,6 +198,10 @@ static void bucket_drop_if_unused(struct pool_bucket *b)
 
 static void hand_to_this_thread(struct pool_bucket *b, struct pooled_conn *pc)
 {
+    if (settings.reset_only_dirty) {
+        pc->dirty = false;
+        pc->parameters_at_hand_out = session_parameters_fingerprint(pc->conn);
+    }
     pc->state = POOLED_HELD;
     pc->holders = 1;
     pc->holder_thread = pthread_self();
@@ -445,7 +453,8 @@ void pool_acquire(const char *key, struct grant *grant)
             bool check = monotonic_ns() - pc->kept_ns >= settings.check_after_ns || b->target[0] != '\0';
             b->waiters++; /* keeps the bucket while unlocked */
             pthread_mutex_unlock(&pool_lock);
-            bool usable = session_finish_reset(pc->conn, pc->pending, settings.reset_query, check,
+            const char *reset_query = pc->reset_needed ? settings.reset_query : "";
+            bool usable = session_finish_reset(pc->conn, pc->pending, reset_query, check,
                                                settings.check_timeout_ns, &pc->server_closing) &&
                           session_looks_alive(pc->conn) && session_matches_target(pc->conn, b->target);
             pthread_mutex_lock(&pool_lock);
@@ -522,8 +531,13 @@ static void reset_and_keep(struct pooled_conn *pc, bool worth_keeping)
 {
     struct pool_bucket *b = pc->bucket;
     enum reset_pending pending = PENDING_NONE;
+    /* PQDEDUP_RESET=dirty skips the reset when nothing pqdedup saw could change the
+     * session: no such SQL, and no reported parameter changed. */
+    pc->reset_needed = !settings.reset_only_dirty || pc->dirty ||
+                       session_parameters_fingerprint(pc->conn) != pc->parameters_at_hand_out;
+    const char *reset_query = pc->reset_needed ? settings.reset_query : "";
     bool reset_started =
-        worth_keeping && session_start_reset(pc->conn, settings.reset_query, &pending, &pc->server_closing);
+        worth_keeping && session_start_reset(pc->conn, reset_query, &pending, &pc->server_closing);
 
     lock_pool();
     if (reset_started && !shutting_down && b->nkept < settings.keep_per_key) {
@@ -583,6 +597,16 @@ bool pool_finish(PGconn *conn)
     pthread_mutex_unlock(&pool_lock);
     reset_and_keep(pc, worth_keeping);
     return true;
+}
+
+void pool_mark_dirty(PGconn *conn)
+{
+    lock_pool();
+    struct pooled_conn *pc;
+    HASH_FIND_PTR(conns, &conn, pc);
+    if (pc != NULL)
+        pc->dirty = true;
+    pthread_mutex_unlock(&pool_lock);
 }
 
 void pool_mark_events(PGconn *conn)

@@ -36,5 +36,10 @@ int real_resolve(void)
     ok &= RESOLVE(PQping);
     ok &= RESOLVE(PQpingParams);
     ok &= RESOLVE(PQregisterEventProc);
+    ok &= RESOLVE(PQsendQuery);
+    ok &= RESOLVE(PQsendQueryParams);
+    ok &= RESOLVE(PQsendPrepare);
+    ok &= RESOLVE(PQsendQueryPrepared);
+    ok &= RESOLVE(PQfn);
     return ok ? 0 : -1;
 }

@@ -17,6 +17,17 @@ struct real_libpq {
     PGPing (*PQping)(const char *conninfo);
     PGPing (*PQpingParams)(const char *const *keywords, const char *const *values, int expand_dbname);
     int (*PQregisterEventProc)(PGconn *conn, PGEventProc proc, const char *name, void *passThrough);
+    int (*PQsendQuery)(PGconn *conn, const char *query);
+    int (*PQsendQueryParams)(PGconn *conn, const char *command, int nParams, const Oid *paramTypes,
+                             const char *const *paramValues, const int *paramLengths,
+                             const int *paramFormats, int resultFormat);
+    int (*PQsendPrepare)(PGconn *conn, const char *stmtName, const char *query, int nParams,
+                         const Oid *paramTypes);
+    int (*PQsendQueryPrepared)(PGconn *conn, const char *stmtName, int nParams,
+                               const char *const *paramValues, const int *paramLengths,
+                               const int *paramFormats, int resultFormat);
+    PGresult *(*PQfn)(PGconn *conn, int fnid, int *result_buf, int *result_len, int result_is_int,
+                      const PQArgBlock *args, int nargs);
 };
 
 extern struct real_libpq real;

@@ -91,7 +91,7 @@ static bool collect_results(PGconn *conn, int64_t deadline_ns)
 /* Sends `sql` and collects its results within timeout_ns. */
 static bool round_trip(PGconn *conn, const char *sql, int64_t timeout_ns)
 {
-    return PQsendQuery(conn, sql) == 1 && collect_results(conn, monotonic_ns() + timeout_ns);
+    return real.PQsendQuery(conn, sql) == 1 && collect_results(conn, monotonic_ns() + timeout_ns);
 }
 
 bool session_start_reset(PGconn *conn, const char *reset_query, enum reset_pending *pending,
@@ -114,13 +114,13 @@ bool session_start_reset(PGconn *conn, const char *reset_query, enum reset_pendi
     PGTransactionStatusType txn = PQtransactionStatus(conn);
     if (txn == PQTRANS_INTRANS || txn == PQTRANS_INERROR) {
         *pending = PENDING_ROLLBACK;
-        return PQsendQuery(conn, "ROLLBACK") == 1;
+        return real.PQsendQuery(conn, "ROLLBACK") == 1;
     }
     /* Without a reset query, an empty one still clears the last holder's error text. */
     const char *query = reset_query[0] != '\0' ? reset_query : PQerrorMessage(conn)[0] != '\0' ? "" : NULL;
     if (query != NULL) {
         *pending = PENDING_RESET;
-        return PQsendQuery(conn, query) == 1;
+        return real.PQsendQuery(conn, query) == 1;
     }
     return true;
 }
@@ -193,6 +193,26 @@ bool session_matches_target(PGconn *conn, const char *target)
     if (strcmp(target, "standby") == 0 || strcmp(target, "prefer-standby") == 0)
         return standby; /* a kept primary would keep a prefer-standby client off a standby */
     return false;       /* a value this libpq did not have: let libpq choose again */
+}
+
+uint64_t session_parameters_fingerprint(PGconn *conn)
+{
+    /* Everything the server reports to the client when it changes (GUC_REPORT). */
+    static const char *const names[] = {
+        "application_name", "client_encoding", "DateStyle", "default_transaction_read_only",
+        "in_hot_standby", "integer_datetimes", "IntervalStyle", "is_superuser", "server_encoding",
+        "server_version", "session_authorization", "standard_conforming_strings", "TimeZone",
+    };
+    uint64_t hash = UINT64_C(14695981039346656037); /* FNV-1a */
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        const char *value = PQparameterStatus(conn, names[i]);
+        for (const char *c = value ? value : "\x01"; ; c++) {
+            hash = (hash ^ (unsigned char) *c) * UINT64_C(1099511628211);
+            if (*c == '\0')
+                break;
+        }
+    }
+    return hash;
 }
 
 bool session_refused_for_slots(PGconn *failed)

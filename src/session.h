@@ -66,6 +66,12 @@ bool session_is_shareable(PGconn *conn);
  * trip, which makes the server apply a pending configuration reload and report. */
 bool session_matches_target(PGconn *conn, const char *target_session_attrs);
 
+/* A fingerprint of every parameter the server reports when it changes (client
+ * encoding, DateStyle, TimeZone, session_authorization, is_superuser, ...): a
+ * different value at finish means the session was changed in ways pqdedup did not
+ * see in the SQL. */
+uint64_t session_parameters_fingerprint(PGconn *conn);
+
 /* True when a failed connect was refused for lack of server connection slots. */
 bool session_refused_for_slots(PGconn *failed);
 

@@ -77,6 +77,15 @@ int settings_parse_bool(const char *text, bool *out)
     return -1;
 }
 
+int settings_parse_reset_mode(const char *text, bool *only_dirty)
+{
+    if (strcasecmp(text, "always") == 0)
+        return *only_dirty = false, 0;
+    if (strcasecmp(text, "dirty") == 0)
+        return *only_dirty = true, 0;
+    return -1;
+}
+
 int settings_parse_level(const char *text, enum log_level *out)
 {
     static const char *const names[] = { "off", "error", "warn", "info", "debug" };
@@ -89,7 +98,7 @@ int settings_parse_level(const char *text, enum log_level *out)
     return -1;
 }
 
-enum setting_kind { KIND_BOOL, KIND_COUNT, KIND_DURATION, KIND_STRING, KIND_LEVEL };
+enum setting_kind { KIND_BOOL, KIND_COUNT, KIND_DURATION, KIND_STRING, KIND_LEVEL, KIND_RESET_MODE };
 
 /* The one table of settings: name, kind, where the value goes. */
 static const struct setting {
@@ -106,6 +115,7 @@ static const struct setting {
     { "PQDEDUP_IDLE_TIMEOUT", KIND_DURATION, &settings.idle_timeout_ns, "a duration, 0 = never" },
     { "PQDEDUP_MAX_LIFETIME", KIND_DURATION, &settings.max_lifetime_ns, "a duration, 0 = never" },
     { "PQDEDUP_RESET_QUERY", KIND_STRING, &settings.reset_query, "SQL, empty = none" },
+    { "PQDEDUP_RESET", KIND_RESET_MODE, &settings.reset_only_dirty, "always or dirty" },
     { "PQDEDUP_CHECK_AFTER", KIND_DURATION, &settings.check_after_ns, "a duration, 0 = always" },
     { "PQDEDUP_CHECK_TIMEOUT", KIND_DURATION, &settings.check_timeout_ns, "a duration such as 5s" },
     { "PQDEDUP_LOG", KIND_LEVEL, &settings.log_level, "off, error, warn, info or debug" },
@@ -126,6 +136,8 @@ static int parse_setting(const struct setting *s, const char *text, void *target
         return settings_parse_duration(text, target);
     case KIND_LEVEL:
         return settings_parse_level(text, target);
+    case KIND_RESET_MODE:
+        return settings_parse_reset_mode(text, target);
     case KIND_STRING:
         if (target == s->target) {
             char *copy = strdup(text);

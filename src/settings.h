@@ -16,6 +16,8 @@ struct pqdedup_settings {
     int64_t idle_timeout_ns;   /* PQDEDUP_IDLE_TIMEOUT: 0 = never */
     int64_t max_lifetime_ns;   /* PQDEDUP_MAX_LIFETIME: 0 = never */
     const char *reset_query;   /* PQDEDUP_RESET_QUERY: "" = no reset query */
+    bool reset_only_dirty;     /* PQDEDUP_RESET=dirty: skip the reset when pqdedup saw nothing
+                                  that can change session state; =always (default) */
     int64_t check_after_ns;    /* PQDEDUP_CHECK_AFTER: round trip before reusing a connection
                                   idle this long; 0 = before every reuse */
     int64_t check_timeout_ns;  /* PQDEDUP_CHECK_TIMEOUT: longest wait for a kept connection's
@@ -47,6 +49,9 @@ int settings_parse_count(const char *text, long max, int *out);
 
 /* Parses 1/0, true/false, yes/no, on/off. Returns 0 on success, -1 otherwise. */
 int settings_parse_bool(const char *text, bool *out);
+
+/* Parses always/dirty into *only_dirty. Returns 0 on success, -1 otherwise. */
+int settings_parse_reset_mode(const char *text, bool *only_dirty);
 
 /* Parses off/error/warn/info/debug. Returns 0 on success, -1 otherwise. */
 int settings_parse_level(const char *text, enum log_level *out);

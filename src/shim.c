@@ -5,6 +5,7 @@
 #include "pool.h"
 #include "real.h"
 #include "settings.h"
+#include "sql_class.h"
 #include "stats.h"
 
 #include <errno.h>
@@ -226,6 +227,61 @@ EXPORT PGPing PQpingParams(const char *const *keywords, const char *const *value
     PGPing result = real.PQpingParams(keywords, values, expand_dbname);
     inside_wrapper--;
     return result;
+}
+
+/* ---- PQDEDUP_RESET=dirty: what the app sends ---------------------------------
+ * libpq's PQexec, PQexecParams, PQprepare and PQexecPrepared call these through its
+ * own exported symbols, so the app's SQL is seen here whichever it uses. Outside
+ * dirty mode they only pass the call on. */
+
+/* Marks conn dirty unless the statement is unnamed and its SQL provably leaves no
+ * session state (sql_class.h). */
+static void note_statement(PGconn *conn, const char *sql, const char *statement_name)
+{
+    if (conn == NULL || !intercepting() || !settings.reset_only_dirty)
+        return;
+    bool named = statement_name != NULL && statement_name[0] != '\0';
+    if (named || !sql_is_session_clean(sql))
+        pool_mark_dirty(conn);
+}
+
+EXPORT int PQsendQuery(PGconn *conn, const char *query)
+{
+    note_statement(conn, query, NULL);
+    return real.PQsendQuery(conn, query);
+}
+
+EXPORT int PQsendQueryParams(PGconn *conn, const char *command, int nParams, const Oid *paramTypes,
+                             const char *const *paramValues, const int *paramLengths,
+                             const int *paramFormats, int resultFormat)
+{
+    note_statement(conn, command, NULL);
+    return real.PQsendQueryParams(conn, command, nParams, paramTypes, paramValues, paramLengths,
+                                  paramFormats, resultFormat);
+}
+
+EXPORT int PQsendPrepare(PGconn *conn, const char *stmtName, const char *query, int nParams,
+                         const Oid *paramTypes)
+{
+    note_statement(conn, query, stmtName);
+    return real.PQsendPrepare(conn, stmtName, query, nParams, paramTypes);
+}
+
+EXPORT int PQsendQueryPrepared(PGconn *conn, const char *stmtName, int nParams,
+                               const char *const *paramValues, const int *paramLengths,
+                               const int *paramFormats, int resultFormat)
+{
+    note_statement(conn, "", stmtName);
+    return real.PQsendQueryPrepared(conn, stmtName, nParams, paramValues, paramLengths, paramFormats,
+                                    resultFormat);
+}
+
+/* The fast-path interface (large objects use it) can call any function. */
+EXPORT PGresult *PQfn(PGconn *conn, int fnid, int *result_buf, int *result_len, int result_is_int,
+                      const PQArgBlock *args, int nargs)
+{
+    note_statement(conn, NULL, NULL);
+    return real.PQfn(conn, fnid, result_buf, result_len, result_is_int, args, nargs);
 }
 
 /* Event procedures cannot be unregistered and only hear CONNDESTROY on a real

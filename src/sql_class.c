@@ -1,0 +1,141 @@
+/* sql_class.c: decides whether SQL text pqdedup sees can leave session state behind. */
+#define _GNU_SOURCE
+#include "sql_class.h"
+
+#include <ctype.h>
+#include <stddef.h>
+#include <string.h>
+#include <strings.h>
+
+/* Statements that, by their first word, change no session-level state by themselves
+ * (transaction-scoped effects end with the ROLLBACK or COMMIT that ends them). */
+static const char *const clean_first_words[] = {
+    "select", "insert", "update", "delete", "with", "values", "table", "show",
+    "begin", "start", "commit", "end", "rollback", "abort", "savepoint", "release",
+};
+
+/* Words that make any statement dirty: functions with session effects (settings,
+ * session advisory locks, sequence state behind currval/lastval, large objects,
+ * other servers) and temporary objects. */
+static const char *const dirty_words[] = {
+    "set_config", "nextval", "setval", "temp", "temporary",
+};
+static const char *const dirty_prefixes[] = { "pg_advisory", "pg_try_advisory", "lo_", "dblink" };
+
+/* SELECT ... INTO creates a table. */
+static const char *const into_makes_dirty[] = { "select", "with", "values", "table" };
+
+static bool word_is(const char *word, size_t len, const char *const *list, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strlen(list[i]) == len && strncasecmp(word, list[i], len) == 0)
+            return true;
+    return false;
+}
+
+static bool word_has_prefix(const char *word, size_t len, const char *const *list, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        size_t plen = strlen(list[i]);
+        if (len >= plen && strncasecmp(word, list[i], plen) == 0)
+            return true;
+    }
+    return false;
+}
+
+#define COUNT(a) (sizeof(a) / sizeof((a)[0]))
+
+/* Skips a quoted literal, identifier, dollar-quoted string or comment starting at
+ * p. Returns the position after it, p itself when none starts there, or NULL when
+ * it never ends or holds a backslash: with standard_conforming_strings off (or in
+ * E'' strings) a backslash escapes the quote, and the statement boundaries the
+ * server sees can no longer be told. */
+static const char *skip_quoted(const char *p)
+{
+    if (p[0] == '-' && p[1] == '-') {
+        const char *end = strchr(p, '\n');
+        return end ? end + 1 : p + strlen(p);
+    }
+    if (p[0] == '/' && p[1] == '*') {
+        int depth = 0;
+        for (; *p; p++) {
+            if (p[0] == '/' && p[1] == '*')
+                depth++, p++;
+            else if (p[0] == '*' && p[1] == '/' && --depth == 0)
+                return p + 2;
+            else if (p[0] == '*' && p[1] == '/')
+                p++;
+        }
+        return NULL;
+    }
+    if (*p == '\'' || *p == '"') {
+        char quote = *p;
+        for (p++; *p; p++) {
+            if (*p == '\\' && quote == '\'')
+                return NULL;
+            if (*p == quote && p[1] == quote)
+                p++;
+            else if (*p == quote)
+                return p + 1;
+        }
+        return NULL;
+    }
+    if (*p == '$') {
+        const char *tag_end = p + 1;
+        while (isalnum((unsigned char) *tag_end) || *tag_end == '_')
+            tag_end++;
+        if (*tag_end != '$')
+            return p; /* a parameter like $1 */
+        size_t tag_len = (size_t) (tag_end - p) + 1;
+        const char *close;
+        for (close = tag_end + 1; (close = strchr(close, '$')) != NULL; close++)
+            if (strncmp(close, p, tag_len) == 0)
+                return close + tag_len;
+        return NULL;
+    }
+    return p;
+}
+
+bool sql_is_session_clean(const char *sql)
+{
+    if (sql == NULL)
+        return false;
+    const char *p = sql;
+    const char *first = NULL;
+    size_t first_len = 0;
+    for (;;) {
+        const char *after = skip_quoted(p);
+        if (after == NULL)
+            return false; /* unterminated: cannot tell */
+        if (after != p) {
+            p = after;
+            continue;
+        }
+        if (*p == '\0')
+            return true;
+        if (*p == ';') {
+            first = NULL; /* the next statement */
+            p++;
+            continue;
+        }
+        if (isalpha((unsigned char) *p) || *p == '_') {
+            const char *word = p;
+            while (isalnum((unsigned char) *p) || *p == '_' || *p == '$')
+                p++;
+            size_t len = (size_t) (p - word);
+            if (first == NULL) {
+                if (!word_is(word, len, clean_first_words, COUNT(clean_first_words)))
+                    return false;
+                first = word;
+                first_len = len;
+            } else if (word_is(word, len, dirty_words, COUNT(dirty_words)) ||
+                       word_has_prefix(word, len, dirty_prefixes, COUNT(dirty_prefixes)) ||
+                       (len == 4 && strncasecmp(word, "into", 4) == 0 &&
+                        word_is(first, first_len, into_makes_dirty, COUNT(into_makes_dirty)))) {
+                return false;
+            }
+            continue;
+        }
+        p++;
+    }
+}
