@@ -8,10 +8,10 @@ pqdedup_add_test(NAME leak_past_max_superuser SOURCES test_leak.c ARGS superuser
 # The same as an ordinary role over TCP with a password ("remaining connection slots are
 # reserved").
 pqdedup_add_test(NAME leak_past_max_role PROGRAM test_leak ARGS role SERIAL LABELS pool)
-# The same leak with async connects (PQconnectStart + PQconnectPoll loop; Ruby's pg connects
-# only this way). KNOWN GAP (reported): the slot refusal arrives in PQconnectPoll, which
-# pqdedup does not see, so the app gets the server's error from the 39th connect.
-pqdedup_add_test(NAME leak_past_max_async PROGRAM test_leak ARGS async SERIAL LABELS pool)
+# A leak of async connects (PQconnectStart + PQconnectPoll loop; Ruby's pg connects only this
+# way): as documented, the refusal reaches the app as the server's error (no hang); a blocking
+# connect of the same thread then shares one of the held connections.
+pqdedup_add_test(NAME leak_async_refusal PROGRAM test_leak ARGS async SERIAL LABELS pool)
 # Connections held inside transactions are never shared: when the server is full the app sees
 # its error ("too many clients already"); an idle one is shared, but never with another thread.
 pqdedup_add_test(NAME leak_busy_not_shared PROGRAM test_leak ARGS busy SERIAL LABELS pool)

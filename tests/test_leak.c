@@ -10,8 +10,10 @@
  *               clients already" once full; then finish every handle (shared ones included).
  *   role        the same over TCP as pqd_alice with a password: the server refuses with
  *               "remaining connection slots are reserved ..." once only reserved slots remain.
- *   async       the superuser leak with async connects (PQconnectStart + poll loop), as
- *               Ruby's pg makes every connect.
+ *   async       a leak of async connects (PQconnectStart + poll loop, as Ruby's pg makes
+ *               every connect): as the README documents, the refusal arrives in
+ *               PQconnectPoll and the app sees the server's error; a blocking connect of the
+ *               same thread then shares one of the async-opened connections.
  *   busy        connections held inside transactions are never shared: the refused connect
  *               gets the server's error; an idle one is shared, but not with another thread.
  *   exit        run the superuser leak in a child that exits without finishing anything;
@@ -22,17 +24,13 @@
 
 /* The leak: connect `cycles` times and never finish; every handle must run a query, and the
  * backends of this app stay within max_connections. Fills handles[] and pids[]. */
-static PGconn *connect_async(const char *conninfo);
-
-static int use_async; /* connect with PQconnectStart + poll loop instead of PQconnectdb */
-
 static void leak_loop(const char *conninfo, long cycles, long max_conn, PGconn **handles,
                       int *pids)
 {
     long failed = 0;
 
     for (long i = 0; i < cycles; i++) {
-        PGconn *c = use_async ? connect_async(conninfo) : PQconnectdb(conninfo);
+        PGconn *c = PQconnectdb(conninfo);
 
         handles[i] = c;
         pids[i] = -1;
@@ -207,6 +205,52 @@ static void leak_busy(void)
     free(pids);
 }
 
+/* Leaking async connects with default settings: each works until the server is full; the
+ * refused one reports the server's own error through PQconnectPoll (the README: too late to
+ * swap handles), nothing hangs; a blocking connect of the same thread then shares one of the
+ * held connections, and every handle, failed ones included, finishes cleanly. */
+static void leak_async(void)
+{
+    long max_conn = pqt_max_connections(), n = 0, i, left;
+    PGconn **held, *c = NULL;
+    int *pids, pid;
+
+    REQUIRE(max_conn > 0, "cannot read max_connections");
+    held = calloc((size_t)max_conn + 5, sizeof *held);
+    pids = calloc((size_t)max_conn + 5, sizeof *pids);
+    REQUIRE(held && pids, "out of memory");
+    for (i = 0; i < max_conn + 5; i++) {
+        c = connect_async(tu_conninfo(""));
+        if (PQstatus(c) != CONNECTION_OK)
+            break;
+        held[n] = c;
+        pids[n] = tu_backend_pid(c);
+        CHECK(pids[n] > 0, "async leak cycle %ld: query failed: %s", i, PQerrorMessage(c));
+        n++;
+    }
+    printf("test_leak: %ld async connects, then: %s", n,
+           PQstatus(c) == CONNECTION_OK ? "(no refusal)\n" : PQerrorMessage(c));
+    REQUIRE(i < max_conn + 5, "the server never refused an async connect");
+    CHECK(n >= max_conn / 2 && pqt_distinct(pids, n) == n, "%ld async connects got %ld distinct "
+          "backends before the refusal", n, pqt_distinct(pids, n));
+    CHECK(strstr(PQerrorMessage(c), "too many clients already") != NULL, "the refused async "
+          "connect did not report the server's error: %s", PQerrorMessage(c));
+    PQfinish(c);
+
+    /* Containment still works for this thread's blocking connects. */
+    c = PQconnectdb(tu_conninfo(""));
+    pid = PQstatus(c) == CONNECTION_OK ? tu_backend_pid(c) : -1;
+    CHECK(pid == pids[0], "blocking connect with the server full: backend %d, expected to "
+          "share the least recently handed out %d: %s", pid, pids[0], PQerrorMessage(c));
+    PQfinish(c);
+    for (i = 0; i < n; i++)
+        PQfinish(held[i]);
+    left = tu_wait_backends(tu_app_name(), n < 16 ? n : 16, 5000);
+    CHECK(left >= 0 && left <= 16, "%ld backends left after finishing, expected at most 16", left);
+    free(held);
+    free(pids);
+}
+
 /* A role's conninfo over TCP with its password. */
 static const char *role_conninfo(void)
 {
@@ -286,10 +330,9 @@ int main(int argc, char **argv)
         leak_then_finish(tu_conninfo(""));
     else if (!strcmp(mode, "role"))
         leak_then_finish(role_conninfo());
-    else if (!strcmp(mode, "async")) {
-        use_async = 1;
-        leak_then_finish(tu_conninfo(""));
-    } else if (!strcmp(mode, "busy"))
+    else if (!strcmp(mode, "async"))
+        leak_async();
+    else if (!strcmp(mode, "busy"))
         leak_busy();
     else if (!strcmp(mode, "exit"))
         leak_exit();

@@ -16,7 +16,9 @@
  *   test_paths_exit              the test (parent)
  *   test_paths_exit child APP HOW  a child: keeps 2 unix-socket and 2 TCP+SSL connections of
  *                                APP, takes them again and finishes them right before exit
- *                                (their resets still in flight), then ends by HOW:
+ *                                (their resets still in flight), and keeps one more TCP+SSL
+ *                                connection whose reset answered long before exit (its
+ *                                answer unread), then ends by HOW:
  *                                "return" from main, "exit" from a second thread, or "_exit"
  *                                (skips exit handlers: the control that proves the log
  *                                check can fail).
@@ -50,6 +52,19 @@ static int child(const char *app, const char *how)
     if (!PQsslInUse(c[2])) {
         fprintf(stderr, "child %s: no SSL over TCP\n", app);
         return 3;
+    }
+    /* A third key over TCP: kept from here to exit, its reset answered but never read. */
+    {
+        char ci[600];
+        PGconn *idle;
+
+        snprintf(ci, sizeof ci, "%s connect_timeout=9", tcp_ci);
+        idle = PQconnectdb(ci);
+        if (PQstatus(idle) != CONNECTION_OK) {
+            fprintf(stderr, "child %s: %s", app, PQerrorMessage(idle));
+            return 3;
+        }
+        PQfinish(idle);
     }
     for (int i = 0; i < 4; i++)
         PQfinish(c[i]); /* kept: 2 per key */
@@ -124,7 +139,7 @@ static long run_child(const char *how, long *disconnections)
     CHECK(tu_wait_backends(app, 0, 10000) == 0, "child %s: backends still open after exit", how);
     /* Every backend logs its disconnection last: wait until each one opened has. */
     opened = log_count(NULL, authorized);
-    CHECK(opened >= 4, "child %s: %ld connections in the log, expected at least 4", how, opened);
+    CHECK(opened >= 5, "child %s: %ld connections in the log, expected at least 5", how, opened);
     start = pqt_now_ms();
     while ((*disconnections = log_count(app, "disconnection: session time")) < opened &&
            pqt_now_ms() - start < 10000)
