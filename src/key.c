@@ -231,9 +231,12 @@ static void add_quoted(struct buf *b, const char *value)
 }
 
 /* Environment variables libpq reads outside its connection options: the three it
- * sends to the server as session settings (libpq's EnvironmentOptions), and HOME,
- * where ~/.pgpass, ~/.pg_service.conf and the SSL files are looked for. */
-static const char *const environment_inputs[] = { "PGDATESTYLE", "PGTZ", "PGGEQO", "HOME" };
+ * sends to the server as session settings (libpq's EnvironmentOptions); HOME,
+ * where ~/.pgpass, ~/.pg_service.conf and the SSL files are looked for; and where
+ * the service files are. */
+static const char *const environment_inputs[] = {
+    "PGDATESTYLE", "PGTZ", "PGGEQO", "HOME", "PGSERVICEFILE", "PGSYSCONFDIR",
+};
 
 static void add_pair(struct buf *key, const char *name, const char *value)
 {
@@ -249,8 +252,10 @@ static void add_pair(struct buf *key, const char *name, const char *value)
  * value is libpq's compiled-in default: leaving those out depends only on the
  * resolved value, so two keys are still equal exactly when every resolved value
  * is, and keys stay short to hash. When a service is named, the service file
- * outranks the environment, so a value that came from the environment or a default
- * is written as default.keyword and never matches an explicit one. Then the
+ * outranks the environment and the built-in defaults, so every explicit value is
+ * written (even one equal to a built-in default), and a value that came from the
+ * environment or a default is written as default.keyword and never matches an
+ * explicit one. Then the
  * environment inputs above and the effective uid. Returns a malloc'd key or NULL
  * on OOM. Caller holds key_lock. */
 static char *serialize_with_defaults(PQconninfoOption *opts)
@@ -280,7 +285,8 @@ static char *serialize_with_defaults(PQconninfoOption *opts)
         const char *value = o->val;
         if (strcmp(o->keyword, "dbname") == 0 && (value == NULL || value[0] == '\0'))
             value = user;
-        if (value == NULL || (o->compiled != NULL && strcmp(value, o->compiled) == 0))
+        bool is_builtin_default = o->compiled != NULL && value != NULL && strcmp(value, o->compiled) == 0;
+        if (value == NULL || (is_builtin_default && !(mark_defaults && explicit[n])))
             continue;
         if (mark_defaults && !explicit[n]) {
             char name[96];
