@@ -1,0 +1,64 @@
+# tests/faults.cmake: fault tests (tests/test_fault_*.c, helpers in tests/faults/): server restarts and crashes, terminated backends, server timeouts, a frozen network path, a read-only switch, fork storms, signals, SSL.
+#
+# Every fault test checks that no write is lost or doubled (a ledger table with a unique key),
+# that no session is crossed (user, application_name, backend pid of each row and connection),
+# and, unless noted, runs itself again with PQDEDUP_DISABLE=1 and asserts that the app saw the
+# same outcomes as with plain libpq (tests/faults/faultutil.h). SERIAL: restarts, stops or
+# reconfigures the server.
+
+set(_pqd_fu ${CMAKE_CURRENT_SOURCE_DIR}/faults/faultutil.c)
+
+# --- Server restart, crash, stop, pg_terminate_backend (test_fault_restart.c) ---------------
+# pg_ctl restart -m immediate (a crash) and -m fast with connections of two keys kept, held
+# idle, held mid-transaction, finished mid-transaction, and a writer thread inserting: held
+# ones fail on next use as with plain libpq and are not reused; kept ones are replaced
+# silently; committed writes all there once, uncommitted ones absent.
+foreach(_pqd_mode immediate fast)
+  pqdedup_add_test(NAME fault_restart_${_pqd_mode} SOURCES test_fault_restart.c ${_pqd_fu}
+                   ARGS restart ${_pqd_mode} SERIAL LABELS faults)
+  # The same with handles sharing a backend (PQDEDUP_SHARE_AFTER=2).
+  pqdedup_add_test(NAME fault_restart_shared_${_pqd_mode} PROGRAM test_fault_restart
+                   ARGS shared ${_pqd_mode} ENV PQDEDUP_SHARE_AFTER=2 SERIAL LABELS faults)
+endforeach()
+# The server stopped while connections are kept: connects fail at once with libpq's error,
+# then work again after it starts.
+pqdedup_add_test(NAME fault_server_down PROGRAM test_fault_restart ARGS down SERIAL LABELS faults)
+# pg_terminate_backend of kept, held idle and held mid-transaction connections.
+pqdedup_add_test(NAME fault_terminate PROGRAM test_fault_restart ARGS terminate LABELS faults)
+# ... of a backend two handles share (PQDEDUP_SHARE_AFTER=2): both handles fail, finishing
+# both is safe, the next connect gets a new backend.
+pqdedup_add_test(NAME fault_terminate_shared PROGRAM test_fault_restart ARGS terminate-shared
+                 ENV PQDEDUP_SHARE_AFTER=2 LABELS faults)
+
+# --- Server timeouts (test_fault_timeout.c) ----------------------------------------------------
+# idle_session_timeout (ALTER ROLE of a role of the test's own) ends kept and held connections:
+# next connects get new working backends silently; a held one fails on use as plain libpq.
+pqdedup_add_test(NAME fault_idle_session_timeout SOURCES test_fault_timeout.c ${_pqd_fu}
+                 ARGS idle-session LABELS faults)
+# Connects after an idle time just around the server's idle_session_timeout (200ms) never get
+# a connection the server is ending: every write works, as with plain libpq.
+# With PQDEDUP_CHECK_AFTER (100ms) below that timeout:
+pqdedup_add_test(NAME fault_idle_session_race PROGRAM test_fault_timeout
+                 ARGS idle-session-race 42 ENV PQDEDUP_CHECK_AFTER=100ms LABELS faults)
+# With the default settings. KNOWN LIBRARY BUG (reported): a kept connection idle for just
+# under the server's idle_session_timeout is handed out without a round trip and the server
+# ends it under the app's first query (FATAL 57P05); 3-4 of 63 rounds fail.
+pqdedup_add_test(NAME fault_idle_session_race_default PROGRAM test_fault_timeout
+                 ARGS idle-session-race 63 LABELS faults)
+# idle_in_transaction_session_timeout ends held connections inside a transaction: COMMIT
+# fails as with plain libpq, nothing committed, the dead one is never handed out, a kept one
+# (outside a transaction) is reused.
+pqdedup_add_test(NAME fault_idle_in_transaction_timeout PROGRAM test_fault_timeout
+                 ARGS idle-in-transaction LABELS faults)
+
+# --- A network path that stops answering (test_fault_netfreeze.c, faults/freeze_proxy.py) ----
+# TCP through a loopback proxy frozen with SIGSTOP: a connect with a kept connection on that
+# path fails within PQDEDUP_CHECK_TIMEOUT (1s) + the app's connect_timeout (2s), with libpq's
+# own "timeout expired" as plain libpq; PQfinish never blocks; a rollback stuck in the frozen
+# path is never committed; after the thaw the app works again.
+# Every reuse checked (PQDEDUP_CHECK_AFTER=0):
+pqdedup_add_test(NAME fault_netfreeze_check_always SOURCES test_fault_netfreeze.c ${_pqd_fu}
+                 ARGS 0 ENV PQDEDUP_CHECK_AFTER=0 PQDEDUP_CHECK_TIMEOUT=1s LABELS faults)
+# Checked after 300ms idle; the app connects 400ms after the freeze:
+pqdedup_add_test(NAME fault_netfreeze_check_after PROGRAM test_fault_netfreeze
+                 ARGS 400 ENV PQDEDUP_CHECK_AFTER=300ms PQDEDUP_CHECK_TIMEOUT=1s LABELS faults)

@@ -1,0 +1,154 @@
+/* test_fault_netfreeze.c: a TCP path that stops answering (a loopback proxy frozen with SIGSTOP) never hangs a connect longer than PQDEDUP_CHECK_TIMEOUT plus the app's connect_timeout. */
+#define _GNU_SOURCE
+#include "faults/faultutil.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/*
+ * Usage: test_fault_netfreeze [IDLE_MS]
+ * Connections go through tests/faults/freeze_proxy.py to the server's TCP port, as pqd_alice
+ * with connect_timeout=2 (libpq's smallest). Register with PQDEDUP_CHECK_TIMEOUT=1s and a
+ * PQDEDUP_CHECK_AFTER below IDLE_MS (default 400): after freezing the path the test waits
+ * IDLE_MS before connecting, so the kept connection is due for its round trip.
+ * Runs itself again with PQDEDUP_DISABLE=1 and compares what the app saw.
+ */
+
+#define CONNECT_TIMEOUT 2.0 /* seconds, in the conninfo */
+#define CHECK_TIMEOUT 1.0   /* PQDEDUP_CHECK_TIMEOUT given at registration */
+
+static struct fu_ledger *ledger;
+static const char *app, *key;
+static int next_id;
+static long idle_ms = 400;
+
+/* The longest a connect may take on the frozen path: pqdedup's bounded check of the kept
+ * connection, then libpq's own connect_timeout for a new one; plus slack for a loaded machine
+ * (more under valgrind). */
+static double bound(void)
+{
+    double slack = tu_scale() < 1 ? 3.0 : 1.5;
+
+    return (fu_is_reference() ? 0 : CHECK_TIMEOUT) + CONNECT_TIMEOUT + slack;
+}
+
+/* Connects on the frozen path: fails with libpq's "timeout expired" like plain libpq, within
+ * the bound. */
+static void connect_frozen(const char *what)
+{
+    double t0 = fu_now(), elapsed;
+    PGconn *c = PQconnectdb(key);
+
+    elapsed = fu_now() - t0;
+    fu_note("%s: connect: %s", what, fu_conn_outcome(c));
+    printf("%s: connect took %.2fs (bound %.2fs)\n", what, elapsed, bound());
+    CHECK(PQstatus(c) != CONNECTION_OK, "%s: a connect on a frozen path succeeded", what);
+    CHECK(elapsed <= bound(), "%s: the connect took %.2fs, more than %.2fs", what, elapsed, bound());
+    CHECK(elapsed >= CONNECT_TIMEOUT - 0.1, "%s: the connect failed after %.2fs, before libpq's "
+                                             "connect_timeout", what, elapsed);
+    PQfinish(c);
+}
+
+/* Connect + write that must work once the path answers again (retried for a few seconds:
+ * the first attempts may still time out while the proxy catches up). */
+static PGconn *connect_thawed(const char *what)
+{
+    PGconn *c = NULL;
+    double give_up = fu_now() + 10;
+
+    do {
+        PQfinish(c);
+        c = PQconnectdb(key);
+    } while (PQstatus(c) != CONNECTION_OK && fu_now() < give_up);
+    fu_check_connect(c, "pqd_alice", app, what);
+    if (PQstatus(c) == CONNECTION_OK) {
+        enum fu_state st = fu_write(ledger, c, next_id++, "pqd_alice", app);
+        fu_note("%s: write: %s", what, st == FU_OK ? "ok" : "FAILED");
+    }
+    return c;
+}
+
+/* A kept connection (idle, reset done) whose path froze, then one whose reset was still in
+ * flight when it froze (finished mid-transaction: the ROLLBACK is stuck in the path): each
+ * next connect gives up on the kept connection within PQDEDUP_CHECK_TIMEOUT and fails with
+ * libpq's own connect_timeout error, as plain libpq does; PQfinish never blocks; after the
+ * path answers again the app works, and the stuck transaction was never committed. */
+static void test_freeze(void)
+{
+    char portbuf[16], extra[256];
+    PGconn *c, *held;
+    int pid1;
+    double t0, elapsed;
+
+    snprintf(portbuf, sizeof portbuf, "%d", fu_proxy_start("127.0.0.1", getenv("PGPORT")));
+    snprintf(extra, sizeof extra, "host=127.0.0.1 port=%s user=pqd_alice password=alice_pw "
+             "sslmode=disable connect_timeout=2 %s", portbuf, FU_SYNC_COMMIT);
+    key = tu_conninfo(extra);
+    ledger = fu_ledger_create(100);
+
+    /* Kept, and reused once through the proxy. */
+    c = connect_thawed("through the proxy");
+    pid1 = PQbackendPID(c);
+    PQfinish(c);
+    fu_sleep_ms(100); /* its reset is answered: it is reused, not a spare opened */
+    c = connect_thawed("through the proxy, again");
+    if (!fu_is_reference())
+        CHECK(PQbackendPID(c) == pid1, "the kept connection was not reused before the freeze");
+    PQfinish(c);
+    /* A held connection survives a short freeze, as any TCP connection does. */
+    held = connect_thawed("held");
+    fu_sleep_ms(100); /* the kept connection's reset is answered */
+
+    fu_proxy_freeze();
+    fu_sleep_ms(idle_ms);
+    connect_frozen("frozen, kept connection idle");
+    fu_proxy_thaw();
+    c = connect_thawed("thawed");
+    if (!fu_is_reference())
+        CHECK(PQbackendPID(c) != pid1, "the connection given up on the frozen path was handed out again");
+
+    /* Finished mid-transaction on the frozen path: the ROLLBACK cannot get through. */
+    int id = next_id++;
+    CHECK(!strcmp(fu_exec(c, "BEGIN"), "ok"), "BEGIN: %s", PQerrorMessage(c));
+    CHECK(!strcmp(fu_write_in_txn(ledger, c, id, "pqd_alice", app), "ok"), "INSERT: %s", PQerrorMessage(c));
+    fu_proxy_freeze();
+    t0 = fu_now();
+    PQfinish(c);
+    elapsed = fu_now() - t0;
+    CHECK(elapsed < 0.5, "PQfinish on a frozen path took %.2fs", elapsed);
+    fu_sleep_ms(idle_ms);
+    connect_frozen("frozen, kept connection's rollback in flight");
+    fu_proxy_thaw();
+
+    fu_note("held across the freeze: %s", fu_exec(held, "SELECT 1"));
+    PQfinish(held);
+    c = connect_thawed("thawed again");
+    PQfinish(c);
+    /* The stuck transaction reached the server only after the thaw, as ROLLBACK then
+     * Terminate; give it a moment to end before reading the table. */
+    for (int i = 0; i < 100; i++) {
+        char *n = fu_sql_value("SELECT count(*) FROM pg_stat_activity WHERE application_name = '%s' "
+                               "AND state LIKE 'idle in transaction%%'", app);
+        bool none = n && !strcmp(n, "0");
+        free(n);
+        if (none)
+            break;
+        fu_sleep_ms(50);
+    }
+    fu_ledger_verify(ledger, 0, "netfreeze");
+    fu_ledger_drop(ledger);
+    fu_proxy_stop();
+}
+
+int main(int argc, char **argv)
+{
+    fu_init(argc, argv);
+    if (argc > 1)
+        idle_ms = atol(argv[1]);
+    tu_observer();
+    app = tu_app_name();
+    printf("test_fault_netfreeze (idle %ld ms) as %s\n", idle_ms, app);
+    test_freeze();
+    return fu_finish(false);
+}
