@@ -14,3 +14,31 @@ pqdedup_add_test(NAME hostile_misuse PROGRAM test_hostile ARGS misuse
 # variable and the default's behaviour (16 kept, 5 s wait, log off); good values are used.
 pqdedup_add_test(NAME hostile_settings PROGRAM test_hostile ARGS settings SERIAL
                  TIMEOUT 180 LABELS hostile)
+
+# --- Security (test_security.c) ---------------------------------------------------------------
+# 2 threads, random identities (pqd_alice/pqd_bob x postgres/pqd_other, '-c role=...', postgres
+# over the socket, wrong passwords), finished or held at random, SET ROLE / SET SESSION
+# AUTHORIZATION left behind: every session is the one asked for; wrong passwords always fail.
+pqdedup_add_test(NAME security_cross SOURCES test_security.c ARGS cross LABELS hostile security)
+# The same where a thread's second connect for a key shares its first.
+pqdedup_add_test(NAME security_cross_share_after PROGRAM test_security ARGS cross
+                 ENV PQDEDUP_SHARE_AFTER=1 LABELS hostile security)
+# ALTER ROLE ... PASSWORD and a rewritten .pgpass: the old password works again only on the
+# kept backend and only within PQDEDUP_MAX_LIFETIME=1s, then fails as plain libpq; a changed
+# PGPASSWORD fails at once.
+pqdedup_add_test(NAME security_password_change PROGRAM test_security ARGS lifetime
+                 ENV PQDEDUP_MAX_LIFETIME=1s LABELS hostile security)
+# A setuid copy of a libpq program run by nobody with LD_PRELOAD=libpqdedup.so: no pqdedup
+# (no stats line, PQconnectdb is libpq's); the non-setuid copy loads it (control). Root only:
+# skipped (77) otherwise.
+add_executable(test_security_probe test_security_probe.c)
+target_link_libraries(test_security_probe PRIVATE PkgConfig::LIBPQ dl)
+# Plain, even in sanitizer builds: it runs setuid, where a sanitizer runtime is not preloaded.
+set_target_properties(test_security_probe PROPERTIES COMPILE_OPTIONS "-Wall;-Wextra" LINK_OPTIONS "")
+pqdedup_add_test(NAME security_setuid PROGRAM test_security ARGS setuid
+                 ENV "PQD_SEC_PROBE=$<TARGET_FILE:test_security_probe>" LABELS hostile security)
+set_tests_properties(security_setuid PROPERTIES SKIP_RETURN_CODE 77)
+# At PQDEDUP_LOG=debug with PQDEDUP_LOG_FILE, passwords given every way (strings, URIs, arrays,
+# expand_dbname, PQsetdbLogin, async, PGPASSWORD, sslpassword, unparsable) never reach the log
+# (which does describe each connect) or stderr; the file is mode 0600.
+pqdedup_add_test(NAME security_log_no_password PROGRAM test_security ARGS log LABELS hostile security)
