@@ -62,3 +62,32 @@ pqdedup_add_test(NAME fault_netfreeze_check_always SOURCES test_fault_netfreeze.
 # Checked after 300ms idle; the app connects 400ms after the freeze:
 pqdedup_add_test(NAME fault_netfreeze_check_after PROGRAM test_fault_netfreeze
                  ARGS 400 ENV PQDEDUP_CHECK_AFTER=300ms PQDEDUP_CHECK_TIMEOUT=1s LABELS faults)
+
+# --- A failover-like switch (test_fault_failover.c): SERIAL, the server turns read-only -------
+# default_transaction_read_only on (ALTER SYSTEM + pg_reload_conf) while connections are kept:
+# target_session_attrs=read-write fails like plain libpq ("session is read-only") and works
+# after the switch back; a client without it gets its kept connection and its write fails with
+# 25006; target_session_attrs=read-only connects only while read-only.
+pqdedup_add_test(NAME fault_failover_read_only SOURCES test_fault_failover.c ${_pqd_fu}
+                 SERIAL LABELS faults)
+
+# --- fork storms, threads, signals (test_fault_concurrency.c) -----------------------------------
+# Pre-fork server: 3 rounds of 8 workers (connect, write, finish x25, then exit() or _exit())
+# while the parent holds and keeps connections of the same key: workers exit 0, writes exact
+# and in the worker's own session, no backend shared between workers or with the parent, the
+# parent's connections keep working, the workers' backends all go away.
+pqdedup_add_test(NAME fault_prefork_storm SOURCES test_fault_concurrency.c ${_pqd_fu}
+                 ARGS prefork LABELS faults)
+# The same while a parent thread churns on the same key (workers _exit()). NO_VALGRIND: as for
+# fork_threaded, valgrind reports what the parent's other threads were allocating at the fork
+# as "definitely lost" in each child, and serializes the threads, which hides the race.
+pqdedup_add_test(NAME fault_prefork_storm_threaded PROGRAM test_fault_concurrency
+                 ARGS prefork-threaded NO_VALGRIND LABELS faults)
+# 4 threads open connections in a transaction, 4 others commit (2 of 3) or not and finish.
+pqdedup_add_test(NAME fault_thread_handoff PROGRAM test_fault_concurrency ARGS handoff LABELS faults)
+# SIGALRM every 1 ms without SA_RESTART during connect/write/finish: nothing fails (as plain
+# libpq), over the unix socket and over TCP+SSL with a password.
+pqdedup_add_test(NAME fault_signals PROGRAM test_fault_concurrency ARGS signals LABELS faults)
+pqdedup_add_test(NAME fault_signals_ssl PROGRAM test_fault_concurrency
+                 ARGS signals "host=127.0.0.1 sslmode=require user=pqd_alice password=alice_pw" pqd_alice
+                 LABELS faults)

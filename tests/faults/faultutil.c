@@ -95,6 +95,13 @@ const char *fu_conn_outcome(PGconn *c)
     return buf;
 }
 
+static __thread const char *last_outcome = "";
+
+const char *fu_last_outcome(void)
+{
+    return last_outcome;
+}
+
 /* Describes a result the app got on c (see fu_exec). */
 static const char *res_outcome(PGconn *c, PGresult *res)
 {
@@ -122,6 +129,7 @@ const char *fu_exec(PGconn *c, const char *sql)
     const char *out = res_outcome(c, res);
 
     PQclear(res);
+    last_outcome = out;
     return out;
 }
 
@@ -494,6 +502,14 @@ static void record(struct fu_ledger *l, int id, enum fu_state st, PGconn *c, con
     pthread_mutex_unlock(&l->lock);
 }
 
+void fu_record(struct fu_ledger *l, int id, enum fu_state state, int pid, const char *user, const char *app)
+{
+    record(l, id, state, NULL, user, app);
+    pthread_mutex_lock(&l->lock);
+    l->e[id].pid = pid;
+    pthread_mutex_unlock(&l->lock);
+}
+
 enum fu_state fu_write(struct fu_ledger *l, PGconn *c, int id, const char *user, const char *app)
 {
     char sql[160];
@@ -533,6 +549,7 @@ const char *fu_commit(struct fu_ledger *l, PGconn *c, const int *ids, int n)
     PQclear(res);
     for (int i = 0; i < n; i++)
         fu_mark(l, ids[i], st);
+    last_outcome = out;
     return out;
 }
 

@@ -90,6 +90,10 @@ const char *fu_ledger_table(const struct fu_ledger *l);
  * the state. */
 enum fu_state fu_write(struct fu_ledger *l, PGconn *c, int id, const char *user, const char *app);
 
+/* What the app saw at the last fu_exec/fu_write/fu_write_in_txn/fu_commit of this thread
+ * ("ok", "error <SQLSTATE>", "lost"). */
+const char *fu_last_outcome(void);
+
 /* An INSERT of `id` inside the app's open transaction: recorded FAILED (not committed)
  * until fu_commit says otherwise. Returns fu_exec's outcome. */
 const char *fu_write_in_txn(struct fu_ledger *l, PGconn *c, int id, const char *user, const char *app);
@@ -98,6 +102,10 @@ const char *fu_write_in_txn(struct fu_ledger *l, PGconn *c, int id, const char *
  * answered or an error on a live connection -> FAILED; a lost connection -> AMBIGUOUS.
  * Returns fu_exec-style outcome ("ok" only for a real COMMIT, "rolled back" otherwise). */
 const char *fu_commit(struct fu_ledger *l, PGconn *c, const int *ids, int n);
+
+/* Records a write made elsewhere (e.g. by a forked worker): state, the backend pid it was
+ * made on (0: unknown), and the session it was made for. */
+void fu_record(struct fu_ledger *l, int id, enum fu_state state, int pid, const char *user, const char *app);
 
 /* Overrides what the app knows about a write (e.g. FAILED: the backend was known dead
  * before it was sent). */
