@@ -39,7 +39,7 @@ pqdedup_add_test(NAME fault_idle_session_timeout SOURCES test_fault_timeout.c ${
 # a connection the server is ending: every write works, as with plain libpq.
 # With PQDEDUP_CHECK_AFTER (100ms) below that timeout:
 pqdedup_add_test(NAME fault_idle_session_race PROGRAM test_fault_timeout
-                 ARGS idle-session-race 42 ENV PQDEDUP_CHECK_AFTER=100ms LABELS faults)
+                 ARGS idle-session-race 31 ENV PQDEDUP_CHECK_AFTER=100ms LABELS faults)
 # With the default settings. KNOWN LIBRARY BUG (reported): a kept connection idle for just
 # under the server's idle_session_timeout is handed out without a round trip and the server
 # ends it under the app's first query (FATAL 57P05); 3-4 of 63 rounds fail.
@@ -91,3 +91,15 @@ pqdedup_add_test(NAME fault_signals PROGRAM test_fault_concurrency ARGS signals 
 pqdedup_add_test(NAME fault_signals_ssl PROGRAM test_fault_concurrency
                  ARGS signals "host=127.0.0.1 sslmode=require user=pqd_alice password=alice_pw" pqd_alice
                  LABELS faults)
+
+# --- SSL (test_fault_ssl.c): TCP 127.0.0.1, sslmode=require, pqd_alice with a password ----------
+# Kept and reused (same backend, pg_stat_ssl true), reset (no state of the last holder left),
+# a churn settles on 2 backends.
+pqdedup_add_test(NAME fault_ssl_reuse SOURCES test_fault_ssl.c ${_pqd_fu} ARGS reuse LABELS faults)
+# Forked children finish or leave the parent's inherited held and kept SSL connections and exit
+# in several ways, one by one and 4 at once: the parent's sessions keep working.
+pqdedup_add_test(NAME fault_ssl_fork PROGRAM test_fault_ssl ARGS fork LABELS faults)
+# 5 children (and then this process) make their first SSL connections, keep them and exit:
+# each exits 0 (valgrind/ASan check each child), the server logs no SSL error for them.
+# Reads the server log (PQD_TEST_PGLOG).
+pqdedup_add_test(NAME fault_ssl_exit PROGRAM test_fault_ssl ARGS exit LABELS faults)

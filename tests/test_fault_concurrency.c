@@ -369,7 +369,7 @@ static void test_handoff(void)
 {
     pthread_t prod[PRODUCERS], cons[CONSUMERS];
 
-    per_producer = (int)tu_scaled(300);
+    per_producer = (int)tu_scaled(150);
     ledger = fu_ledger_create(PRODUCERS * per_producer);
     hq.producers_left = PRODUCERS;
     for (long i = 0; i < CONSUMERS; i++)
