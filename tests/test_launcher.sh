@@ -26,14 +26,24 @@ fail() {
 # Nothing of the caller's pqdedup settings leaks into these tests.
 for v in $(env | sed -n 's/^\(PQDEDUP_[A-Z_]*\)=.*/\1/p'); do unset "$v"; done
 
-# In sanitizer builds the library needs the sanitizer runtime loaded first: the runtime
-# goes in LD_PRELOAD, and the launcher keeps leading sanitizer runtimes in front of the
-# library it prepends (TSan cannot load second: "cannot allocate memory in static TLS block").
-if [[ -n $RT ]]; then
-  export LD_PRELOAD=$RT
-else
-  unset LD_PRELOAD
-fi
+# In sanitizer builds the library needs the sanitizer runtime loaded first: launch() puts
+# the runtime in the launcher's LD_PRELOAD, and the launcher keeps leading sanitizer runtimes
+# in front of the library it prepends (TSan cannot load second: "cannot allocate memory in
+# static TLS block"). The script's own helpers (grep, sed, ldd) run without any preload.
+unset LD_PRELOAD
+
+# launch ARGS...: runs the launcher; LD_PRELOAD, when the caller sets it, replaces the
+# default (the sanitizer runtime, or nothing).
+launch() {
+  if [[ -n ${LD_PRELOAD+set} ]]; then
+    "$L" "$@"
+  elif [[ -n $RT ]]; then
+    LD_PRELOAD=$RT "$L" "$@"
+  else
+    "$L" "$@"
+  fi
+}
+
 # What the launcher's LD_PRELOAD must start with.
 LEAD="${RT:+$RT:}$SHIM"
 
@@ -59,7 +69,7 @@ trap 'rm -rf "$T"' EXIT
 
 # run ARGS...: runs the launcher; sets out, err, rc.
 run() {
-  "$L" "$@" >"$T/out" 2>"$T/err"
+  launch "$@" >"$T/out" 2>"$T/err"
   rc=$?
   out=$(cat "$T/out")
   err=$(cat "$T/err")
@@ -165,19 +175,19 @@ group_preload() {
   local other
   other=$(ldd "$SHIM" | awk '/libpq\.so/ {print $3}')
   [[ -f $other ]] && pass || fail "found libpq to preload: $other"
-  LD_PRELOAD="${RT:+$RT:}$other" "$L" -- "${ENVCMD[@]}" >"$T/out" 2>"$T/err"
+  LD_PRELOAD="${RT:+$RT:}$other" launch -- "${ENVCMD[@]}" >"$T/out" 2>"$T/err"
   rc=$?
   normalize_env
   preload=$(sed -n 's/^LD_PRELOAD=//p' "$T/out")
   [[ $rc -eq 0 ]] && pass || fail "with LD_PRELOAD set, exit 0 (rc $rc: $(cat "$T/err"))"
   [[ $preload == "$LEAD:$other" ]] && pass || fail "library first, old LD_PRELOAD kept after it: $preload"
-  LD_PRELOAD="${RT:+$RT:}$other:$other" "$L" -- "${ENVCMD[@]}" >"$T/out" 2>"$T/err"
+  LD_PRELOAD="${RT:+$RT:}$other:$other" launch -- "${ENVCMD[@]}" >"$T/out" 2>"$T/err"
   normalize_env
   preload=$(sed -n 's/^LD_PRELOAD=//p' "$T/out")
   [[ $preload == "$LEAD:$other:$other" ]] && pass || fail "two old entries kept in order: $preload"
   # An empty LD_PRELOAD does not leave a stray ':'.
   if [[ -z $RT ]]; then
-    LD_PRELOAD='' "$L" -- env >"$T/out" 2>/dev/null
+    LD_PRELOAD='' launch -- env >"$T/out" 2>/dev/null
     preload=$(sed -n 's/^LD_PRELOAD=//p' "$T/out")
     [[ $preload == "$SHIM" ]] && pass || fail "empty LD_PRELOAD: just the library: $preload"
   fi
@@ -207,7 +217,7 @@ group_options() {
     grep -qxF "$want" "$T/out" && pass || fail "short option gives $want"
   done
   # An option overrides the same variable from the environment.
-  PQDEDUP_SHARE_AFTER=1 "$L" --share-after 4 "${ENVCMD[@]}" >"$T/out" 2>/dev/null
+  PQDEDUP_SHARE_AFTER=1 launch --share-after 4 "${ENVCMD[@]}" >"$T/out" 2>/dev/null
   normalize_env
   grep -qx 'PQDEDUP_SHARE_AFTER=4' "$T/out" && pass || fail "option beats the environment"
   # Options stop at the command: what follows is the command's.
@@ -234,12 +244,12 @@ group_passthrough() {
   [[ $rc -eq 143 ]] && pass || fail "death by SIGTERM passes through as 143 (got $rc)"
   # The launcher execs: the command runs in the launcher's own process.
   # shellcheck disable=SC2016
-  "$L" sh -c 'echo $$' >"$T/pid" 2>/dev/null &
+  env ${RT:+LD_PRELOAD=$RT} "$L" sh -c 'echo $$' >"$T/pid" 2>/dev/null &
   local pid=$!
   wait "$pid"
   [[ $(cat "$T/pid") == "$pid" ]] && pass || fail "the command replaces the launcher (same pid $pid vs $(cat "$T/pid"))"
   # stdin and the environment pass through.
-  out=$(echo "from stdin" | PQD_LAUNCHER_MARK="x y" "$L" sh -c 'read -r l; echo "$l/$PQD_LAUNCHER_MARK"' 2>/dev/null)
+  out=$(echo "from stdin" | PQD_LAUNCHER_MARK="x y" launch sh -c 'read -r l; echo "$l/$PQD_LAUNCHER_MARK"' 2>/dev/null)
   [[ $out == "from stdin/x y" ]] && pass || fail "stdin and environment pass through: $out"
 }
 
@@ -279,7 +289,7 @@ group_real_program() {
   local n=20 app="pqdt_launcher_$$" distinct
   if [[ -z $RT ]]; then
     write_psql_script $n
-    "$L" --stats -- "$PSQL" -X -q -tA -v ON_ERROR_STOP=1 "application_name=$app" \
+    launch --stats -- "$PSQL" -X -q -tA -v ON_ERROR_STOP=1 "application_name=$app" \
       -f "$T/reconnect.sql" >"$T/out" 2>"$T/err"
     rc=$?
     [[ $rc -eq 0 ]] && pass || fail "psql under the launcher exits 0 (rc $rc: $(grep -v '^pqdedup\[' "$T/err"))"
@@ -294,7 +304,7 @@ group_real_program() {
     check_stats $((n + 1)) "$distinct"
 
     # Negative control: --disable is pure pass-through, one backend per connect.
-    "$L" --disable -- "$PSQL" -X -q -tA -v ON_ERROR_STOP=1 "application_name=$app" \
+    launch --disable -- "$PSQL" -X -q -tA -v ON_ERROR_STOP=1 "application_name=$app" \
       -f "$T/reconnect.sql" >"$T/out" 2>"$T/err"
     rc=$?
     distinct=$(grep '^[0-9][0-9]*$' "$T/out" | sort -u | wc -l)
@@ -306,11 +316,11 @@ group_real_program() {
   fi
 
   # test_churn asserts its own backend counts (at most 2 with pqdedup, one per cycle without).
-  "$L" --stats -- "$CHURN" --cycles 50 --expect-max-pids 2 >"$T/out" 2>"$T/err"
+  launch --stats -- "$CHURN" --cycles 50 --expect-max-pids 2 >"$T/out" 2>"$T/err"
   rc=$?
   [[ $rc -eq 0 ]] && pass || fail "test_churn under the launcher: at most 2 backends for 50 cycles (rc $rc): $(cat "$T/out" "$T/err")"
   check_stats 51 # 50 cycles + testutil's observer connection
-  "$L" --disable -- "$CHURN" --cycles 20 --expect-min-pids 20 >"$T/out" 2>"$T/err"
+  launch --disable -- "$CHURN" --cycles 20 --expect-min-pids 20 >"$T/out" 2>"$T/err"
   rc=$?
   [[ $rc -eq 0 ]] && pass || fail "test_churn under the launcher with --disable: 20 backends (rc $rc): $(cat "$T/out" "$T/err")"
 }
@@ -321,10 +331,10 @@ run_libpq_program() {
   local envs=()
   while [[ $1 != -- ]]; do envs+=("$1"); shift; done
   if [[ -z $RT ]]; then
-    env "${envs[@]}" "$L" -- "$PSQL" -X -q -tA -v ON_ERROR_STOP=1 \
+    env ${RT:+LD_PRELOAD=$RT} "${envs[@]}" "$L" -- "$PSQL" -X -q -tA -v ON_ERROR_STOP=1 \
       "application_name=pqdt_launcher_quiet_$$" -f "$T/reconnect.sql" >"$T/out" 2>"$T/err"
   else
-    env "${envs[@]}" "$L" -- "$CHURN" --cycles 5 >"$T/out" 2>"$T/err"
+    env ${RT:+LD_PRELOAD=$RT} "${envs[@]}" "$L" -- "$CHURN" --cycles 5 >"$T/out" 2>"$T/err"
   fi
   rc=$?
 }
@@ -342,7 +352,7 @@ group_quiet() {
     LD_PRELOAD=$SHIM "$PSQL" -X -tA "dbname=pqd_no_such_db" -c 'SELECT 1' >/dev/null 2>"$T/err"
     [[ -s $T/err && $(grep -c 'pqdedup' "$T/err") -eq 0 ]] && pass || fail "failed connect: libpq's message and no pqdedup line: $(cat "$T/err")"
   fi
-  "$L" -- "$CHURN" --cycles 5 >/dev/null 2>"$T/err"
+  launch -- "$CHURN" --cycles 5 >/dev/null 2>"$T/err"
   [[ $? -eq 0 && ! -s $T/err ]] && pass || fail "test_churn, default settings: stderr is empty: $(cat "$T/err")"
 
   # A bad value in the environment: one warning line, prefixed, and the program still works.
