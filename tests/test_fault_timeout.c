@@ -16,6 +16,9 @@
  *                       every write must work, as with plain libpq (each plain connect is
  *                       new, so no plain-libpq run is made). Register it with
  *                       PQDEDUP_CHECK_AFTER below the timeout.
+ *   idle-session-late-query  idle_session_timeout = '200ms'; the app connects, works 100 ms,
+ *                       then writes (the kept connection had been idle 150 ms): must work, as
+ *                       with plain libpq
  *   idle-in-transaction idle_in_transaction_session_timeout=500ms (in the connection's
  *                       options) fires on held connections in a transaction
  * Each runs itself again with PQDEDUP_DISABLE=1 and compares what the app saw.
@@ -179,6 +182,42 @@ static void test_idle_session_race(long rounds)
     drop_role();
 }
 
+/* The app connects, works on its own for 100 ms, then writes: with plain libpq the new
+ * session has been idle 100 ms, well under the server's idle_session_timeout (200 ms), so the
+ * write works. Under pqdedup the connection handed out must give the app the same budget: one
+ * kept for 150 ms and handed out as it is would be ended by the server 50 ms into the app's
+ * work. */
+static void test_idle_session_late_query(void)
+{
+    const char *key;
+    int rounds = 3, failed = 0;
+
+    create_role(RACE_TIMEOUT_MS);
+    key = role_conninfo();
+    ledger = fu_ledger_create(2 * rounds);
+    for (int i = 0; i < rounds; i++) {
+        PGconn *c = PQconnectdb(key);
+        REQUIRE(PQstatus(c) == CONNECTION_OK, "connect: %s", PQerrorMessage(c));
+        CHECK(fu_write(ledger, c, next_id++, role, app) == FU_OK, "write: %s", PQerrorMessage(c));
+        PQfinish(c);
+        fu_sleep_ms(RACE_TIMEOUT_MS * 3 / 4);
+        c = PQconnectdb(key);
+        fu_note("round %d: connect: %s", i, fu_conn_outcome(c));
+        fu_sleep_ms(RACE_TIMEOUT_MS / 2); /* the app's own work before its first query */
+        enum fu_state st = fu_write(ledger, c, next_id++, role, app);
+        fu_note("round %d: write %d ms after connecting: %s", i, RACE_TIMEOUT_MS / 2, fu_last_outcome());
+        if (!CHECK(st == FU_OK, "round %d: a write %d ms after connecting failed (the server's "
+                   "idle_session_timeout is %d ms): %s", i, RACE_TIMEOUT_MS / 2, RACE_TIMEOUT_MS,
+                   PQerrorMessage(c)))
+            failed++;
+        PQfinish(c);
+    }
+    printf("idle-session-late-query: %d of %d rounds failed\n", failed, rounds);
+    fu_ledger_verify(ledger, rounds, "idle-session-late-query");
+    fu_ledger_drop(ledger);
+    drop_role();
+}
+
 /* idle_in_transaction_session_timeout ends held connections idle inside a transaction: the
  * app's COMMIT reports the loss (as plain libpq), nothing of the transaction is there; one
  * the app finishes without using it again is not handed out; a kept connection (outside any
@@ -251,10 +290,12 @@ int main(int argc, char **argv)
         test_idle_session_race(tu_scaled(argc > 2 ? atol(argv[2]) : 42));
         return fu_finish(true);
     }
+    else if (!strcmp(which, "idle-session-late-query"))
+        test_idle_session_late_query();
     else if (!strcmp(which, "idle-in-transaction"))
         test_idle_in_transaction();
     else {
-        fprintf(stderr, "usage: test_fault_timeout idle-session | idle-session-race [ROUNDS] | idle-in-transaction\n");
+        fprintf(stderr, "usage: test_fault_timeout idle-session | idle-session-race [ROUNDS] | idle-session-late-query | idle-in-transaction\n");
         return 1;
     }
     return fu_finish(false);
