@@ -67,6 +67,11 @@ pqdedup_add_test(NAME fault_netfreeze_check_always SOURCES test_fault_netfreeze.
 # Checked after 300ms idle; the app connects 400ms after the freeze:
 pqdedup_add_test(NAME fault_netfreeze_check_after PROGRAM test_fault_netfreeze
                  ARGS 400 ENV PQDEDUP_CHECK_AFTER=300ms PQDEDUP_CHECK_TIMEOUT=1s LABELS faults)
+# The documented gap, default settings: a path that froze within PQDEDUP_CHECK_AFTER (30s) of
+# the kept connection's last use is not noticed at connect (no round trip); the app's first
+# query waits as on any open connection, and completes exactly once when the path answers.
+pqdedup_add_test(NAME fault_netfreeze_recent_use PROGRAM test_fault_netfreeze ARGS recent
+                 LABELS faults)
 
 # --- A failover-like switch (test_fault_failover.c): SERIAL, the server turns read-only -------
 # default_transaction_read_only on (ALTER SYSTEM + pg_reload_conf) while connections are kept:
@@ -93,6 +98,10 @@ pqdedup_add_test(NAME fault_thread_handoff PROGRAM test_fault_concurrency ARGS h
 # SIGALRM every 1 ms without SA_RESTART during connect/write/finish: nothing fails (as plain
 # libpq), over the unix socket and over TCP+SSL with a password.
 pqdedup_add_test(NAME fault_signals PROGRAM test_fault_concurrency ARGS signals LABELS faults)
+# ... and with PQDEDUP_MAX_PER_KEY=1, where each connect waits for the last finish's reset
+# (poll() interrupted by the signals).
+pqdedup_add_test(NAME fault_signals_cap1 PROGRAM test_fault_concurrency ARGS signals
+                 ENV PQDEDUP_MAX_PER_KEY=1 LABELS faults)
 pqdedup_add_test(NAME fault_signals_ssl PROGRAM test_fault_concurrency
                  ARGS signals "host=127.0.0.1 sslmode=require user=pqd_alice password=alice_pw" pqd_alice
                  LABELS faults)

@@ -251,7 +251,7 @@ static void test_prefork(bool threaded)
 
 #define PRODUCERS 4
 #define CONSUMERS 4
-#define QUEUE_SIZE 16
+#define QUEUE_SIZE 4
 
 struct job {
     PGconn *c;
@@ -436,7 +436,8 @@ static void test_signals(void)
     printf("signals: %d cycles, %d alarms, %d connects and %d writes failed\n", n, (int)alarms,
            connect_failed, write_failed);
     fu_note("signals: %d connects failed, %d writes failed", connect_failed, write_failed);
-    CHECK(alarms > 500, "only %d alarms arrived", (int)alarms);
+    /* valgrind delivers the timer's signals less often */
+    CHECK(alarms > (tu_scale() < 1 ? 100 : 500), "only %d alarms arrived", (int)alarms);
     CHECK(connect_failed == 0 && write_failed == 0, "with SIGALRM every 1 ms: %d connects and %d "
           "writes failed", connect_failed, write_failed);
     fu_ledger_verify(ledger, 0, "signals");

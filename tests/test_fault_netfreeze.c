@@ -7,12 +7,14 @@
 #include <string.h>
 
 /*
- * Usage: test_fault_netfreeze [IDLE_MS]
+ * Usage: test_fault_netfreeze [IDLE_MS] | recent
  * Connections go through tests/faults/freeze_proxy.py to the server's TCP port, as pqd_alice
  * with connect_timeout=2 (libpq's smallest). Register with PQDEDUP_CHECK_TIMEOUT=1s and a
  * PQDEDUP_CHECK_AFTER below IDLE_MS (default 400): after freezing the path the test waits
  * IDLE_MS before connecting, so the kept connection is due for its round trip.
  * Runs itself again with PQDEDUP_DISABLE=1 and compares what the app saw.
+ * "recent" shows the documented gap with the default PQDEDUP_CHECK_AFTER (see
+ * test_freeze_recent).
  */
 
 #define CONNECT_TIMEOUT 2.0 /* seconds, in the conninfo */
@@ -141,13 +143,70 @@ static void test_freeze(void)
     fu_proxy_stop();
 }
 
+/* The documented gap: with the default PQDEDUP_CHECK_AFTER (30s), a kept connection used a
+ * moment before the path froze is handed out at once, without a round trip (plain libpq would
+ * instead try a new connection and fail after connect_timeout). The app's first query then
+ * waits as on any open connection whose path froze; when the path answers again, the write
+ * completes, exactly once. No plain-libpq run: its connect fails here by design. */
+static void test_freeze_recent(void)
+{
+    char portbuf[16], extra[256];
+    PGconn *c;
+    double t0, elapsed;
+
+    snprintf(portbuf, sizeof portbuf, "%d", fu_proxy_start("127.0.0.1", getenv("PGPORT")));
+    snprintf(extra, sizeof extra, "host=127.0.0.1 port=%s user=pqd_alice password=alice_pw "
+             "sslmode=disable connect_timeout=2 %s", portbuf, FU_SYNC_COMMIT);
+    key = tu_conninfo(extra);
+    ledger = fu_ledger_create(10);
+    c = connect_thawed("through the proxy");
+    int pid = PQbackendPID(c);
+    PQfinish(c);
+    fu_sleep_ms(100); /* its reset is answered */
+
+    fu_proxy_freeze();
+    t0 = fu_now();
+    c = PQconnectdb(key);
+    elapsed = fu_now() - t0;
+    CHECK(PQstatus(c) == CONNECTION_OK && PQbackendPID(c) == pid && elapsed < 0.5,
+          "frozen 0s after the last use: expected the kept connection at once, got %s after %.2fs",
+          fu_conn_outcome(c), elapsed);
+    char sql[128];
+    snprintf(sql, sizeof sql, "INSERT INTO %s (id) VALUES (%d)", fu_ledger_table(ledger), next_id);
+    REQUIRE(PQsendQuery(c, sql) == 1, "PQsendQuery: %s", PQerrorMessage(c));
+    /* No answer while frozen. */
+    t0 = fu_now();
+    while (fu_now() - t0 < 2.0 && PQconsumeInput(c) && PQisBusy(c))
+        fu_sleep_ms(20);
+    CHECK(PQisBusy(c), "a query on a frozen path was answered");
+    fu_proxy_thaw();
+    /* Once the path answers, the write completes exactly once. */
+    PGresult *r;
+    bool ok = false;
+    while ((r = PQgetResult(c)) != NULL) {
+        ok = ok || PQresultStatus(r) == PGRES_COMMAND_OK;
+        PQclear(r);
+    }
+    fu_record(ledger, next_id++, ok ? FU_OK : FU_AMBIGUOUS, pid, "pqd_alice", app);
+    CHECK(ok, "the write stuck on the frozen path failed after the thaw: %s", PQerrorMessage(c));
+    PQfinish(c);
+    fu_ledger_verify(ledger, 0, "netfreeze recent");
+    fu_ledger_drop(ledger);
+    fu_proxy_stop();
+}
+
 int main(int argc, char **argv)
 {
     fu_init(argc, argv);
-    if (argc > 1)
-        idle_ms = atol(argv[1]);
     tu_observer();
     app = tu_app_name();
+    if (argc > 1 && !strcmp(argv[1], "recent")) {
+        printf("test_fault_netfreeze recent as %s\n", app);
+        test_freeze_recent();
+        return fu_finish(true);
+    }
+    if (argc > 1)
+        idle_ms = atol(argv[1]);
     printf("test_fault_netfreeze (idle %ld ms) as %s\n", idle_ms, app);
     test_freeze();
     return fu_finish(false);
