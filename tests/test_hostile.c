@@ -209,6 +209,7 @@ static void build_inputs(void)
             flat[9 + 2 * i] = xprintf("hq_a%d", i);
         }
         add_arrays('A', "+arrays: 10,000 keywords", n, flat);
+        free(flat);
     }
     {
         const char *a[] = {"dbname", xprintf("postgresql://pqd_alice:alice_pw@%s:%s/pqd_other", h, p)};
@@ -247,6 +248,7 @@ static void build_inputs(void)
     add_string('T', "-async wrong password", xprintf("%s user=pqd_alice password=wrong dbname=postgres", base));
     add_string('T', "-async malformed", xprintf("%s user='pqd_alice", base));
     free(base);
+    free(big); /* mb stays: an arrays input points at it */
 }
 
 /* ---- running one input ------------------------------------------------------------------ */

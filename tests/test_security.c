@@ -405,14 +405,20 @@ static int test_setuid(void)
 
     for (int setuid_run = 1; setuid_run >= 0; setuid_run--) {
         char ld[1100];
-        char *argv[] = {NULL, "-u", runner_name, "--", "/usr/bin/env", ld, stats_env,
-                        setuid_run ? suid : plain, conninfo, NULL};
+        /* In an ASan build, an uninstrumented program with the ASan runtime and the instrumented
+         * library preloaded can hang at exit in libp11-kit's destructor (glibc's setlocale
+         * lock), after pqdedup's stats line: the control run is then killed after 15 s. */
+        char no_lsan[] = "ASAN_OPTIONS=detect_leaks=0";
+        char *argv[] = {NULL, "-u", runner_name, "--", "/usr/bin/timeout", "-s", "KILL", "15", "/usr/bin/env", ld,
+                        stats_env, no_lsan, setuid_run ? suid : plain, conninfo, NULL};
+        int sanitized = rt && *rt;
         const char *env[] = {"LD_PRELOAD", NULL}; /* runuser itself runs without it */
         const char *stats[] = {"pqdedup[", "stats", NULL};
 
         snprintf(ld, sizeof ld, "LD_PRELOAD=%s", preload);
         status = hq_run_capture("/usr/sbin/runuser", argv, env, &out, &err);
-        CHECK(status == 0 && strstr(out, "probe: ok"), "%s probe as %s did not connect (status %d): %s %s",
+        CHECK((status == 0 || (sanitized && !setuid_run)) && strstr(out, "probe: ok"),
+              "%s probe as %s did not connect (status %d): %s %s",
               setuid_run ? "setuid" : "plain", runner_name, status, out, err);
         if (setuid_run) {
             CHECK(hq_count_lines(err, stats) == 0, "the setuid program printed pqdedup's stats line: the loader "
