@@ -119,6 +119,12 @@ trap 'exit 143' TERM
 ensure_packages
 
 STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
+LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
+# The checkout's commit, read now (it may move during a long run); "+changes" if src/ differs.
+GITREV="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo none)"
+if [[ -n "$(git -C "$ROOT" status --porcelain -- src CMakeLists.txt 2>/dev/null)" ]]; then
+	GITREV="$GITREV+changes"
+fi
 OUT="$BENCH/results/$STAMP"
 mkdir -p "$OUT"
 WORK="$(mktemp -d /tmp/pqdedup-bench.XXXXXX)"
@@ -458,16 +464,15 @@ if [[ $ONLY_MICRO -eq 0 ]]; then
 	EOF
 fi
 
-GITREV="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo none)"
 CPU="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
 MEMT="$(free -g | awk '/^Mem:/ {print $2 " GiB"}')"
 {
 	echo "# pqdedup benchmark, $STAMP"
 	echo
-	echo "- machine: $(nproc) cores, $CPU, $MEMT RAM; load before the run: $(cut -d' ' -f1-3 /proc/loadavg)"
+	echo "- machine: $(nproc) cores, $CPU, $MEMT RAM; load average before the run: $LOAD_BEFORE"
 	echo "- mode: $MODE, $ROUNDS round(s) of ${DURATION}s per cell, interleaved (configuration order rotates)"
 	echo "- PostgreSQL $(psql_q 'SHOW server_version'), max_connections=100, synchronous_commit=off, trust auth; $(pgbouncer -V | head -1); pgbench scale 1, -n (tables vacuumed between cells)"
-	echo "- pqdedup: $([[ $HAVE_PQD -eq 1 ]] && echo "$PQD (git $GITREV)" || echo 'not built: rows n/a')"
+	echo "- pqdedup: $([[ $HAVE_PQD -eq 1 ]] && echo "$PQD (checkout at git $GITREV when the run began; a --build dir may hold another build)" || echo 'not built: rows n/a')"
 	echo "- 8 clients use -j 2. 'backends opened' = rise of pg_stat_database.sessions for the bench database during the run."
 	echo
 	echo "![TPS ratio to persistent](tps_ratio.png)"
