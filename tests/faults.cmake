@@ -33,8 +33,11 @@ pqdedup_add_test(NAME fault_terminate_shared PROGRAM test_fault_restart ARGS ter
 # --- Server timeouts (test_fault_timeout.c) ----------------------------------------------------
 # idle_session_timeout (ALTER ROLE of a role of the test's own) ends kept and held connections:
 # next connects get new working backends silently; a held one fails on use as plain libpq.
+# NO_VALGRIND: each SCRAM connect takes about a second under valgrind, so the held connections
+# would time out during the setup (and the run takes 30 s); the same discard paths run under
+# valgrind in fault_terminate and fault_restart_*.
 pqdedup_add_test(NAME fault_idle_session_timeout SOURCES test_fault_timeout.c ${_pqd_fu}
-                 ARGS idle-session LABELS faults)
+                 ARGS idle-session NO_VALGRIND LABELS faults)
 # Connects after an idle time just around the server's idle_session_timeout (200ms) never get
 # a connection the server is ending: every write works, as with plain libpq.
 # With PQDEDUP_CHECK_AFTER (100ms) below that timeout:
