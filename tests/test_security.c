@@ -212,8 +212,9 @@ static void expect_auth_failure(const char *conninfo, const char *what)
 
     snprintf(want, sizeof want, "password authentication failed for user \"%s\"", role_pw);
     CHECK(PQstatus(c) == CONNECTION_BAD && strstr(PQerrorMessage(c), want),
-          "%s: expected \"%s\", got %s", what, want,
-          PQstatus(c) == CONNECTION_OK ? "a working connection" : PQerrorMessage(c));
+          "%s: expected \"%s\", got %s (backend %d)", what, want,
+          PQstatus(c) == CONNECTION_OK ? "a working connection" : PQerrorMessage(c),
+          PQstatus(c) == CONNECTION_OK ? tu_backend_pid(c) : 0);
     PQfinish(c);
 }
 
@@ -250,9 +251,10 @@ static void test_lifetime(void)
     snprintf(old_ci, sizeof old_ci, "%s", tcp(sql));
     snprintf(sql, sizeof sql, "user=%s password=new_pw dbname=postgres", role_pw);
     snprintf(new_ci, sizeof new_ci, "%s", tcp(sql));
-    t0 = hq_now_ms();
     pid = connect_pid(old_ci, &c);
+    t0 = hq_now_ms(); /* the lifetime counts from the connect, which ended before this */
     REQUIRE(pid > 0, "old password: %s", PQerrorMessage(c));
+    printf("test_security: kept backend %d authenticated with the old password\n", pid);
     PQfinish(c);
     hq_wait_reset(pid);
     snprintf(sql, sizeof sql, "ALTER ROLE %s PASSWORD 'new_pw'", role_pw);
@@ -279,8 +281,8 @@ static void test_lifetime(void)
     setenv("PGPASSFILE", pgpass, 1);
     snprintf(sql, sizeof sql, "user=%s dbname=postgres", role_pw);
     snprintf(old_ci, sizeof old_ci, "%s", tcp(sql));
-    t0 = hq_now_ms();
     pid = connect_pid(old_ci, &c);
+    t0 = hq_now_ms();
     REQUIRE(pid > 0, ".pgpass with the right password: %s", PQerrorMessage(c));
     PQfinish(c);
     hq_wait_reset(pid);
