@@ -1,0 +1,90 @@
+# tests/matrix.cmake: the client matrix (tests/matrix/): each libpq client churns and leaks, plain and under the pqdedup launcher (docs/CLIENTS.md is the table).
+#
+# Each test is tests/matrix/run.sh CLIENT MODE EXPECT: the client program runs plain first (the
+# negative control: one backend per connect, or the server's refusal past max_connections),
+# then under the launcher, where EXPECT says what pqdedup does with it (reused, contained,
+# refused, passthrough, persistent; see run.sh). Both runs must answer every query, exit 0
+# with nothing on stderr, and leave no backend behind.
+# Registered NO_PRELOAD (the script preloads nothing into itself; the launcher does it for the
+# client) and NO_VALGRIND (the clients are python3, perl, php and ruby; the C ones are tiny and
+# the library's own C tests cover valgrind). Leak tests fill the server's slots: SERIAL.
+# In ASan/TSan builds only the C clients run; the interpreters cannot start with a sanitizer
+# runtime and libpq loaded, so their tests report "skipped" (run.sh says why).
+# Debian packages: python3-psycopg2 python3-psycopg libdbd-pg-perl php-cli php-pgsql ruby-pg.
+#
+# Clients pqdedup cannot see yet (PHP's pgsql/pdo_pgsql are loaded with RTLD_DEEPBIND, psycopg 3
+# and the dlopen C client take libpq's functions from dlsym) are "passthrough": they must work
+# exactly as plain libpq, and pqdedup must never reuse or share what they open.
+
+set(_pqd_matrix ${CMAKE_CURRENT_SOURCE_DIR}/matrix)
+
+# The C clients: one source, linked with -lpq, or dlopen()ing libpq.so.5 (not linked with it).
+add_executable(matrix_libpq ${_pqd_matrix}/matrix_libpq.c)
+target_link_libraries(matrix_libpq PRIVATE PkgConfig::LIBPQ)
+add_executable(matrix_libpq_dlopen ${_pqd_matrix}/matrix_libpq.c)
+target_compile_definitions(matrix_libpq_dlopen PRIVATE MATRIX_DLOPEN)
+target_include_directories(matrix_libpq_dlopen PRIVATE ${LIBPQ_INCLUDE_DIRS})
+target_link_libraries(matrix_libpq_dlopen PRIVATE ${CMAKE_DL_LIBS})
+
+# pqdedup_matrix_test(CLIENT MODE EXPECT [ENV ...]): registers matrix_<client>_<mode>.
+function(pqdedup_matrix_test client mode expect)
+  cmake_parse_arguments(M "" "SUFFIX" "ENV" ${ARGN})
+  string(REPLACE "-" "_" name "matrix_${client}_${mode}${M_SUFFIX}")
+  set(serial "")
+  if(mode STREQUAL "leak")
+    set(serial SERIAL)
+  endif()
+  pqdedup_add_test(NAME ${name} COMMAND bash ${_pqd_matrix}/run.sh ${client} ${mode} ${expect}
+                   ENV "MATRIX_C=$<TARGET_FILE:matrix_libpq>"
+                       "MATRIX_C_DLOPEN=$<TARGET_FILE:matrix_libpq_dlopen>" ${M_ENV}
+                   NO_PRELOAD NO_VALGRIND ${serial} TIMEOUT 120 LABELS matrix)
+  # run.sh exits 77 for an interpreter in a sanitizer build (see run.sh): reported as skipped.
+  set_tests_properties(${name} PROPERTIES SKIP_RETURN_CODE 77)
+endfunction()
+
+# C linked with -lpq (PQconnectdb/PQfinish bind to the preloaded library): reused, contained.
+pqdedup_matrix_test(c churn reused)
+pqdedup_matrix_test(c leak contained)
+# C with dlopen("libpq.so.5") + dlsym: pqdedup never sees PQconnectdb/PQfinish: as plain libpq.
+pqdedup_matrix_test(c-dlopen churn passthrough)
+pqdedup_matrix_test(c-dlopen leak passthrough)
+# ... and still as plain libpq with a per-key cap: a connection whose finish pqdedup cannot see
+# must not count against PQDEDUP_MAX_PER_KEY (else the 4th connect fails in pqdedup's words).
+pqdedup_matrix_test(c-dlopen churn passthrough SUFFIX _capped ENV "MATRIX_PQD_ENV=PQDEDUP_MAX_PER_KEY=3 PQDEDUP_MAX_WAIT=200ms")
+# ... and with PQDEDUP_SHARE_AFTER=3: a connection pqdedup cannot see being held must never be
+# handed to another connect (the program would get one PGconn twice and free it twice).
+pqdedup_matrix_test(c-dlopen leak passthrough SUFFIX _share_after ENV "MATRIX_PQD_ENV=PQDEDUP_SHARE_AFTER=3")
+
+# psycopg2 async connections (PQconnectStart + poll; nonblocking): reused; a leak is refused as
+# with plain libpq (an async connect learns of the refusal in PQconnectPoll, and nonblocking
+# connections are never shared).
+pqdedup_matrix_test(psycopg2-async churn reused)
+pqdedup_matrix_test(psycopg2-async leak refused)
+
+# psycopg 3, pure-Python implementation (ctypes: dlopen + dlsym), sync and asyncio.
+foreach(v sync asyncio)
+  pqdedup_matrix_test(psycopg3-${v} churn passthrough)
+  pqdedup_matrix_test(psycopg3-${v} leak passthrough)
+endforeach()
+
+# Perl DBD::Pg (RTLD_LOCAL extension linked with libpq; PQconnectdb): reused, contained.
+pqdedup_matrix_test(dbd-pg churn reused)
+pqdedup_matrix_test(dbd-pg leak contained)
+
+# PHP CLI: pgsql.so and pdo_pgsql.so are loaded with RTLD_DEEPBIND: pg_connect, async
+# pg_connect and PDO pass through; pg_pconnect is PHP's own one-connection pool.
+foreach(v connect async pdo)
+  pqdedup_matrix_test(php-${v} churn passthrough)
+  pqdedup_matrix_test(php-${v} leak passthrough)
+endforeach()
+# The same two settings with pg_connect (PHP frees every handle at exit: a PGconn handed out
+# twice is freed twice there).
+pqdedup_matrix_test(php-connect churn passthrough SUFFIX _capped ENV "MATRIX_PQD_ENV=PQDEDUP_MAX_PER_KEY=3 PQDEDUP_MAX_WAIT=200ms")
+pqdedup_matrix_test(php-connect leak passthrough SUFFIX _share_after ENV "MATRIX_PQD_ENV=PQDEDUP_SHARE_AFTER=3")
+pqdedup_matrix_test(php-pconnect churn persistent)
+pqdedup_matrix_test(php-pconnect leak persistent)
+
+# Ruby pg (RTLD_GLOBAL extension; PQconnectStart + poll, then libpq nonblocking mode): reused; a
+# leak is refused as with plain libpq (async connect, nonblocking: never shared).
+pqdedup_matrix_test(ruby churn reused)
+pqdedup_matrix_test(ruby leak refused)
