@@ -1,4 +1,5 @@
-/* launcher.c: `pqdedup [options] [--] command [args...]` runs a program with libpqdedup.so preloaded. */
+/* launcher.c: `pqdedup [options] [--] command [args...]` runs a program with libpqdedup.so preloaded
+ * and its loader auditor, libpqdedup-audit.so, in LD_AUDIT. */
 #define _GNU_SOURCE
 #include "settings.h"
 
@@ -19,7 +20,8 @@
 
 static const char usage_text[] =
     "Usage: pqdedup [options] [--] command [args...]\n"
-    "Runs command with libpqdedup.so preloaded: libpq connections it opens are kept\n"
+    "Runs command with libpqdedup.so preloaded (and libpqdedup-audit.so in LD_AUDIT,\n"
+    "for modules that bypass LD_PRELOAD): libpq connections it opens are kept\n"
     "open when it finishes them and handed back on its next connect with the same\n"
     "parameters, after a rollback and a reset; connections it never finishes are\n"
     "contained. Each option sets the environment variable named beside it.\n"
@@ -48,6 +50,9 @@ static const char usage_text[] =
     "      --log LEVEL           PQDEDUP_LOG: off, error, warn, info or debug (off)\n"
     "      --log-file PATH       PQDEDUP_LOG_FILE: append log lines here (stderr)\n"
     "      --stats               PQDEDUP_STATS=1: one line of counters at exit\n"
+    "      --no-audit            PQDEDUP_AUDIT=0: do not put libpqdedup-audit.so in\n"
+    "                            LD_AUDIT; modules loaded with RTLD_DEEPBIND and libpq\n"
+    "                            functions found with dlsym then use plain libpq\n"
     "  -h, --help                show this help and exit\n"
     "  -V, --version             show the version and exit\n"
     "\n"
@@ -79,6 +84,9 @@ static const struct launcher_option launcher_options[] = {
     { "stats", 1002, "PQDEDUP_STATS", false },
 };
 #define N_LAUNCHER_OPTIONS (sizeof launcher_options / sizeof launcher_options[0])
+
+/* --no-audit sets PQDEDUP_AUDIT=0, a value no launcher_options row gives. */
+#define OPTION_NO_AUDIT 1100
 
 static int usage_error(const char *fmt, const char *arg)
 {
@@ -123,6 +131,85 @@ static bool is_sanitizer_runtime(const char *entry, size_t len)
     return false;
 }
 
+/* Puts the auditor first in LD_AUDIT, keeping the entries that were there after it (one
+ * copy of ours only). First, because glibc hands a binding to the next auditor only after
+ * one that took it (elf/dl-audit.c). LD_AUDIT is split on ':' only. Returns 0 or an exit code. */
+static int prepend_audit(const char *auditor)
+{
+    const char *old = getenv("LD_AUDIT");
+    if (old == NULL)
+        old = "";
+    size_t size = strlen(auditor) + strlen(old) + 2;
+    char *audit = malloc(size);
+    if (audit == NULL) {
+        perror("pqdedup: setting LD_AUDIT");
+        return EXIT_LAUNCHER_FAILED;
+    }
+    size_t used = (size_t) snprintf(audit, size, "%s", auditor);
+    for (const char *entry = old; *entry != '\0';) {
+        size_t len = strcspn(entry, ":");
+        if (len > 0 && !(len == strlen(auditor) && strncmp(entry, auditor, len) == 0))
+            used += (size_t) snprintf(audit + used, size - used, ":%.*s", (int) len, entry);
+        entry += len + (entry[len] == ':');
+    }
+    int rc = setenv("LD_AUDIT", audit, 1);
+    free(audit);
+    if (rc != 0) {
+        perror("pqdedup: setting LD_AUDIT");
+        return EXIT_LAUNCHER_FAILED;
+    }
+    return 0;
+}
+
+/* With an auditor, glibc sets up thread-local storage before it loads the preloaded and
+ * needed libraries, so their static TLS must fit in a small surplus: the TSan and LSan
+ * runtimes' does not (768 and 55 KiB), and the program would not start. When one of them
+ * leads LD_PRELOAD, the surplus is raised through GLIBC_TUNABLES (unless it was set).
+ * Returns 0 or an exit code. */
+static int make_room_for_sanitizer_tls(void)
+{
+    const char *preload = getenv("LD_PRELOAD");
+    if (preload == NULL)
+        return 0;
+    preload += strspn(preload, ": ");
+    size_t len = strcspn(preload, ": ");
+    const char *base = preload;
+    for (size_t i = 0; i < len; i++)
+        if (preload[i] == '/')
+            base = preload + i + 1;
+    if (strncmp(base, "libtsan", 7) != 0 && strncmp(base, "liblsan", 7) != 0)
+        return 0;
+    const char *tunables = getenv("GLIBC_TUNABLES");
+    if (tunables != NULL && strstr(tunables, "glibc.rtld.optional_static_tls=") != NULL)
+        return 0;
+    char *value = NULL;
+    if (asprintf(&value, "%s%sglibc.rtld.optional_static_tls=2097152", tunables ? tunables : "",
+                 tunables && tunables[0] ? ":" : "") < 0 || setenv("GLIBC_TUNABLES", value, 1) != 0) {
+        perror("pqdedup: setting GLIBC_TUNABLES");
+        free(value);
+        return EXIT_LAUNCHER_FAILED;
+    }
+    free(value);
+    return 0;
+}
+
+/* The auditor beside the library that was found (so both are of one build), or NULL when
+ * it is missing: the library then works as plain LD_PRELOAD and says so at PQDEDUP_LOG=info.
+ * Returns a malloc'd path or NULL. */
+static char *find_auditor(const char *library)
+{
+    char *copy = strdup(library);
+    char *path = NULL;
+    if (copy != NULL && asprintf(&path, "%s/libpqdedup-audit.so", dirname(copy)) < 0)
+        path = NULL;
+    free(copy);
+    if (path != NULL && access(path, R_OK) != 0) {
+        free(path);
+        path = NULL;
+    }
+    return path;
+}
+
 /* Puts the library first in LD_PRELOAD, after any leading sanitizer runtimes,
  * keeping everything that was there. Returns 0 or an exit code. */
 static int prepend_preload(const char *library)
@@ -159,7 +246,7 @@ static int prepend_preload(const char *library)
 
 int main(int argc, char **argv)
 {
-    struct option long_options[N_LAUNCHER_OPTIONS + 3];
+    struct option long_options[N_LAUNCHER_OPTIONS + 4];
     char short_options[64] = "+hV";
     size_t n = 0;
     for (; n < N_LAUNCHER_OPTIONS; n++) {
@@ -173,6 +260,7 @@ int main(int argc, char **argv)
             short_options[len + 2] = '\0';
         }
     }
+    long_options[n++] = (struct option) { "no-audit", no_argument, NULL, OPTION_NO_AUDIT };
     long_options[n++] = (struct option) { "help", no_argument, NULL, 'h' };
     long_options[n++] = (struct option) { "version", no_argument, NULL, 'V' };
     long_options[n] = (struct option) { 0 };
@@ -187,6 +275,13 @@ int main(int argc, char **argv)
         if (c == 'V') {
             printf("pqdedup %s\n", PQDEDUP_VERSION);
             return 0;
+        }
+        if (c == OPTION_NO_AUDIT) {
+            if (setenv("PQDEDUP_AUDIT", "0", 1) != 0) {
+                perror("pqdedup: setenv");
+                return EXIT_LAUNCHER_FAILED;
+            }
+            continue;
         }
         const struct launcher_option *o = NULL;
         for (size_t i = 0; i < N_LAUNCHER_OPTIONS; i++)
@@ -215,6 +310,17 @@ int main(int argc, char **argv)
         return EXIT_LAUNCHER_FAILED;
     }
     int rc = prepend_preload(library);
+    /* The auditor, unless PQDEDUP_AUDIT (or --no-audit) turned it off. */
+    bool audit = true;
+    const char *audit_setting = getenv("PQDEDUP_AUDIT");
+    if (audit_setting != NULL && settings_parse_bool(audit_setting, &audit) != 0)
+        audit = true; /* a bad value: the library warns about it and uses the default */
+    char *auditor = rc == 0 && audit ? find_auditor(library) : NULL;
+    if (auditor != NULL)
+        rc = prepend_audit(auditor);
+    if (auditor != NULL && rc == 0)
+        rc = make_room_for_sanitizer_tls();
+    free(auditor);
     free(library);
     if (rc != 0)
         return rc;

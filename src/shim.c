@@ -1,5 +1,6 @@
 /* shim.c: the libpq functions pqdedup intercepts; everything else goes to libpq. */
 #define _GNU_SOURCE
+#include "gotsweep.h" /* loaders (issue 4) */
 #include "key.h"
 #include "log.h"
 #include "pool.h"
@@ -112,6 +113,14 @@ static PGconn *connect_through_pool(const struct connect_call *c)
 {
     int saved_errno = errno;
     inside_wrapper++;
+    /* Loaders (issue 4, gotsweep.h): slots of modules loaded since the last connect must reach
+     * these wrappers before a connection is handed out; when that failed, plain libpq. */
+    if (!gotsweep_if_needed()) {
+        stats_add(passthrough);
+        PGconn *plain = call_libpq(c);
+        inside_wrapper--;
+        return plain;
+    }
     char *key = key_for_call(c);
     PGconn *conn = NULL;
     struct grant grant = { .kind = GRANT_PASSTHROUGH };

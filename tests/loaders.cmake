@@ -1,0 +1,122 @@
+# tests/loaders.cmake: programs that bypass LD_PRELOAD (RTLD_DEEPBIND modules, dlsym on libpq, PHP, psycopg 3) reach pqdedup through the loader auditor (tests/loaders/).
+#
+# The C tests run with LD_AUDIT=libpqdedup-audit.so beside the usual LD_PRELOAD, and also
+# without it or with PQDEDUP_AUDIT=0 (plain libpq behaviour: no reuse). The scripts
+# (NO_PRELOAD, NO_VALGRIND: they run php and python3, and the launcher) run each client
+# plain, under the launcher and with --no-audit. Debian packages: php-cli php-pgsql
+# python3-psycopg. Sanitizer runtimes abort any dlopen with RTLD_DEEPBIND (PHP loads every
+# extension that way), so the DEEPBIND and PHP tests report themselves skipped (exit 77) in
+# ASan and TSan builds. Leak tests that fill the server's slots are SERIAL.
+
+set(_pqd_loaders ${CMAKE_CURRENT_SOURCE_DIR}/loaders)
+set(_pqd_audit "LD_AUDIT=$<TARGET_FILE:pqdedup_audit>")
+# With an auditor, glibc sets up TLS before it loads the program's libraries, so their static
+# TLS must fit in the surplus; the TSan runtime's (768 KiB) does not by default.
+set(_pqd_tls "")
+if(PQDEDUP_SANITIZE STREQUAL "thread")
+  set(_pqd_tls "GLIBC_TUNABLES=glibc.rtld.optional_static_tls=2097152")
+  list(APPEND _pqd_audit ${_pqd_tls})
+endif()
+# Under valgrind with an auditor, ld.so allocates some of its own data with its minimal malloc
+# before valgrind's takes over; glibc's exit-time __libc_freeres then frees it through
+# valgrind's free, which reports "Invalid free" for memory valgrind never handed out (seen in
+# free_mem and _dl_find_object_freeres). Not pqdedup's memory: skip that exit-time cleanup.
+list(APPEND _pqd_audit "VALGRIND_OPTS=--run-libc-freeres=no")
+
+# A module like PHP's pgsql.so, built three ways: lazy binding, -z now (as Debian builds PHP's
+# extensions), and -fno-plt (every libpq call through a GLOB_DAT slot, which only the GOT sweep
+# rewrites).
+foreach(_pqd_kind lazy now noplt)
+  add_library(loaders_module_${_pqd_kind} MODULE ${_pqd_loaders}/deep_module.c)
+  target_link_libraries(loaders_module_${_pqd_kind} PRIVATE PkgConfig::LIBPQ)
+  set_target_properties(loaders_module_${_pqd_kind} PROPERTIES PREFIX "")
+endforeach()
+target_link_options(loaders_module_lazy PRIVATE -Wl,-z,lazy)
+target_link_options(loaders_module_now PRIVATE -Wl,-z,now)
+target_compile_options(loaders_module_noplt PRIVATE -fno-plt)
+target_link_options(loaders_module_noplt PRIVATE -Wl,-z,now)
+
+# An auditor that audits nothing (controls.sh: the launcher keeps LD_AUDIT entries). Like ours,
+# it runs in the audit namespace, so it never gets the sanitizer flags.
+add_library(loaders_noop_audit MODULE ${_pqd_loaders}/noop_audit.c)
+set_target_properties(loaders_noop_audit PROPERTIES PREFIX "" COMPILE_OPTIONS "-Wall" LINK_OPTIONS "-nostdlib")
+
+# Every registration here gets the auditor's path.
+function(pqdedup_loaders_test)
+  pqdedup_add_test(${ARGN})
+  cmake_parse_arguments(L "" "NAME" "" ${ARGN})
+  set_property(TEST ${L_NAME} APPEND PROPERTY ENVIRONMENT "PQD_TEST_AUDIT=$<TARGET_FILE:pqdedup_audit>")
+  set_property(TEST ${L_NAME} PROPERTY SKIP_RETURN_CODE 77)
+  if(_pqd_tls)
+    set_property(TEST ${L_NAME} APPEND PROPERTY ENVIRONMENT "${_pqd_tls}")
+  endif()
+  set_property(TEST ${L_NAME} APPEND PROPERTY LABELS loaders)
+endfunction()
+
+# --- One list of wrapped names: intercepted.h, exports.map and the built library agree ---
+pqdedup_loaders_test(NAME loaders_exports
+  COMMAND bash ${_pqd_loaders}/check_exports.sh ${PROJECT_SOURCE_DIR}/src/exports.map
+          ${PROJECT_SOURCE_DIR}/src/intercepted.h $<TARGET_FILE:pqdedup_shim> $<TARGET_FILE:pqdedup_audit>
+  NO_PRELOAD NO_VALGRIND)
+
+# --- dlopen("libpq.so.5") + dlsym, as ctypes does -------------------------------------------
+# 200 cycles (half of them PQconnectStart + PQconnectPoll) on at most 2 backends; dlsym returns
+# the wrappers for wrapped names only.
+pqdedup_loaders_test(NAME loaders_dlsym_churn SOURCES test_loaders_dlsym.c
+  ARGS --cycles 200 --expect-max-pids 2 --expect-redirect yes ENV ${_pqd_audit})
+# Without the auditor, and with it turned off: plain libpq, one backend per cycle.
+pqdedup_loaders_test(NAME loaders_dlsym_no_auditor PROGRAM test_loaders_dlsym
+  ARGS --cycles 50 --expect-min-pids 50 --expect-redirect no)
+pqdedup_loaders_test(NAME loaders_dlsym_audit_off PROGRAM test_loaders_dlsym
+  ARGS --cycles 50 --expect-min-pids 50 --expect-redirect no ENV ${_pqd_audit} PQDEDUP_AUDIT=0)
+# Leaked (never finished) connections are contained: shared after 2 with PQDEDUP_SHARE_AFTER,
+# and past max_connections (40) with the default settings.
+pqdedup_loaders_test(NAME loaders_dlsym_leak PROGRAM test_loaders_dlsym
+  ARGS --leak 30 --expect-max-pids 2 ENV ${_pqd_audit} PQDEDUP_SHARE_AFTER=2)
+pqdedup_loaders_test(NAME loaders_dlsym_leak_past_max PROGRAM test_loaders_dlsym
+  ARGS --leak 60 --expect-max-pids 40 ENV ${_pqd_audit} SERIAL)
+
+# --- A module loaded with RTLD_DEEPBIND, as PHP loads pgsql.so ----------------------------------
+foreach(_pqd_kind now lazy)
+  set(_pqd_lazy "")
+  if(_pqd_kind STREQUAL "lazy")
+    set(_pqd_lazy --lazy)
+  endif()
+  pqdedup_loaders_test(NAME loaders_deepbind_churn_${_pqd_kind} SOURCES test_loaders_deepbind.c
+    ARGS --module $<TARGET_FILE:loaders_module_${_pqd_kind}> ${_pqd_lazy}
+         --cycles 200 --expect-max-pids 2 --expect-redirect yes ENV ${_pqd_audit})
+endforeach()
+# The program exports its own loaders_probe(), so a module call that left its deep scope
+# would find it (--symbols).
+set_target_properties(test_loaders_deepbind PROPERTIES ENABLE_EXPORTS ON)
+# -fno-plt: reached once a connect of anything else swept the module's slots (before that,
+# its calls go to libpq unseen: README, Loaders).
+pqdedup_loaders_test(NAME loaders_deepbind_churn_noplt PROGRAM test_loaders_deepbind
+  ARGS --module $<TARGET_FILE:loaders_module_noplt> --connect-first
+       --cycles 200 --expect-max-pids 2 --expect-redirect yes ENV ${_pqd_audit})
+# No other binding changes: the module's own loaders_probe() stays its own, PQstatus libpq's.
+pqdedup_loaders_test(NAME loaders_deepbind_symbols PROGRAM test_loaders_deepbind
+  ARGS --module $<TARGET_FILE:loaders_module_now> --symbols --cycles 10 --expect-redirect yes
+  ENV ${_pqd_audit})
+pqdedup_loaders_test(NAME loaders_deepbind_audit_off PROGRAM test_loaders_deepbind
+  ARGS --module $<TARGET_FILE:loaders_module_now> --symbols --cycles 50 --expect-min-pids 50
+       --expect-redirect no ENV ${_pqd_audit} PQDEDUP_AUDIT=0)
+pqdedup_loaders_test(NAME loaders_deepbind_leak PROGRAM test_loaders_deepbind
+  ARGS --module $<TARGET_FILE:loaders_module_now> --leak 30 --expect-max-pids 2
+  ENV ${_pqd_audit} PQDEDUP_SHARE_AFTER=2)
+pqdedup_loaders_test(NAME loaders_deepbind_leak_past_max PROGRAM test_loaders_deepbind
+  ARGS --module $<TARGET_FILE:loaders_module_lazy> --lazy --leak 60 --expect-max-pids 40
+  ENV ${_pqd_audit} SERIAL)
+
+# --- The launcher and programs that never use libpq --------------------------------------------
+pqdedup_loaders_test(NAME loaders_controls COMMAND bash ${_pqd_loaders}/controls.sh
+  ENV "PQD_LOADERS_DLSYM=$<TARGET_FILE:test_loaders_dlsym>"
+      "PQD_LOADERS_NOOP_AUDIT=$<TARGET_FILE:loaders_noop_audit>"
+  NO_PRELOAD NO_VALGRIND)
+
+# --- Real clients under the launcher: PHP CLI and psycopg 3 -----------------------------------
+foreach(_pqd_client php-connect php-async php-pconnect php-pdo psycopg3-sync psycopg3-asyncio)
+  string(REPLACE "-" "_" _pqd_name "loaders_${_pqd_client}")
+  pqdedup_loaders_test(NAME ${_pqd_name} COMMAND bash ${_pqd_loaders}/clients.sh ${_pqd_client}
+    NO_PRELOAD NO_VALGRIND TIMEOUT 180)
+endforeach()
