@@ -12,9 +12,10 @@
 # runtime and libpq loaded, so their tests report "skipped" (run.sh says why).
 # Debian packages: python3-psycopg2 python3-psycopg libdbd-pg-perl php-cli php-pgsql ruby-pg.
 #
-# Clients pqdedup cannot see yet (PHP's pgsql/pdo_pgsql are loaded with RTLD_DEEPBIND, psycopg 3
-# and the dlopen C client take libpq's functions from dlsym) are "passthrough": they must work
-# exactly as plain libpq, and pqdedup must never reuse or share what they open.
+# PHP's pgsql/pdo_pgsql (loaded with RTLD_DEEPBIND), psycopg 3 and the dlopen C client (libpq's
+# functions from dlsym) are reached through the launcher's loader auditor; with --no-audit
+# (PQDEDUP_AUDIT=0, as with LD_PRELOAD alone) they are "passthrough": they must work exactly as
+# plain libpq, and pqdedup must never reuse or share what they open.
 
 set(_pqd_matrix ${CMAKE_CURRENT_SOURCE_DIR}/matrix)
 
@@ -45,15 +46,23 @@ endfunction()
 # C linked with -lpq (PQconnectdb/PQfinish bind to the preloaded library): reused, contained.
 pqdedup_matrix_test(c churn reused)
 pqdedup_matrix_test(c leak contained)
-# C with dlopen("libpq.so.5") + dlsym: pqdedup never sees PQconnectdb/PQfinish: as plain libpq.
-pqdedup_matrix_test(c-dlopen churn passthrough)
-pqdedup_matrix_test(c-dlopen leak passthrough)
-# ... and still as plain libpq with a per-key cap: a connection whose finish pqdedup cannot see
-# must not count against PQDEDUP_MAX_PER_KEY (else the 4th connect fails in pqdedup's words).
-pqdedup_matrix_test(c-dlopen churn passthrough SUFFIX _capped ENV "MATRIX_PQD_ENV=PQDEDUP_MAX_PER_KEY=3 PQDEDUP_MAX_WAIT=200ms")
-# ... and with PQDEDUP_SHARE_AFTER=3: a connection pqdedup cannot see being held must never be
-# handed to another connect (the program would get one PGconn twice and free it twice).
-pqdedup_matrix_test(c-dlopen leak passthrough SUFFIX _share_after ENV "MATRIX_PQD_ENV=PQDEDUP_SHARE_AFTER=3")
+
+# C with dlopen("libpq.so.5") + dlsym: reached through the auditor: reused, contained.
+pqdedup_matrix_test(c-dlopen churn reused)
+pqdedup_matrix_test(c-dlopen leak contained)
+# Without the auditor (PQDEDUP_AUDIT=0) pqdedup sees only libpq's inner PQconnectStart, never the
+# finish: plain libpq behaviour ...
+set(_pqd_no_audit "MATRIX_PQD_ENV=PQDEDUP_AUDIT=0")
+pqdedup_matrix_test(c-dlopen churn passthrough SUFFIX _no_audit ENV "${_pqd_no_audit}")
+pqdedup_matrix_test(c-dlopen leak passthrough SUFFIX _no_audit ENV "${_pqd_no_audit}")
+# ... also with a per-key cap: a connection whose finish pqdedup cannot see must not count
+# against PQDEDUP_MAX_PER_KEY (else the 4th connect fails in pqdedup's words) ...
+pqdedup_matrix_test(c-dlopen churn passthrough SUFFIX _no_audit_capped
+                    ENV "MATRIX_PQD_ENV=PQDEDUP_AUDIT=0 PQDEDUP_MAX_PER_KEY=3 PQDEDUP_MAX_WAIT=200ms")
+# ... and with PQDEDUP_SHARE_AFTER=3: such a connection must never be handed to another connect
+# (the program would get one PGconn twice and free it twice).
+pqdedup_matrix_test(c-dlopen leak passthrough SUFFIX _no_audit_share_after
+                    ENV "MATRIX_PQD_ENV=PQDEDUP_AUDIT=0 PQDEDUP_SHARE_AFTER=3")
 
 # psycopg2 async connections (PQconnectStart + poll; nonblocking): reused; a leak is refused as
 # with plain libpq (an async connect learns of the refusal in PQconnectPoll, and nonblocking
@@ -61,28 +70,40 @@ pqdedup_matrix_test(c-dlopen leak passthrough SUFFIX _share_after ENV "MATRIX_PQ
 pqdedup_matrix_test(psycopg2-async churn reused)
 pqdedup_matrix_test(psycopg2-async leak refused)
 
-# psycopg 3, pure-Python implementation (ctypes: dlopen + dlsym), sync and asyncio.
+# psycopg 3, pure-Python implementation (ctypes: dlopen + dlsym; PQconnectStart + poll, then
+# nonblocking), sync and asyncio: reached through the auditor: reused; a leak is refused as
+# with plain libpq (async connect, nonblocking). Without the auditor: plain libpq.
 foreach(v sync asyncio)
-  pqdedup_matrix_test(psycopg3-${v} churn passthrough)
-  pqdedup_matrix_test(psycopg3-${v} leak passthrough)
+  pqdedup_matrix_test(psycopg3-${v} churn reused)
+  pqdedup_matrix_test(psycopg3-${v} leak refused)
+  pqdedup_matrix_test(psycopg3-${v} churn passthrough SUFFIX _no_audit ENV "${_pqd_no_audit}")
 endforeach()
 
 # Perl DBD::Pg (RTLD_LOCAL extension linked with libpq; PQconnectdb): reused, contained.
 pqdedup_matrix_test(dbd-pg churn reused)
 pqdedup_matrix_test(dbd-pg leak contained)
 
-# PHP CLI: pgsql.so and pdo_pgsql.so are loaded with RTLD_DEEPBIND: pg_connect, async
-# pg_connect and PDO pass through; pg_pconnect is PHP's own one-connection pool.
-foreach(v connect async pdo)
-  pqdedup_matrix_test(php-${v} churn passthrough)
-  pqdedup_matrix_test(php-${v} leak passthrough)
+# PHP CLI: pgsql.so and pdo_pgsql.so are loaded with RTLD_DEEPBIND, reached through the auditor.
+# pg_connect and PDO (PQconnectdb): reused, contained.
+foreach(v connect pdo)
+  pqdedup_matrix_test(php-${v} churn reused)
+  pqdedup_matrix_test(php-${v} leak contained)
 endforeach()
-# The same two settings with pg_connect (PHP frees every handle at exit: a PGconn handed out
-# twice is freed twice there).
-pqdedup_matrix_test(php-connect churn passthrough SUFFIX _capped ENV "MATRIX_PQD_ENV=PQDEDUP_MAX_PER_KEY=3 PQDEDUP_MAX_WAIT=200ms")
-pqdedup_matrix_test(php-connect leak passthrough SUFFIX _share_after ENV "MATRIX_PQD_ENV=PQDEDUP_SHARE_AFTER=3")
+# pg_connect with PGSQL_CONNECT_ASYNC (PQconnectStart + pg_connect_poll): reused; a leak is
+# refused as with plain libpq (the refusal arrives in PQconnectPoll).
+pqdedup_matrix_test(php-async churn reused)
+pqdedup_matrix_test(php-async leak refused)
+# pg_pconnect is PHP's own one-connection-per-string pool: one backend either way.
 pqdedup_matrix_test(php-pconnect churn persistent)
 pqdedup_matrix_test(php-pconnect leak persistent)
+# Without the auditor: plain libpq, also with a cap or SHARE_AFTER (PHP frees every handle at
+# exit: a PGconn handed out twice is freed twice there).
+pqdedup_matrix_test(php-connect churn passthrough SUFFIX _no_audit ENV "${_pqd_no_audit}")
+pqdedup_matrix_test(php-connect leak passthrough SUFFIX _no_audit ENV "${_pqd_no_audit}")
+pqdedup_matrix_test(php-connect churn passthrough SUFFIX _no_audit_capped
+                    ENV "MATRIX_PQD_ENV=PQDEDUP_AUDIT=0 PQDEDUP_MAX_PER_KEY=3 PQDEDUP_MAX_WAIT=200ms")
+pqdedup_matrix_test(php-connect leak passthrough SUFFIX _no_audit_share_after
+                    ENV "MATRIX_PQD_ENV=PQDEDUP_AUDIT=0 PQDEDUP_SHARE_AFTER=3")
 
 # Ruby pg (RTLD_GLOBAL extension; PQconnectStart + poll, then libpq nonblocking mode): reused; a
 # leak is refused as with plain libpq (async connect, nonblocking: never shared).
