@@ -9,7 +9,10 @@
 #include "sql_class.h"
 #include "stats.h"
 
+#include <dlfcn.h>
 #include <errno.h>
+#include <link.h>
+#include <stdint.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -24,6 +27,43 @@ static __thread int inside_wrapper;
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 static bool pooling_on;
 
+/* Where libpq's own code is mapped: a PQconnectStart* called from there is libpq's
+ * inner call of a connect pqdedup did not see (a DEEPBIND module or a dlsym'd
+ * PQconnectdb without the auditor), whose PQfinish it will not see either. */
+static uintptr_t libpq_text_start, libpq_text_end;
+
+/* dl_iterate_phdr callback: records the executable segment of the object whose
+ * base is *data. Returns 1 to stop once found. */
+static int find_libpq_text(struct dl_phdr_info *info, size_t size, void *data)
+{
+    (void) size;
+    if ((uintptr_t) info->dlpi_addr != *(uintptr_t *) data)
+        return 0;
+    for (int i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        if (ph->p_type == PT_LOAD && (ph->p_flags & PF_X)) {
+            libpq_text_start = info->dlpi_addr + ph->p_vaddr;
+            libpq_text_end = libpq_text_start + ph->p_memsz;
+        }
+    }
+    return 1;
+}
+
+static void locate_libpq(void)
+{
+    Dl_info info;
+    if (dladdr((void *) real.PQconnectStart, &info) != 0 && info.dli_fbase != NULL) {
+        uintptr_t base = (uintptr_t) info.dli_fbase;
+        dl_iterate_phdr(find_libpq_text, &base);
+    }
+}
+
+/* True when `caller` (a return address) is inside libpq. */
+static bool called_from_libpq(const void *caller)
+{
+    return (uintptr_t) caller >= libpq_text_start && (uintptr_t) caller < libpq_text_end;
+}
+
 /* Reads the settings, finds libpq, arms fork and exit handling. On any problem
  * pqdedup stays a pure pass-through. */
 static void shim_init(void)
@@ -37,6 +77,7 @@ static void shim_init(void)
         log_msg(LOG_INFO, "PQDEDUP_DISABLE is set; passing every call through");
         return;
     }
+    locate_libpq();
     pool_init();
     pooling_on = true;
     log_msg(LOG_INFO, "pooling on: keep_per_key=%d share_after=%d max_per_key=%d reset_query=%s",
@@ -174,7 +215,8 @@ EXPORT PGconn *PQconnectdb(const char *conninfo)
 EXPORT PGconn *PQconnectStart(const char *conninfo)
 {
     struct connect_call c = { .shape = CALL_CONNINFO, .blocking = false, .conninfo = conninfo };
-    return intercepting() ? connect_through_pool(&c) : real.PQconnectStart(conninfo);
+    bool inner = called_from_libpq(__builtin_return_address(0));
+    return intercepting() && !inner ? connect_through_pool(&c) : real.PQconnectStart(conninfo);
 }
 
 EXPORT PGconn *PQconnectdbParams(const char *const *keywords, const char *const *values, int expand_dbname)
@@ -188,8 +230,9 @@ EXPORT PGconn *PQconnectStartParams(const char *const *keywords, const char *con
 {
     struct connect_call c = { .shape = CALL_ARRAYS, .blocking = false, .keywords = keywords,
                               .values = values, .expand_dbname = expand_dbname };
-    return intercepting() ? connect_through_pool(&c)
-                          : real.PQconnectStartParams(keywords, values, expand_dbname);
+    bool inner = called_from_libpq(__builtin_return_address(0));
+    return intercepting() && !inner ? connect_through_pool(&c)
+                                    : real.PQconnectStartParams(keywords, values, expand_dbname);
 }
 
 EXPORT PGconn *PQsetdbLogin(const char *pghost, const char *pgport, const char *pgoptions,
