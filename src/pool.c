@@ -599,6 +599,24 @@ bool pool_finish(PGconn *conn)
     return true;
 }
 
+int pool_close_all_kept(void)
+{
+    struct pooled_conn *to_close = NULL;
+    int n = 0;
+    lock_pool();
+    struct pool_bucket *b, *btmp;
+    HASH_ITER(hh, buckets, b, btmp) {
+        while (b->kept != NULL) {
+            push_to_close(&to_close, b->kept->prev);
+            n++;
+        }
+        bucket_drop_if_unused(b);
+    }
+    pthread_mutex_unlock(&pool_lock);
+    close_detached_list(to_close);
+    return n;
+}
+
 void pool_mark_dirty(PGconn *conn)
 {
     lock_pool();

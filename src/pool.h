@@ -40,6 +40,10 @@ PGconn *pool_opened(struct grant *grant, PGconn *conn, bool completed);
  * caller must give it to libpq's PQfinish; true when the pool took care of it. */
 bool pool_finish(PGconn *conn);
 
+/* Closes every kept (idle) connection of this process, of any key, so the server
+ * has their slots back. Returns how many were closed. */
+int pool_close_all_kept(void);
+
 /* Marks a pooled connection as having run SQL that may change session state: with
  * PQDEDUP_RESET=dirty, its next finish runs the reset query. */
 void pool_mark_dirty(PGconn *conn);

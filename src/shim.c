@@ -5,6 +5,7 @@
 #include "log.h"
 #include "pool.h"
 #include "real.h"
+#include "session.h"
 #include "settings.h"
 #include "sql_class.h"
 #include "stats.h"
@@ -17,6 +18,7 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 
 #define EXPORT __attribute__((visibility("default")))
 
@@ -197,6 +199,19 @@ static PGconn *connect_through_pool(const struct connect_call *c)
         break;
     case GRANT_OPEN:
         conn = call_libpq(c);
+        /* Idle kept connections must never cost the app a connection plain libpq
+         * would have had: on a refusal for lack of slots, give theirs back and
+         * retry while the closed backends exit. */
+        if (c->blocking && conn != NULL && PQstatus(conn) == CONNECTION_BAD &&
+            session_refused_for_slots(conn) && pool_close_all_kept() > 0) {
+            for (int attempt = 0; attempt < 10 && PQstatus(conn) == CONNECTION_BAD &&
+                                  session_refused_for_slots(conn); attempt++) {
+                real.PQfinish(conn);
+                if (attempt > 0)
+                    nanosleep(&(struct timespec) { .tv_nsec = 20 * 1000 * 1000 }, NULL);
+                conn = call_libpq(c);
+            }
+        }
         saved_errno = errno;
         conn = pool_opened(&grant, conn, c->blocking);
         errno = saved_errno;
