@@ -42,6 +42,8 @@ struct pooled_conn {
     bool dirty;                   /* PQDEDUP_RESET=dirty: a holder sent SQL that can change
                                      session state */
     uint64_t parameters_at_hand_out; /* session_parameters_fingerprint() when handed out */
+    bool idle_limit_known;        /* server_idle_limit_ns has been read */
+    int64_t server_idle_limit_ns; /* the session's idle_session_timeout (0 = none) */
     int64_t opened_ns, kept_ns;
     uint64_t handed_seq;          /* when it was last handed out */
     struct pooled_conn *prev, *next; /* on held or kept list */
@@ -450,13 +452,20 @@ void pool_acquire(const char *key, struct grant *grant)
     for (;;) {
         if ((pc = pick_kept(b, &to_close)) != NULL) {
             /* A key that asked for a kind of server re-checks it on every reuse. */
-            bool check = monotonic_ns() - pc->kept_ns >= settings.check_after_ns || b->target[0] != '\0';
+            /* A server that ends idle sessions gets a round trip (which restarts its
+             * idle clock) once half its timeout has passed. */
+            int64_t idle = monotonic_ns() - pc->kept_ns;
+            bool check = idle >= settings.check_after_ns || b->target[0] != '\0' ||
+                         (pc->server_idle_limit_ns > 0 && idle >= pc->server_idle_limit_ns / 2);
             b->waiters++; /* keeps the bucket while unlocked */
             pthread_mutex_unlock(&pool_lock);
             const char *reset_query = pc->reset_needed ? settings.reset_query : "";
             bool usable = session_finish_reset(pc->conn, pc->pending, reset_query, check,
                                                settings.check_timeout_ns, &pc->server_closing) &&
                           session_looks_alive(pc->conn) && session_matches_target(pc->conn, b->target);
+            if (usable && !pc->idle_limit_known)
+                usable = pc->idle_limit_known = session_read_idle_timeout(
+                    pc->conn, settings.check_timeout_ns, &pc->server_idle_limit_ns);
             pthread_mutex_lock(&pool_lock);
             b->waiters--;
             if (usable) {

@@ -4,6 +4,7 @@
 #include "log.h"
 #include "clock.h"
 #include "real.h"
+#include "settings.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -193,6 +194,30 @@ bool session_matches_target(PGconn *conn, const char *target)
     if (strcmp(target, "standby") == 0 || strcmp(target, "prefer-standby") == 0)
         return standby; /* a kept primary would keep a prefer-standby client off a standby */
     return false;       /* a value this libpq did not have: let libpq choose again */
+}
+
+bool session_read_idle_timeout(PGconn *conn, int64_t timeout_ns, int64_t *out_ns)
+{
+    if (real.PQsendQuery(conn, "SHOW idle_session_timeout") != 1)
+        return false;
+    int64_t deadline = monotonic_ns() + timeout_ns;
+    bool ok = true;
+    *out_ns = 1;
+    for (;;) {
+        if (!wait_for_result(conn, deadline))
+            return false;
+        PGresult *res = PQgetResult(conn);
+        if (res == NULL)
+            break;
+        if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
+            if (settings_parse_duration(PQgetvalue(res, 0, 0), out_ns) != 0)
+                *out_ns = 1;
+        } else {
+            ok = false;
+        }
+        PQclear(res);
+    }
+    return ok && PQstatus(conn) == CONNECTION_OK && PQtransactionStatus(conn) == PQTRANS_IDLE;
 }
 
 uint64_t session_parameters_fingerprint(PGconn *conn)

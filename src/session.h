@@ -66,6 +66,12 @@ bool session_is_shareable(PGconn *conn);
  * trip, which makes the server apply a pending configuration reload and report. */
 bool session_matches_target(PGconn *conn, const char *target_session_attrs);
 
+/* Reads the session's idle_session_timeout with one round trip (at most
+ * timeout_ns) into *out_ns (0 = none). Returns false when the round trip failed:
+ * the connection must then be closed. A value it cannot parse reads as 1 ns, so
+ * the connection is checked before every reuse. */
+bool session_read_idle_timeout(PGconn *conn, int64_t timeout_ns, int64_t *out_ns);
+
 /* A fingerprint of every parameter the server reports when it changes (client
  * encoding, DateStyle, TimeZone, session_authorization, is_superuser, ...): a
  * different value at finish means the session was changed in ways pqdedup did not
