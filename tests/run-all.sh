@@ -21,7 +21,8 @@ cd "$ROOT"
 ALL_FLAVOURS=(plain address thread valgrind)
 VALGRIND_WRAPPER="valgrind;--error-exitcode=99;--leak-check=full;--errors-for-leak-kinds=definite;--track-fds=no;--num-callers=30"
 PACKAGES=(postgresql postgresql-15 libpq-dev uthash-dev cmake make gcc libc6-dev pkg-config
-          valgrind openssl python3-psycopg2 pgbouncer)
+          valgrind openssl python3-psycopg2 pgbouncer python3-psycopg libdbd-pg-perl php-cli
+          php-pgsql ruby ruby-pg clang libclang-rt-14-dev)
 
 say() { echo "run-all: $*"; }
 die() { echo "run-all: ERROR: $*" >&2; exit 1; }
@@ -145,6 +146,17 @@ for f in "${flavours[@]}"; do
     overall=1
   fi
 done
+
+# A short fuzz run of the key builder (libFuzzer; no server needed).
+if [[ ${#flavours[@]} -eq ${#ALL_FLAVOURS[@]} ]]; then
+  if "$ROOT/tests/fuzz/run.sh" --seconds 60; then
+    summary[fuzz]="passed (60 s)"
+  else
+    summary[fuzz]="FAILED (see build/fuzz/artifacts)"
+    overall=1
+  fi
+  flavours+=(fuzz)
+fi
 
 say "===== summary ====="
 for f in "${flavours[@]}"; do
