@@ -501,6 +501,11 @@ PGconn *pool_opened(struct grant *grant, PGconn *conn, bool completed)
     bool failed = conn == NULL || PQstatus(conn) == CONNECTION_BAD;
     bool refused_for_slots = failed && completed && conn != NULL && session_refused_for_slots(conn);
     struct pooled_conn *pc = failed ? NULL : calloc(1, sizeof *pc);
+    /* A blocking connect is complete: learn the server's idle_session_timeout now,
+     * beside the connect's own cost, so no reuse needs a round trip for it. */
+    if (pc != NULL && completed)
+        pc->idle_limit_known = session_read_idle_timeout(conn, settings.check_timeout_ns,
+                                                         &pc->server_idle_limit_ns);
 
     lock_pool();
     if (pc != NULL) {
