@@ -159,23 +159,6 @@ static void raise_notice(PGconn *conn, const char *tag)
     exec_ok(conn, sql);
 }
 
-static PGconn *connect_ok(void)
-{
-    PGconn *c = PQconnectdb(tu_conninfo(""));
-
-    REQUIRE(PQstatus(c) == CONNECTION_OK, "connect: %s", PQerrorMessage(c));
-    return c;
-}
-
-static PGconn *first_holder(int *pid)
-{
-    PGconn *c = connect_ok();
-
-    *pid = tu_backend_pid(c);
-    REQUIRE(*pid > 0, "pg_backend_pid: %s", PQerrorMessage(c));
-    return c;
-}
-
 /* The next holder on the first holder's backend (REQUIREd; see test_state_session.c: a
  * spare handed out while the reset is in flight is held, and the connect repeated).
  * If connect_msg is given, it gets PQerrorMessage as it was right after the connect,
@@ -188,7 +171,7 @@ static PGconn *next_holder(const char *scenario, int pid, char **connect_msg)
     char *msg;
 
     for (;;) {
-        c = connect_ok();
+        c = tu_connect_ok();
         msg = strdup(PQerrorMessage(c));
         REQUIRE(msg != NULL, "out of memory");
         pid2 = tu_backend_pid(c);
@@ -221,7 +204,7 @@ static void test_notice_hook(bool receiver)
 {
     const char *what = receiver ? "notice receiver" : "notice processor";
     int pid;
-    PGconn *c = first_holder(&pid);
+    PGconn *c = tu_first_holder(&pid);
     struct canary *k = new_canary();
     long before;
     char *out;
@@ -267,7 +250,7 @@ static void test_hook_after_kill(void)
 {
     char sql[96];
     int pid, pid2, waited;
-    PGconn *c = first_holder(&pid);
+    PGconn *c = tu_first_holder(&pid);
     struct canary *k = new_canary();
     long before;
     char *out, *v;
@@ -310,7 +293,7 @@ static void test_hook_after_kill(void)
 static void test_nonblocking(void)
 {
     int pid;
-    PGconn *c = first_holder(&pid);
+    PGconn *c = tu_first_holder(&pid);
 
     REQUIRE(PQsetnonblocking(c, 1) == 0 && PQisnonblocking(c) == 1, "PQsetnonblocking(1)");
     PQfinish(c);
@@ -326,7 +309,7 @@ static void test_nonblocking(void)
 static void test_verbosity(void)
 {
     int pid;
-    PGconn *c = first_holder(&pid);
+    PGconn *c = tu_first_holder(&pid);
     char *msg, *ref;
 
     PQsetErrorVerbosity(c, PQERRORS_VERBOSE);
@@ -352,7 +335,7 @@ static void test_context_visibility(void)
 {
     const char *sql = "DO $$BEGIN RAISE EXCEPTION 'pqd-state-boom'; END$$";
     int pid;
-    PGconn *c = first_holder(&pid);
+    PGconn *c = tu_first_holder(&pid);
     char *msg, *ref;
 
     PQsetErrorContextVisibility(c, PQSHOW_CONTEXT_NEVER);
@@ -385,7 +368,7 @@ static void test_trace(void)
 {
     char path[96];
     int pid;
-    PGconn *c = first_holder(&pid);
+    PGconn *c = tu_first_holder(&pid);
     FILE *f;
     long s1, s2, s3;
 
@@ -421,7 +404,7 @@ static void test_trace(void)
 static void test_error_message(void)
 {
     int pid;
-    PGconn *c = first_holder(&pid);
+    PGconn *c = tu_first_holder(&pid);
     char *msg, *fresh_msg;
     PGconn *f;
 

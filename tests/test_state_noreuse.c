@@ -39,23 +39,6 @@ static bool exec_ok(PGconn *conn, const char *sql)
     return ok;
 }
 
-static PGconn *connect_ok(void)
-{
-    PGconn *c = PQconnectdb(tu_conninfo(""));
-
-    REQUIRE(PQstatus(c) == CONNECTION_OK, "connect: %s", PQerrorMessage(c));
-    return c;
-}
-
-static PGconn *first_holder(int *pid)
-{
-    PGconn *c = connect_ok();
-
-    *pid = tu_backend_pid(c);
-    REQUIRE(*pid > 0, "pg_backend_pid: %s", PQerrorMessage(c));
-    return c;
-}
-
 /* Is backend pid still in pg_stat_activity? Waits up to timeout_ms for it to go. */
 static bool backend_lingers(int pid, int timeout_ms)
 {
@@ -85,8 +68,8 @@ static void check_not_reused(const char *what, int pid)
     int pa, pb;
 
     nap_ms(50); /* had it been kept, its reset would be complete: it would be handed out */
-    a = connect_ok();
-    b = connect_ok();
+    a = tu_connect_ok();
+    b = tu_connect_ok();
     pa = tu_backend_pid(a);
     pb = tu_backend_pid(b);
 
@@ -106,14 +89,14 @@ static void check_not_reused(const char *what, int pid)
 static void test_control_reused(void)
 {
     int pid, i, p2 = -1;
-    PGconn *c = first_holder(&pid);
+    PGconn *c = tu_first_holder(&pid);
     PGconn *extra[8];
     int nextra = 0;
 
     PQfinish(c);
     /* A spare may come first while the reset is in flight: hold it and try again. */
     for (i = 0; i < 8; i++) {
-        c = connect_ok();
+        c = tu_connect_ok();
         p2 = tu_backend_pid(c);
         if (p2 == pid)
             break;
@@ -131,7 +114,7 @@ static void test_control_reused(void)
 static void test_mid_query(void)
 {
     int pid;
-    PGconn *c = first_holder(&pid);
+    PGconn *c = tu_first_holder(&pid);
 
     REQUIRE(PQsendQuery(c, "SELECT pg_sleep(1)") == 1, "PQsendQuery: %s", PQerrorMessage(c));
     REQUIRE(PQisBusy(c) == 1, "a query is in flight");
@@ -143,7 +126,7 @@ static void test_mid_query(void)
 static void test_pipeline_pending(void)
 {
     int pid;
-    PGconn *c = first_holder(&pid);
+    PGconn *c = tu_first_holder(&pid);
 
     REQUIRE(PQenterPipelineMode(c) == 1, "PQenterPipelineMode: %s", PQerrorMessage(c));
     REQUIRE(PQsendQueryParams(c, "SELECT 1", 0, NULL, NULL, NULL, NULL, 0) == 1,
@@ -157,7 +140,7 @@ static void test_pipeline_pending(void)
 static void test_pipeline_idle(void)
 {
     int pid, syncs = 0, guard = 0;
-    PGconn *c = first_holder(&pid);
+    PGconn *c = tu_first_holder(&pid);
     PGresult *res;
 
     REQUIRE(PQenterPipelineMode(c) == 1, "PQenterPipelineMode: %s", PQerrorMessage(c));
@@ -181,7 +164,7 @@ static void test_copy_in(void)
 {
     char sql[128];
     int pid;
-    PGconn *c = first_holder(&pid);
+    PGconn *c = tu_first_holder(&pid);
     PGresult *res;
     char *v;
 
@@ -203,7 +186,7 @@ static void test_copy_in(void)
 static void test_copy_out(void)
 {
     int pid;
-    PGconn *c = first_holder(&pid);
+    PGconn *c = tu_first_holder(&pid);
     PGresult *res;
 
     res = PQexec(c, "COPY (SELECT generate_series(1, 100000)) TO STDOUT");
@@ -237,7 +220,7 @@ static void test_event_proc(void)
 {
     static struct event_counts n;
     int pid;
-    PGconn *c = first_holder(&pid);
+    PGconn *c = tu_first_holder(&pid);
 
     REQUIRE(PQregisterEventProc(c, event_proc, "pqd_state_events", &n) == 1,
             "PQregisterEventProc");

@@ -96,25 +96,6 @@ static void nap_ms(int ms)
     nanosleep(&t, NULL);
 }
 
-/* A connection with this test's parameters (all share one key), REQUIREd to be OK. */
-static PGconn *connect_ok(void)
-{
-    PGconn *c = PQconnectdb(tu_conninfo(""));
-
-    REQUIRE(PQstatus(c) == CONNECTION_OK, "connect: %s", PQerrorMessage(c));
-    return c;
-}
-
-/* The first holder of a scenario: a connection and its backend pid. */
-static PGconn *first_holder(int *pid)
-{
-    PGconn *c = connect_ok();
-
-    *pid = tu_backend_pid(c);
-    REQUIRE(*pid > 0, "pg_backend_pid: %s", PQerrorMessage(c));
-    return c;
-}
-
 /* The next holder: a connection with the same parameters on the same backend as the
  * first holder (REQUIREd: without reuse the scenario proves nothing), idle and outside
  * any transaction. The pool may hand out a spare while the first holder's reset is still
@@ -127,7 +108,7 @@ static PGconn *next_holder(const char *scenario, int pid)
     PGconn *c;
 
     for (;;) {
-        c = connect_ok();
+        c = tu_connect_ok();
         REQUIRE(PQtransactionStatus(c) == PQTRANS_IDLE, "%s: a new holder's transaction status "
                 "is %d, expected PQTRANS_IDLE (%d)", scenario, (int) PQtransactionStatus(c),
                 PQTRANS_IDLE);
@@ -177,7 +158,7 @@ static void test_open_transaction(void)
 {
     char sql[160];
     int pid;
-    PGconn *c = first_holder(&pid);
+    PGconn *c = tu_first_holder(&pid);
     char *v;
 
     exec_ok(c, "BEGIN");
@@ -208,7 +189,7 @@ static void test_aborted_transaction(void)
 {
     char sql[160];
     int pid;
-    PGconn *c = first_holder(&pid);
+    PGconn *c = tu_first_holder(&pid);
     PGresult *res;
     char *v;
 
@@ -235,7 +216,7 @@ static void test_aborted_transaction(void)
 static void test_settings(void)
 {
     int pid;
-    PGconn *c = first_holder(&pid);
+    PGconn *c = tu_first_holder(&pid);
     char *wm0 = value_of(c, "SHOW work_mem");
     char *st0 = value_of(c, "SHOW statement_timeout");
     char *sp0 = value_of(c, "SHOW search_path");
@@ -270,7 +251,7 @@ static void test_settings(void)
 static void test_client_encoding(void)
 {
     int pid;
-    PGconn *c = first_holder(&pid);
+    PGconn *c = tu_first_holder(&pid);
     int enc0 = PQclientEncoding(c);
     char *srv0 = value_of(c, "SHOW client_encoding");
     char *srv;
@@ -299,7 +280,7 @@ static void test_client_encoding(void)
 static void test_prepare(void)
 {
     int pid;
-    PGconn *c = first_holder(&pid);
+    PGconn *c = tu_first_holder(&pid);
     PGresult *res;
     char *n;
     bool again_ok;
@@ -355,7 +336,7 @@ static int drain_notifies(PGconn *conn)
 static void test_listen(void)
 {
     int pid, got = 0, i;
-    PGconn *c = first_holder(&pid);
+    PGconn *c = tu_first_holder(&pid);
     char *n;
 
     exec_ok(c, "LISTEN pqd_state_chan");
@@ -380,7 +361,7 @@ static void test_listen(void)
 static void test_queued_notification(void)
 {
     int pid;
-    PGconn *c = first_holder(&pid);
+    PGconn *c = tu_first_holder(&pid);
 
     exec_ok(c, "LISTEN pqd_state_q");
     exec_ok(tu_observer(), "NOTIFY pqd_state_q, 'queued before finish'");
@@ -400,7 +381,7 @@ static void test_queued_notification(void)
 static void test_unread_notification(void)
 {
     int pid, pid2;
-    PGconn *c = first_holder(&pid);
+    PGconn *c = tu_first_holder(&pid);
 
     exec_ok(c, "LISTEN pqd_state_u");
     exec_ok(tu_observer(), "NOTIFY pqd_state_u, 'unread at finish'");
@@ -408,7 +389,7 @@ static void test_unread_notification(void)
     PQfinish(c);
 
     if (mode == MODE_NONE) {
-        c = connect_ok();
+        c = tu_connect_ok();
         pid2 = tu_backend_pid(c);
     } else {
         c = next_holder("unread notification", pid);
@@ -424,7 +405,7 @@ static void test_unread_notification(void)
 static void test_temp_table(void)
 {
     int pid;
-    PGconn *c = first_holder(&pid);
+    PGconn *c = tu_first_holder(&pid);
     char *v;
 
     exec_ok(c, "CREATE TEMP TABLE pqd_state_tmp (x int)");
@@ -447,7 +428,7 @@ static void test_advisory_lock(void)
     long key = 770000 + (long) getpid();
     char sql[128];
     int pid;
-    PGconn *c = first_holder(&pid);
+    PGconn *c = tu_first_holder(&pid);
     char *v;
 
     snprintf(sql, sizeof sql, "SELECT pg_advisory_lock(%ld)", key);
@@ -472,7 +453,7 @@ static void test_set_role(void)
 {
     char sql[128];
     int pid;
-    PGconn *c = first_holder(&pid);
+    PGconn *c = tu_first_holder(&pid);
     char *login = value_of(c, "SELECT current_user");
     char *cu, *su;
 
@@ -500,7 +481,7 @@ static void test_session_authorization(void)
 {
     char sql[128];
     int pid;
-    PGconn *c = first_holder(&pid);
+    PGconn *c = tu_first_holder(&pid);
     char *login = value_of(c, "SELECT session_user");
     char *cu, *su;
 
@@ -527,7 +508,7 @@ static void test_session_authorization(void)
 static void test_hold_cursor(void)
 {
     int pid;
-    PGconn *c = first_holder(&pid);
+    PGconn *c = tu_first_holder(&pid);
     char *v;
 
     exec_ok(c, "DECLARE pqd_state_cur CURSOR WITH HOLD FOR SELECT generate_series(1, 3)");
@@ -548,7 +529,7 @@ static void test_hold_cursor(void)
 static void test_reuse_happens(void)
 {
     int pid;
-    PGconn *c = first_holder(&pid);
+    PGconn *c = tu_first_holder(&pid);
 
     PQfinish(c);
     c = next_holder("plain reuse", pid);

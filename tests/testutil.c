@@ -252,3 +252,20 @@ long tu_scaled(long n)
 
     return (n > 0 && v < 1) ? 1 : v;
 }
+
+PGconn *tu_connect_ok(void)
+{
+    PGconn *c = PQconnectdb(tu_conninfo(""));
+
+    REQUIRE(PQstatus(c) == CONNECTION_OK, "connect: %s", PQerrorMessage(c));
+    return c;
+}
+
+PGconn *tu_first_holder(int *pid)
+{
+    PGconn *c = tu_connect_ok();
+
+    *pid = tu_backend_pid(c);
+    REQUIRE(*pid > 0, "pg_backend_pid: %s", PQerrorMessage(c));
+    return c;
+}

@@ -75,4 +75,11 @@ char *tu_query_value(PGconn *conn, const char *sql);
 double tu_scale(void);
 long tu_scaled(long n);
 
+/* A connection with tu_conninfo("") (this test's one key), REQUIREd to be OK.
+ * The caller finishes it. */
+PGconn *tu_connect_ok(void);
+
+/* tu_connect_ok() and its backend pid into *pid (REQUIREd > 0): a scenario's first holder. */
+PGconn *tu_first_holder(int *pid);
+
 #endif
