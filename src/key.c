@@ -20,8 +20,18 @@ extern char **environ;
 struct buf {
     char *data;
     size_t len, cap;
-    bool failed; /* out of memory: the result must not be used */
+    bool failed;   /* out of memory: the result must not be used */
+    bool borrowed; /* data is the caller's storage: moved to the heap when it grows */
 };
+
+/* A buffer that starts in `storage` (an array), so a short one needs no malloc. */
+#define BUF_IN(storage) { .data = (storage), .cap = sizeof(storage), .borrowed = true }
+
+static void buf_release(struct buf *b)
+{
+    if (!b->borrowed)
+        free(b->data);
+}
 
 static void buf_add(struct buf *b, const char *bytes, size_t n)
 {
@@ -31,11 +41,14 @@ static void buf_add(struct buf *b, const char *bytes, size_t n)
         size_t cap = b->cap ? b->cap : 256;
         while (cap < b->len + n + 1)
             cap *= 2;
-        char *grown = realloc(b->data, cap);
+        char *grown = b->borrowed ? malloc(cap) : realloc(b->data, cap);
         if (grown == NULL) {
             b->failed = true;
             return;
         }
+        if (b->borrowed && b->len > 0)
+            memcpy(grown, b->data, b->len);
+        b->borrowed = false;
         b->data = grown;
         b->cap = cap;
     }
@@ -182,32 +195,57 @@ void key_cache_clear(void)
     pthread_mutex_unlock(&key_lock);
 }
 
-/* Everything outside the call's arguments that libpq resolves defaults from. */
+/* True for the environment entries libpq resolves defaults from: PG* and HOME. */
+static bool is_environment_input(const char *entry)
+{
+    return (entry[0] == 'P' && entry[1] == 'G') || (entry[0] == 'H' && strncmp(entry, "HOME=", 5) == 0);
+}
+
+/* Everything outside the call's arguments that libpq resolves defaults from:
+ * the effective uid, then each PG* and HOME entry with its NUL. */
 static void snapshot_environment(struct buf *out)
 {
     uid_t euid = geteuid();
     buf_add(out, (const char *) &euid, sizeof euid);
+    for (char **e = environ; e != NULL && *e != NULL; e++)
+        if (is_environment_input(*e))
+            buf_add_str(out, *e);
+}
+
+/* True when a snapshot taken now would equal env_snapshot; compares in place,
+ * without allocating, since it runs on every connect. Caller holds key_lock. */
+static bool environment_unchanged(void)
+{
+    const char *snap = env_snapshot.data;
+    size_t left = env_snapshot.len;
+    uid_t euid = geteuid();
+    if (snap == NULL || left < sizeof euid || memcmp(snap, &euid, sizeof euid) != 0)
+        return false;
+    snap += sizeof euid;
+    left -= sizeof euid;
     for (char **e = environ; e != NULL && *e != NULL; e++) {
-        const char *v = *e;
-        if ((v[0] == 'P' && v[1] == 'G') || (v[0] == 'H' && strncmp(v, "HOME=", 5) == 0))
-            buf_add_str(out, v);
+        if (!is_environment_input(*e))
+            continue;
+        size_t n = strlen(*e) + 1;
+        if (n > left || memcmp(snap, *e, n) != 0)
+            return false;
+        snap += n;
+        left -= n;
     }
+    return left == 0;
 }
 
 /* Makes cached_defaults match the environment. Caller holds key_lock.
  * Returns false when libpq's defaults cannot be had (out of memory). */
 static bool refresh_defaults(void)
 {
+    if (cached_defaults != NULL && environment_unchanged())
+        return true;
     struct buf now = { 0 };
     snapshot_environment(&now);
     if (now.failed) {
         free(now.data);
         return false;
-    }
-    if (cached_defaults != NULL && now.len == env_snapshot.len &&
-        memcmp(now.data, env_snapshot.data, now.len) == 0) {
-        free(now.data);
-        return true;
     }
     parsed_keys_clear();
     PQconninfoFree(cached_defaults);
@@ -381,11 +419,12 @@ char *key_from_conninfo(const char *conninfo)
 {
     if (conninfo == NULL)
         return NULL;
-    struct buf raw = { 0 };
+    char storage[512];
+    struct buf raw = BUF_IN(storage);
     buf_add_str(&raw, "S");
     buf_add_str(&raw, conninfo);
     char *key = key_for_call(&raw, parse_conninfo_call, conninfo);
-    free(raw.data);
+    buf_release(&raw);
     return key;
 }
 
@@ -405,7 +444,8 @@ char *key_from_arrays(const char *const *keywords, const char *const *values, in
 {
     if (keywords == NULL || values == NULL)
         return NULL;
-    struct buf raw = { 0 };
+    char storage[512];
+    struct buf raw = BUF_IN(storage);
     buf_add_str(&raw, expand_dbname ? "A1" : "A0");
     for (int i = 0; keywords[i] != NULL; i++) {
         buf_add_str(&raw, keywords[i]);
@@ -415,7 +455,7 @@ char *key_from_arrays(const char *const *keywords, const char *const *values, in
     }
     struct arrays_call call = { keywords, values, expand_dbname };
     char *key = key_for_call(&raw, parse_arrays_call, &call);
-    free(raw.data);
+    buf_release(&raw);
     return key;
 }
 
