@@ -14,7 +14,7 @@ static const char *tcp_conninfo(const char *user, const char *password, const ch
 {
     char buf[512];
 
-    snprintf(buf, sizeof buf, "host=%s port=%s dbname=postgres%s%s%s%s %s", pqt_tcp_host(), port,
+    snprintf(buf, sizeof buf, "host=%s port=%s dbname=postgres%s%s%s%s %s", tu_tcp_host(), port,
              *user ? " user=" : "", user, *password ? " password=" : "", password,
              extra ? extra : "");
     return tu_conninfo(buf);
@@ -64,7 +64,7 @@ static void wrong_password_explicit(void)
 
     check_user(c, "pqd_alice", "good password");
     PQfinish(c); /* kept */
-    CHECK(pqt_wait_reset(pid), "the good connection's reset never finished");
+    CHECK(tu_wait_reset(pid), "the good connection's reset never finished");
 
     c = PQconnectdb(bad);
     check_auth_fails(c, "pqd_alice", "wrong password with the good connection kept");
@@ -86,7 +86,7 @@ static void wrong_password_explicit(void)
 
     /* The same with a URI and with keyword arrays. */
     snprintf(uri, sizeof uri, "postgresql://pqd_alice:wrong_pw@%s:%s/postgres?application_name=%s",
-             pqt_tcp_host(), port, tu_app_name());
+             tu_tcp_host(), port, tu_app_name());
     {
         PGconn *w = PQconnectdb(uri);
 
@@ -96,7 +96,7 @@ static void wrong_password_explicit(void)
     {
         const char *kw[] = {"host", "port", "dbname", "user", "password", "application_name",
                             NULL};
-        const char *val[] = {pqt_tcp_host(), port, "postgres", "pqd_alice", "wrong_pw",
+        const char *val[] = {tu_tcp_host(), port, "postgres", "pqd_alice", "wrong_pw",
                              tu_app_name(), NULL};
         PGconn *w = PQconnectdbParams(kw, val, 0);
 
@@ -104,17 +104,17 @@ static void wrong_password_explicit(void)
         PQfinish(w);
     }
     PQfinish(c); /* kept */
-    CHECK(pqt_wait_reset(pid), "the good connection's reset never finished");
+    CHECK(tu_wait_reset(pid), "the good connection's reset never finished");
 
     /* An async connect with the wrong password fails through the poll loop. */
     {
         PGconn *w = PQconnectStart(bad);
         PostgresPollingStatusType st = PGRES_POLLING_WRITING;
-        long t0 = pqt_now_ms();
+        long t0 = tu_now_ms();
 
         REQUIRE(w != NULL, "PQconnectStart returned NULL");
         while (PQstatus(w) != CONNECTION_BAD && st != PGRES_POLLING_OK &&
-               st != PGRES_POLLING_FAILED && pqt_now_ms() - t0 < 20000)
+               st != PGRES_POLLING_FAILED && tu_now_ms() - t0 < 20000)
             st = PQconnectPoll(w);
         CHECK(st == PGRES_POLLING_FAILED || PQstatus(w) == CONNECTION_BAD,
               "async wrong password: poll ended with %d", (int)st);
@@ -140,7 +140,7 @@ static void wrong_password_env(void)
     pid = tu_backend_pid(c);
     check_user(c, "pqd_alice", "PGPASSWORD good");
     PQfinish(c); /* kept */
-    CHECK(pqt_wait_reset(pid), "the good connection's reset never finished");
+    CHECK(tu_wait_reset(pid), "the good connection's reset never finished");
 
     setenv("PGPASSWORD", "wrong_pw", 1);
     c = PQconnectdb(ci);
@@ -177,7 +177,7 @@ static void users_never_share(void)
     CHECK(pa != pb, "alice and bob got the same backend %d", pa);
     PQfinish(b);
     PQfinish(a); /* both kept */
-    CHECK(pqt_wait_reset(pa) && pqt_wait_reset(pb), "the kept connections' resets never finished");
+    CHECK(tu_wait_reset(pa) && tu_wait_reset(pb), "the kept connections' resets never finished");
 
     b = connect_ok(tcp_conninfo("pqd_bob", "bob_pw", NULL), "bob with both kept");
     check_user(b, "pqd_bob", "bob with both kept");
@@ -208,42 +208,38 @@ static void users_never_share(void)
     unsetenv("PGPASSWORD");
 }
 
+/* CHECKs that current_database() on c is want; what names the connection. */
+static void check_db(PGconn *c, const char *want, const char *what)
+{
+    char *v = tu_query_value(c, "SELECT current_database()");
+
+    CHECK(v && !strcmp(v, want), "%s: current_database() is %s", what, v ? v : "(error)");
+    free(v);
+}
+
 /* Databases postgres and pqd_other never share, by conninfo or by PGDATABASE. */
 static void databases_never_share(void)
 {
     PGconn *p, *o;
-    char *v;
 
     p = connect_ok(tu_conninfo("dbname=postgres"), "dbname=postgres");
     PQfinish(p); /* kept */
     o = connect_ok(tu_conninfo("dbname=pqd_other"), "dbname=pqd_other with postgres kept");
-    v = tu_query_value(o, "SELECT current_database()");
-    CHECK(v && !strcmp(v, "pqd_other"), "dbname=pqd_other: current_database() is %s",
-          v ? v : "(error)");
-    free(v);
+    check_db(o, "pqd_other", "dbname=pqd_other");
     /* Held now: a connect to postgres does not get it. */
     p = connect_ok(tu_conninfo("dbname=postgres"), "dbname=postgres with pqd_other held");
-    v = tu_query_value(p, "SELECT current_database()");
-    CHECK(v && !strcmp(v, "postgres"), "dbname=postgres: current_database() is %s",
-          v ? v : "(error)");
-    free(v);
+    check_db(p, "postgres", "dbname=postgres");
     CHECK(tu_backend_pid(p) != tu_backend_pid(o), "postgres and pqd_other share a backend");
     PQfinish(p);
     PQfinish(o);
 
     setenv("PGDATABASE", "pqd_other", 1);
     o = connect_ok(tu_conninfo(""), "PGDATABASE=pqd_other");
-    v = tu_query_value(o, "SELECT current_database()");
-    CHECK(v && !strcmp(v, "pqd_other"), "PGDATABASE=pqd_other: current_database() is %s",
-          v ? v : "(error)");
-    free(v);
+    check_db(o, "pqd_other", "PGDATABASE=pqd_other");
     PQfinish(o);
     setenv("PGDATABASE", "postgres", 1);
     p = connect_ok(tu_conninfo(""), "PGDATABASE=postgres");
-    v = tu_query_value(p, "SELECT current_database()");
-    CHECK(v && !strcmp(v, "postgres"), "PGDATABASE=postgres: current_database() is %s",
-          v ? v : "(error)");
-    free(v);
+    check_db(p, "postgres", "PGDATABASE=postgres");
     PQfinish(p);
 }
 

@@ -100,7 +100,7 @@ static void share_after(void)
         /* Finished: all N are kept (KEEP_PER_KEY 16 >= N). Let their resets finish so the
          * threads below take them rather than open spares. */
         for (long i = 0; i < nkept; i++)
-            pqt_wait_reset(kept[i]);
+            tu_wait_reset(kept[i]);
     }
     n = tu_wait_backends(tu_app_name(), setting_n, 3000);
     CHECK(n == setting_n, "%ld backends after finishing all handles, expected %ld kept", n,
@@ -145,7 +145,7 @@ static void share_after_busy(void)
         held[i] = PQconnectdb(tu_conninfo(""));
         REQUIRE(PQstatus(held[i]) == CONNECTION_OK, "connect: %s", PQerrorMessage(held[i]));
         pids[i] = tu_backend_pid(held[i]);
-        CHECK(pqt_exec_ok(held[i], "BEGIN"), "BEGIN: %s", PQerrorMessage(held[i]));
+        CHECK(tu_exec_ok(held[i], "BEGIN"), "BEGIN: %s", PQerrorMessage(held[i]));
     }
     CHECK(pqt_distinct(pids, setting_n) == setting_n, "%ld held connections share backends",
           setting_n);
@@ -159,15 +159,15 @@ static void share_after_busy(void)
     for (long i = 0; i < setting_n; i++)
         CHECK(PQtransactionStatus(held[i]) == PQTRANS_INTRANS, "held %ld left its transaction", i);
     /* extra[0] is in a transaction too, so only held[0] below can be shared. */
-    CHECK(pqt_exec_ok(extra[0], "BEGIN"), "BEGIN: %s", PQerrorMessage(extra[0]));
+    CHECK(tu_exec_ok(extra[0], "BEGIN"), "BEGIN: %s", PQerrorMessage(extra[0]));
 
-    CHECK(pqt_exec_ok(held[0], "ROLLBACK"), "ROLLBACK: %s", PQerrorMessage(held[0]));
+    CHECK(tu_exec_ok(held[0], "ROLLBACK"), "ROLLBACK: %s", PQerrorMessage(held[0]));
     CHECK(PQsetnonblocking(held[0], 1) == 0, "PQsetnonblocking");
     extra[1] = PQconnectdb(tu_conninfo(""));
     p = PQstatus(extra[1]) == CONNECTION_OK ? tu_backend_pid(extra[1]) : -1;
     CHECK(p > 0 && p != pids[0], "an idle but nonblocking held connection was shared (backend "
           "%d)", p);
-    CHECK(pqt_exec_ok(extra[1], "BEGIN"), "BEGIN: %s", PQerrorMessage(extra[1]));
+    CHECK(tu_exec_ok(extra[1], "BEGIN"), "BEGIN: %s", PQerrorMessage(extra[1]));
 
     CHECK(PQsetnonblocking(held[0], 0) == 0, "PQsetnonblocking");
     c = PQconnectdb(tu_conninfo(""));
@@ -185,11 +185,11 @@ static void share_after_busy(void)
 static int async_connect_done(PGconn *c)
 {
     PostgresPollingStatusType st = PGRES_POLLING_WRITING;
-    long t0 = pqt_now_ms();
+    long t0 = tu_now_ms();
 
     if (!c || PQstatus(c) == CONNECTION_BAD)
         return 0;
-    while (st != PGRES_POLLING_OK && st != PGRES_POLLING_FAILED && pqt_now_ms() - t0 < 20000) {
+    while (st != PGRES_POLLING_OK && st != PGRES_POLLING_FAILED && tu_now_ms() - t0 < 20000) {
         struct pollfd pfd = {PQsocket(c), st == PGRES_POLLING_READING ? POLLIN : POLLOUT, 0};
 
         poll(&pfd, 1, 1000);
@@ -276,14 +276,14 @@ static void max_busy(void)
         REQUIRE(PQstatus(held[i]) == CONNECTION_OK, "connect %ld: %s", i,
                 PQerrorMessage(held[i]));
         pids[i] = tu_backend_pid(held[i]);
-        CHECK(pqt_exec_ok(held[i], "BEGIN"), "BEGIN: %s", PQerrorMessage(held[i]));
+        CHECK(tu_exec_ok(held[i], "BEGIN"), "BEGIN: %s", PQerrorMessage(held[i]));
     }
     CHECK(pqt_distinct(pids, setting_n) == setting_n, "%ld distinct backends for %ld connects "
           "under the cap", pqt_distinct(pids, setting_n), setting_n);
 
-    t0 = pqt_now_ms();
+    t0 = tu_now_ms();
     c = PQconnectdb(tu_conninfo(""));
-    check_refused(c, pqt_now_ms() - t0, "blocking connect");
+    check_refused(c, tu_now_ms() - t0, "blocking connect");
     PQfinish(c);
     n = tu_count_backends(tu_app_name());
     CHECK(n == setting_n, "%ld backends after a refused connect, expected %ld", n, setting_n);
@@ -292,13 +292,13 @@ static void max_busy(void)
               "held connection %ld disturbed by the refused connect", i);
 
     /* The last one goes idle: the next connect shares it at once. */
-    CHECK(pqt_exec_ok(held[setting_n - 1], "ROLLBACK"), "ROLLBACK");
-    t0 = pqt_now_ms();
+    CHECK(tu_exec_ok(held[setting_n - 1], "ROLLBACK"), "ROLLBACK");
+    t0 = tu_now_ms();
     c = PQconnectdb(tu_conninfo(""));
     CHECK(PQstatus(c) == CONNECTION_OK && tu_backend_pid(c) == pids[setting_n - 1],
           "connect at the cap with an idle held connection: expected to share backend %d: %s",
           pids[setting_n - 1], PQerrorMessage(c));
-    CHECK(pqt_now_ms() - t0 < 250, "sharing at the cap waited %ld ms", pqt_now_ms() - t0);
+    CHECK(tu_now_ms() - t0 < 250, "sharing at the cap waited %ld ms", tu_now_ms() - t0);
     PQfinish(c);
     CHECK(tu_backend_pid(held[setting_n - 1]) == pids[setting_n - 1],
           "the shared connection broke when the other handle finished");
@@ -332,14 +332,14 @@ static void *holder_thread(void *arg)
     pthread_cond_broadcast(h->cond);
     pthread_mutex_unlock(h->lock);
     if (h->finish_after_ms > 0) {
-        pqt_sleep_ms(h->finish_after_ms);
+        tu_sleep_ms(h->finish_after_ms);
     } else {
         pthread_mutex_lock(h->lock);
         while (!*h->release)
             pthread_cond_wait(h->cond, h->lock);
         pthread_mutex_unlock(h->lock);
     }
-    h->finished_at = pqt_now_ms();
+    h->finished_at = tu_now_ms();
     PQfinish(c);
     return NULL;
 }
@@ -386,12 +386,12 @@ static void max_threads(void)
     n = tu_count_backends(tu_app_name());
     CHECK(n == setting_n, "%ld backends with %ld holder threads", n, setting_n);
 
-    t0 = pqt_now_ms();
+    t0 = tu_now_ms();
     c = PQconnectdb(tu_conninfo(""));
-    check_refused(c, pqt_now_ms() - t0, "blocking connect");
+    check_refused(c, tu_now_ms() - t0, "blocking connect");
     PQfinish(c);
 
-    t0 = pqt_now_ms();
+    t0 = tu_now_ms();
     c = PQconnectStart(tu_conninfo(""));
     if (c && PQstatus(c) != CONNECTION_BAD) {
         /* Not refused up front: it must not get a connection either. */
@@ -400,11 +400,11 @@ static void max_threads(void)
         do
             st = PQconnectPoll(c);
         while (st != PGRES_POLLING_OK && st != PGRES_POLLING_FAILED &&
-               pqt_now_ms() - t0 < 10000);
+               tu_now_ms() - t0 < 10000);
         CHECK(0, "async connect at the cap was not refused (poll status %d, pid %d)", (int)st,
               st == PGRES_POLLING_OK ? tu_backend_pid(c) : -1);
     } else {
-        check_refused(c, pqt_now_ms() - t0, "async connect");
+        check_refused(c, tu_now_ms() - t0, "async connect");
     }
     PQfinish(c);
 
@@ -430,9 +430,9 @@ static void max_handoff(void)
     REQUIRE(h && t, "out of memory");
     start_holders(h, t, 300, &lock, &cond, &ready, &release);
 
-    t0 = pqt_now_ms();
+    t0 = tu_now_ms();
     c = PQconnectdb(tu_conninfo(""));
-    took = pqt_now_ms() - t0;
+    took = tu_now_ms() - t0;
     REQUIRE(PQstatus(c) == CONNECTION_OK, "connect while another thread finishes within "
             "PQDEDUP_MAX_WAIT failed: %s", PQerrorMessage(c));
     pid = tu_backend_pid(c);
@@ -444,7 +444,7 @@ static void max_handoff(void)
           "waited)", took);
     n = tu_count_backends(tu_app_name());
     CHECK(n == setting_n, "%ld backends, expected the cap %ld", n, setting_n);
-    CHECK(pqt_exec_ok(c, "SELECT 1"), "query on the handed-over connection: %s",
+    CHECK(tu_exec_ok(c, "SELECT 1"), "query on the handed-over connection: %s",
           PQerrorMessage(c));
     PQfinish(c);
     stop_holders(t, &lock, &cond, &release);

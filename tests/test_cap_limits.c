@@ -47,7 +47,7 @@ static void keep2(void)
     CHECK(n == 2, "%ld backends after finishing 5 with PQDEDUP_KEEP_PER_KEY=2, expected 2", n);
     for (int i = 0; i < FIVE; i++)
         if (pqt_pid_alive(first[i]) == 1)
-            pqt_wait_reset(first[i]);
+            tu_wait_reset(first[i]);
 
     for (int i = 0; i < FIVE; i++) {
         c[i] = connect_ok(tu_conninfo(""), "second five");
@@ -93,22 +93,22 @@ static void idle(void)
     c = connect_ok(tu_conninfo(""), "first");
     p = tu_backend_pid(c);
     PQfinish(c);
-    pqt_wait_reset(p);
+    tu_wait_reset(p);
     c = connect_ok(tu_conninfo(""), "soon after");
     CHECK(tu_backend_pid(c) == p, "a connection kept for well under 1s was not reused");
     PQfinish(c);
-    pqt_wait_reset(p);
+    tu_wait_reset(p);
 
-    pqt_sleep_ms(1300);
+    tu_sleep_ms(1300);
     c = connect_ok(tu_conninfo(""), "after 1.3s idle");
     q = tu_backend_pid(c);
     CHECK(q != p, "a connection idle for 1.3s was reused with PQDEDUP_IDLE_TIMEOUT=1s");
     CHECK(pqt_wait_pid_gone(p, 3000) == 0, "the expired backend %d is still there", p);
     PQfinish(c);
-    pqt_wait_reset(q);
+    tu_wait_reset(q);
 
     /* Expired while kept; the next call is a connect for another key. */
-    pqt_sleep_ms(1300);
+    tu_sleep_ms(1300);
     CHECK(pqt_pid_alive(q) == 1, "backend %d went away before any pqdedup call", q);
     c = connect_ok(tu_conninfo("connect_timeout=11"), "another key");
     r = tu_backend_pid(c);
@@ -129,10 +129,10 @@ static void lifetime(void)
     c = connect_ok(tu_conninfo(""), "first");
     p = tu_backend_pid(c);
     PQfinish(c);
-    pqt_wait_reset(p);
+    tu_wait_reset(p);
     c = connect_ok(tu_conninfo(""), "soon after");
     CHECK(tu_backend_pid(c) == p, "a connection younger than 1s was not reused");
-    pqt_sleep_ms(1200);
+    tu_sleep_ms(1200);
     CHECK(tu_backend_pid(c) == p, "the held connection stopped working past its lifetime");
     PQfinish(c); /* older than 1s: closed */
     CHECK(pqt_wait_pid_gone(p, 3000) == 0, "backend %d, older than PQDEDUP_MAX_LIFETIME, was "
@@ -144,8 +144,8 @@ static void lifetime(void)
     q = tu_backend_pid(c);
     CHECK(q != p, "got the closed backend");
     PQfinish(c);
-    pqt_wait_reset(q);
-    pqt_sleep_ms(1200);
+    tu_wait_reset(q);
+    tu_sleep_ms(1200);
     c = connect_ok(tu_conninfo(""), "after 1.2s");
     r = tu_backend_pid(c);
     CHECK(r != q, "a kept connection older than PQDEDUP_MAX_LIFETIME=1s was reused");

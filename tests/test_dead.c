@@ -53,39 +53,6 @@ static void terminate_backend(int pid)
     REQUIRE(!backend_alive(pid), "backend %d still there 10 s after pg_terminate_backend", pid);
 }
 
-/* stderr is sent to a temporary file between capture_stderr() and release_stderr(). */
-static int saved_stderr = -1;
-static FILE *captured;
-
-static void capture_stderr(void)
-{
-    fflush(stderr);
-    captured = tmpfile();
-    REQUIRE(captured != NULL, "tmpfile: %s", strerror(errno));
-    saved_stderr = dup(2);
-    REQUIRE(saved_stderr >= 0 && dup2(fileno(captured), 2) == 2, "redirecting stderr: %s",
-            strerror(errno));
-}
-
-/* Puts stderr back; returns what was written meanwhile (malloc'd, "" if nothing). */
-static char *release_stderr(void)
-{
-    char *text;
-    long len;
-
-    fflush(stderr);
-    dup2(saved_stderr, 2);
-    close(saved_stderr);
-    len = (long)lseek(fileno(captured), 0, SEEK_END);
-    text = calloc(1, (size_t)(len > 0 ? len : 0) + 1);
-    REQUIRE(text != NULL, "out of memory");
-    if (len > 0) {
-        REQUIRE(pread(fileno(captured), text, (size_t)len, 0) == len, "reading captured stderr");
-    }
-    fclose(captured);
-    return text;
-}
-
 /* Opens NKEPT connections at once, gives each a counting notice processor, and finishes them
  * all, so pqdedup keeps NKEPT connections. Their pids go to pids[]. */
 static void make_kept(int pids[NKEPT], int counts[NKEPT])
@@ -116,12 +83,12 @@ static void check_replaced(const int old_pids[NKEPT], const int old_counts[NKEPT
     PGresult *res;
     char *err;
 
-    capture_stderr();
+    tu_capture_stderr();
     c = PQconnectdb(tu_conninfo(""));
     pid = PQstatus(c) == CONNECTION_OK ? tu_backend_pid(c) : -1;
     PQsetNoticeProcessor(c, counting_processor, &notices);
     res = PQexec(c, "DO $$BEGIN RAISE NOTICE 'pqdt notice'; END$$");
-    err = release_stderr();
+    err = tu_release_stderr();
 
     CHECK(pid > 0, "after %s, connect + SELECT pg_backend_pid() failed: %s", what,
           PQerrorMessage(c));

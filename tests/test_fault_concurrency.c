@@ -130,7 +130,7 @@ static int wait_worker(pid_t pid)
             return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
         if (r < 0 && errno != EINTR)
             return -1;
-        fu_sleep_ms(10);
+        tu_sleep_ms(10);
     }
     kill(pid, SIGKILL);
     waitpid(pid, NULL, 0);
@@ -234,7 +234,7 @@ static void test_prefork(bool threaded)
         left = tu_count_backends(app);
         if (left >= 0 && left <= most)
             break;
-        fu_sleep_ms(20);
+        tu_sleep_ms(20);
     }
     CHECK(left >= 0 && left <= most, "%ld backends of ours still open after the workers exited, "
                                      "expected at most %d", left, most);

@@ -37,7 +37,7 @@ static void set_read_only(bool on)
         free(v);
         if (seen)
             return;
-        fu_sleep_ms(20);
+        tu_sleep_ms(20);
     }
     REQUIRE(0, "the server did not apply default_transaction_read_only=%s within 5 s", on ? "on" : "off");
 }
@@ -96,7 +96,7 @@ static void test_failover(void)
     c = connect_and_write(key_any, app_any, "plain client", &pid_any);
     PQfinish(c);
     connect_refused(key_ro, app_ro, "session is not read-only", "read-only client");
-    fu_sleep_ms(100); /* the kept connections' resets are answered */
+    tu_sleep_ms(100); /* the kept connections' resets are answered */
     if (!fu_is_reference())
         CHECK(tu_count_backends(app_rw) == 1 && tu_count_backends(app_any) == 1,
               "pqdedup keeps one connection of the read-write and of the plain client");
@@ -112,7 +112,7 @@ static void test_failover(void)
     PQfinish(c);
     c = connect_and_write(key_ro, app_ro, "read-only client", &pid);
     PQfinish(c);
-    fu_sleep_ms(100);
+    tu_sleep_ms(100);
 
     fu_note("-- server read-write again");
     set_read_only(false);

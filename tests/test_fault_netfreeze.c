@@ -93,17 +93,17 @@ static void test_freeze(void)
     c = connect_thawed("through the proxy");
     pid1 = PQbackendPID(c);
     PQfinish(c);
-    fu_sleep_ms(100); /* its reset is answered: it is reused, not a spare opened */
+    tu_sleep_ms(100); /* its reset is answered: it is reused, not a spare opened */
     c = connect_thawed("through the proxy, again");
     if (!fu_is_reference())
         CHECK(PQbackendPID(c) == pid1, "the kept connection was not reused before the freeze");
     PQfinish(c);
     /* A held connection survives a short freeze, as any TCP connection does. */
     held = connect_thawed("held");
-    fu_sleep_ms(100); /* the kept connection's reset is answered */
+    tu_sleep_ms(100); /* the kept connection's reset is answered */
 
     fu_proxy_freeze();
-    fu_sleep_ms(idle_ms);
+    tu_sleep_ms(idle_ms);
     connect_frozen("frozen, kept connection idle");
     fu_proxy_thaw();
     c = connect_thawed("thawed");
@@ -119,7 +119,7 @@ static void test_freeze(void)
     PQfinish(c);
     elapsed = fu_now() - t0;
     CHECK(elapsed < 0.5, "PQfinish on a frozen path took %.2fs", elapsed);
-    fu_sleep_ms(idle_ms);
+    tu_sleep_ms(idle_ms);
     connect_frozen("frozen, kept connection's rollback in flight");
     fu_proxy_thaw();
 
@@ -136,7 +136,7 @@ static void test_freeze(void)
         free(n);
         if (none)
             break;
-        fu_sleep_ms(50);
+        tu_sleep_ms(50);
     }
     fu_ledger_verify(ledger, 0, "netfreeze");
     fu_ledger_drop(ledger);
@@ -162,7 +162,7 @@ static void test_freeze_recent(void)
     c = connect_thawed("through the proxy");
     int pid = PQbackendPID(c);
     PQfinish(c);
-    fu_sleep_ms(100); /* its reset is answered */
+    tu_sleep_ms(100); /* its reset is answered */
 
     fu_proxy_freeze();
     t0 = fu_now();
@@ -177,7 +177,7 @@ static void test_freeze_recent(void)
     /* No answer while frozen. */
     t0 = fu_now();
     while (fu_now() - t0 < 2.0 && PQconsumeInput(c) && PQisBusy(c))
-        fu_sleep_ms(20);
+        tu_sleep_ms(20);
     CHECK(PQisBusy(c), "a query on a frozen path was answered");
     fu_proxy_thaw();
     /* Once the path answers, the write completes exactly once. */

@@ -131,7 +131,7 @@ static void *writer_main(void *arg)
                     give_up = fu_now() + 30;
                 if (fu_now() > give_up)
                     break;
-                fu_sleep_ms(20);
+                tu_sleep_ms(20);
                 continue;
             }
             give_up = 0;
@@ -148,7 +148,7 @@ static void *writer_main(void *arg)
             PQfinish(c);
             c = NULL;
         }
-        fu_sleep_ms(2);
+        tu_sleep_ms(2);
     }
     PQfinish(c);
     return NULL;
@@ -204,7 +204,7 @@ static void test_restart(const char *mode)
     PQfinish(fin);
 
     REQUIRE(pthread_create(&writer, NULL, writer_main, NULL) == 0, "pthread_create");
-    fu_sleep_ms(200);
+    tu_sleep_ms(200);
     printf("restart -m %s with %d kept/held backends and a writer thread\n", mode, nold);
     fu_restart(mode);
     atomic_store(&writer_phase, 1);
@@ -226,12 +226,12 @@ static void test_restart(const char *mode)
     PQfinish(txn_unused);
 
     /* The app goes on: new connections work, silently, with the right sessions. */
-    fu_capture_stderr();
+    tu_capture_stderr();
     for (int i = 0; i < 3; i++)
         fresh[i] = check_fresh(key_a, USER_A, old, nold, "after restart, key A");
     for (int i = 3; i < 5; i++)
         fresh[i] = check_fresh(key_b, USER_B, old, nold, "after restart, key B");
-    err = fu_release_stderr();
+    err = tu_release_stderr();
     CHECK(err[0] == '\0', "after the restart the program's stderr got: %s", err);
     free(err);
     for (int i = 0; i < 5; i++)
@@ -253,7 +253,7 @@ static void test_restart(const char *mode)
     if (!fu_is_reference())
         CHECK(npids <= 3, "churn after the restart used %d backends, expected at most 3", npids);
 
-    fu_sleep_ms(300);
+    tu_sleep_ms(300);
     atomic_store(&writer_stop, 1);
     pthread_join(writer, NULL);
     printf("writer: %d writes after the restart, %d lost connections, %d failed connects\n",
@@ -300,12 +300,12 @@ static void test_shared(const char *mode)
     PQfinish(s1);
     PQfinish(s2);
 
-    fu_capture_stderr();
+    tu_capture_stderr();
     n[0] = check_fresh(key_a, USER_A, old, nold, "after restart, key A 1");
     n[1] = check_fresh(key_a, USER_A, old, nold, "after restart, key A 2");
     n[2] = check_fresh(key_a, USER_A, old, nold, "after restart, key A 3");
     n[3] = check_fresh(key_b, USER_B, old, nold, "after restart, key B");
-    err = fu_release_stderr();
+    err = tu_release_stderr();
     CHECK(err[0] == '\0', "after the restart the program's stderr got: %s", err);
     free(err);
     for (int i = 0; i < 4; i++)
@@ -401,7 +401,7 @@ static void test_terminate(void)
     old[nold++] = PQbackendPID(txn_unused);
     PQfinish(k1);
     PQfinish(k2);
-    fu_sleep_ms(100); /* their resets complete */
+    tu_sleep_ms(100); /* their resets complete */
 
     /* With plain libpq the finished ones are already gone; pqdedup keeps them open. */
     for (int i = fu_is_reference() ? 2 : 0; i < nold; i++)
@@ -415,10 +415,10 @@ static void test_terminate(void)
     PQfinish(txn);
     PQfinish(txn_unused);
 
-    fu_capture_stderr();
+    tu_capture_stderr();
     for (int i = 0; i < 3; i++)
         n[i] = check_fresh(key_a, USER_A, old, nold, "after pg_terminate_backend");
-    err = fu_release_stderr();
+    err = tu_release_stderr();
     CHECK(err[0] == '\0', "after pg_terminate_backend the program's stderr got: %s", err);
     free(err);
     for (int i = 0; i < 3; i++)

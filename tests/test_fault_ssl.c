@@ -90,7 +90,7 @@ static void test_reuse(void)
         CHECK(!strcmp(fu_exec(c, dirty[i]), "ok"), "%s: %s", dirty[i], PQerrorMessage(c));
     fu_note("before finish: %s", leftover_state(c));
     PQfinish(c);
-    fu_sleep_ms(100); /* its reset is answered */
+    tu_sleep_ms(100); /* its reset is answered */
 
     c = PQconnectdb(key);
     int pid2 = fu_check_connect(c, USER, app, "second SSL connection");
@@ -312,7 +312,7 @@ static void keep_some(const char *kept_app, const char *held_app)
         if (PQstatus(c[i]) != CONNECTION_OK || !PQsslInUse(c[i]))
             fprintf(stderr, "%s: SSL connect: %s", kept_app, PQerrorMessage(c[i]));
     PQfinish(c[0]);
-    fu_sleep_ms(50);
+    tu_sleep_ms(50);
     PQfinish(c[1]);
     PQfinish(c[2]);
     snprintf(ci, sizeof ci, "%s application_name=%s", key, held_app);
@@ -372,8 +372,8 @@ static void test_exit(void)
     }
     /* The server logs a session's end a moment after the client goes. */
     for (int i = 0; i < 100 && tu_count_backends(held_app) + tu_count_backends(kept_app[children - 1]) > 0; i++)
-        fu_sleep_ms(20);
-    fu_sleep_ms(200);
+        tu_sleep_ms(20);
+    tu_sleep_ms(200);
     int errors = 0;
     for (int i = 0; i < children; i++)
         errors += log_errors_for(kept_app[i]);
@@ -392,8 +392,8 @@ static void test_exit(void)
         }
         CHECK(wait_child(pid) == 0, "the control child failed");
         for (int i = 0; i < 100 && tu_count_backends(kept_app[5]) > 0; i++)
-            fu_sleep_ms(20);
-        fu_sleep_ms(200);
+            tu_sleep_ms(20);
+        tu_sleep_ms(200);
         CHECK(log_errors_for(kept_app[5]) > 0, "control: a child that _exit()ed with kept SSL "
               "connections left no error in the server log: the log check cannot fail");
     }

@@ -54,7 +54,7 @@ static void drop_role(void)
         free(n);
         if (gone)
             break;
-        fu_sleep_ms(20);
+        tu_sleep_ms(20);
     }
     fu_sql("DROP ROLE IF EXISTS %s", role);
 }
@@ -113,14 +113,14 @@ static void test_idle_session(void)
     for (int i = 0; i < 3; i++)
         PQfinish(c[i]);
 
-    fu_sleep_ms(TIMEOUT_MS * 2 + 300);
+    tu_sleep_ms(TIMEOUT_MS * 2 + 300);
     /* The server ended every one of them. */
     v = fu_sql_value("SELECT count(*) FROM pg_stat_activity WHERE usename = '%s'", role);
     CHECK(v && !strcmp(v, "0"), "%s sessions of %s still open after idle_session_timeout", v, role);
     free(v);
 
     PQfinish(held_unused);
-    fu_capture_stderr();
+    tu_capture_stderr();
     for (int i = 0; i < 3; i++) {
         c[i] = PQconnectdb(key);
         int pid = fu_check_connect(c[i], role, app, "after idle_session_timeout");
@@ -130,7 +130,7 @@ static void test_idle_session(void)
             fu_note("after idle_session_timeout: write: %s", st == FU_OK ? "ok" : "FAILED");
         }
     }
-    err = fu_release_stderr();
+    err = tu_release_stderr();
     CHECK(err[0] == '\0', "after idle_session_timeout the program's stderr got: %s", err);
     free(err);
 
@@ -176,7 +176,7 @@ static void test_idle_session_race(long rounds)
                     PQerrorMessage(c));
         }
         PQfinish(c);
-        fu_sleep_ms(RACE_TIMEOUT_MS - 10 + (i % 21));
+        tu_sleep_ms(RACE_TIMEOUT_MS - 10 + (i % 21));
     }
     printf("idle-session-race: %ld rounds, %ld failed, %ld reused a kept connection\n", rounds,
            failed, reused);
@@ -206,10 +206,10 @@ static void test_idle_session_late_query(void)
         REQUIRE(PQstatus(c) == CONNECTION_OK, "connect: %s", PQerrorMessage(c));
         CHECK(fu_write(ledger, c, next_id++, role, app) == FU_OK, "write: %s", PQerrorMessage(c));
         PQfinish(c);
-        fu_sleep_ms(RACE_TIMEOUT_MS * 3 / 4);
+        tu_sleep_ms(RACE_TIMEOUT_MS * 3 / 4);
         c = PQconnectdb(key);
         fu_note("round %d: connect: %s", i, fu_conn_outcome(c));
-        fu_sleep_ms(RACE_TIMEOUT_MS / 2); /* the app's own work before its first query */
+        tu_sleep_ms(RACE_TIMEOUT_MS / 2); /* the app's own work before its first query */
         enum fu_state st = fu_write(ledger, c, next_id++, role, app);
         fu_note("round %d: write %d ms after connecting: %s", i, RACE_TIMEOUT_MS / 2, fu_last_outcome());
         if (!CHECK(st == FU_OK, "round %d: a write %d ms after connecting failed (the server's "
@@ -254,13 +254,13 @@ static void test_idle_in_transaction(void)
     CHECK(!strcmp(fu_write_in_txn(ledger, txn_unused, next_id++, user, app), "ok"), "INSERT: %s",
           PQerrorMessage(txn_unused));
 
-    fu_sleep_ms(1300);
+    tu_sleep_ms(1300);
     fu_note("idle in transaction past the timeout: COMMIT: %s", fu_commit(ledger, txn, &txn_id, 1));
     fu_mark(ledger, txn_id, FU_FAILED); /* the server ended it before COMMIT was sent */
     PQfinish(txn);
     PQfinish(txn_unused);
 
-    fu_capture_stderr();
+    tu_capture_stderr();
     for (int i = 0; i < 2; i++) {
         c[i] = PQconnectdb(key);
         int pid = fu_check_connect(c[i], user, app, "after idle_in_transaction_session_timeout");
@@ -271,7 +271,7 @@ static void test_idle_in_transaction(void)
             fu_note("after idle_in_transaction_session_timeout: write: %s", st == FU_OK ? "ok" : "FAILED");
         }
     }
-    err = fu_release_stderr();
+    err = tu_release_stderr();
     CHECK(err[0] == '\0', "after idle_in_transaction_session_timeout the program's stderr got: %s", err);
     free(err);
     if (!fu_is_reference())

@@ -106,7 +106,7 @@ static char *repeat(char c, size_t n)
 /* The fixed list of hostile inputs. Same in parent and child (role_q set first). */
 static void build_inputs(void)
 {
-    const char *h = hq_tcp_host(), *p = hq_port();
+    const char *h = tu_tcp_host(), *p = hq_port();
     char *base = xprintf("host=%s port=%s", h, p);
     char *mb = repeat('m', 1024 * 1024);
     char *big = repeat('o', 100 * 1024);
@@ -268,11 +268,11 @@ static PGconn *connect_async(const char *conninfo)
 {
     PGconn *c = PQconnectStart(conninfo);
     PostgresPollingStatusType st = PGRES_POLLING_WRITING;
-    long deadline = hq_now_ms() + 30000;
+    long deadline = tu_now_ms() + 30000;
 
     if (!c || PQstatus(c) == CONNECTION_BAD)
         return c;
-    while (st != PGRES_POLLING_OK && st != PGRES_POLLING_FAILED && hq_now_ms() < deadline) {
+    while (st != PGRES_POLLING_OK && st != PGRES_POLLING_FAILED && tu_now_ms() < deadline) {
         struct pollfd pfd = {PQsocket(c), st == PGRES_POLLING_READING ? POLLIN : POLLOUT, 0};
 
         if (pfd.fd >= 0)
@@ -487,22 +487,9 @@ static void test_inputs(void)
 /* Runs fn(arg) with fd 2 sent to a file; returns what was written to it (malloc'd). */
 static char *capture_stderr(void (*fn)(void *), void *arg)
 {
-    char path[] = "/tmp/pqd-hq-stderr-XXXXXX";
-    int fd = mkstemp(path), saved;
-    char *text;
-
-    REQUIRE(fd >= 0, "mkstemp: %s", strerror(errno));
-    fflush(stderr);
-    saved = dup(2);
-    dup2(fd, 2);
+    tu_capture_stderr();
     fn(arg);
-    fflush(stderr);
-    dup2(saved, 2);
-    close(saved);
-    close(fd);
-    text = hq_read_file(path);
-    unlink(path);
-    return text;
+    return tu_release_stderr();
 }
 
 static void finish_it(void *conn)
@@ -540,15 +527,15 @@ static void test_misuse(void)
     CHECK(hq_count_lines(text, any) == 1, "the second PQfinish logged more than one line: %s", text);
     free(text);
 
-    hq_wait_reset(pid);
+    tu_wait_reset(pid);
     d = PQconnectdb(ci);
     pid_d = query_pid(d);
     CHECK(pid_d == pid, "after a double PQfinish the next connect got backend %d, expected the kept %d (%s)",
           pid_d, pid, PQerrorMessage(d));
-    CHECK(d && hq_exec_ok(d, "CREATE TEMP TABLE hq_t(x int); INSERT INTO hq_t VALUES (1)"),
+    CHECK(d && tu_exec_ok(d, "CREATE TEMP TABLE hq_t(x int); INSERT INTO hq_t VALUES (1)"),
           "the next holder cannot work: %s", PQerrorMessage(d));
     PQfinish(d);
-    hq_wait_reset(pid);
+    tu_wait_reset(pid);
     e = PQconnectdb(ci);
     pid_e = query_pid(e);
     CHECK(pid_e == pid, "the holder after that got backend %d, expected %d", pid_e, pid);
@@ -576,7 +563,7 @@ static int settings_child_keep(void)
     }
     for (int i = 0; i < 20; i++)
         PQfinish(c[i]);
-    hq_sleep_ms(300);
+    tu_sleep_ms(300);
     kept = tu_wait_backends(tu_app_name(), 16, 3000);
     kept = tu_count_backends(tu_app_name());
     printf("kept=%ld\n", kept);
@@ -592,10 +579,10 @@ static int settings_child_wait(void)
     long t0, waited;
 
     REQUIRE(PQstatus(a) == CONNECTION_OK, "connect: %s", PQerrorMessage(a));
-    REQUIRE(hq_exec_ok(a, "BEGIN"), "BEGIN: %s", PQerrorMessage(a));
-    t0 = hq_now_ms();
+    REQUIRE(tu_exec_ok(a, "BEGIN"), "BEGIN: %s", PQerrorMessage(a));
+    t0 = tu_now_ms();
     b = PQconnectdb(tu_conninfo(""));
-    waited = hq_now_ms() - t0;
+    waited = tu_now_ms() - t0;
     printf("waited=%ld refused=%d\n", waited,
            PQstatus(b) == CONNECTION_BAD && strstr(PQerrorMessage(b), "PQDEDUP_MAX_PER_KEY") != NULL);
     fflush(stdout);

@@ -17,43 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
-extern char **environ;
-
-/* Milliseconds on a monotonic clock. */
-static inline long hq_now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static inline void hq_sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-
-    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-        ;
-}
-
-/* True when sql ran to PGRES_COMMAND_OK or PGRES_TUPLES_OK on conn. */
-static inline int hq_exec_ok(PGconn *conn, const char *sql)
-{
-    PGresult *res = PQexec(conn, sql);
-    ExecStatusType st = PQresultStatus(res);
-
-    PQclear(res);
-    return st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
-}
-
-/* The TCP host and port of the test server (PQD_TEST_TCP_HOST, PGPORT). */
-static inline const char *hq_tcp_host(void)
-{
-    const char *h = getenv("PQD_TEST_TCP_HOST");
-
-    return h && *h ? h : "127.0.0.1";
-}
-
+/* The TCP port of the test server (PGPORT, else 5432); its host is tu_tcp_host(). */
 static inline const char *hq_port(void)
 {
     const char *p = getenv("PGPORT");
@@ -66,31 +30,7 @@ static inline void hq_observer_exec(const char *sql)
 {
     PGconn *obs = tu_observer();
 
-    REQUIRE(hq_exec_ok(obs, sql), "observer: %s: %s", sql, PQerrorMessage(obs));
-}
-
-/* pqdedup sends the reset query (DISCARD ALL) at PQfinish without waiting, and a connect
- * opens a spare rather than wait for it. Waits until backend pid shows the finished reset,
- * plus a moment for the answer to arrive. Returns 1 when seen. */
-static inline int hq_wait_reset(int pid)
-{
-    PGconn *obs = tu_observer();
-    char sql[256];
-    long start = hq_now_ms();
-    int seen = 0;
-
-    snprintf(sql, sizeof sql, "SELECT count(*) FROM pg_stat_activity WHERE pid = %d "
-             "AND state = 'idle' AND query = 'DISCARD ALL'", pid);
-    while (!seen && hq_now_ms() - start < 5000) {
-        PGresult *res = PQexec(obs, sql);
-
-        seen = PQresultStatus(res) == PGRES_TUPLES_OK && atoi(PQgetvalue(res, 0, 0)) == 1;
-        PQclear(res);
-        if (!seen)
-            hq_sleep_ms(10);
-    }
-    hq_sleep_ms(30);
-    return seen;
+    REQUIRE(tu_exec_ok(obs, sql), "observer: %s: %s", sql, PQerrorMessage(obs));
 }
 
 /* Creates (or re-creates) a LOGIN role with this password and CONNECT on both test
@@ -128,12 +68,12 @@ static inline void hq_drop_role(const char *name)
     }
     snprintf(sql, sizeof sql,
              "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", lit);
-    hq_exec_ok(obs, sql);
+    tu_exec_ok(obs, sql);
     for (int i = 0; i < 50; i++) {
         snprintf(sql, sizeof sql, "DROP ROLE IF EXISTS %s", ident);
-        if (hq_exec_ok(obs, sql))
+        if (tu_exec_ok(obs, sql))
             break;
-        hq_sleep_ms(100);
+        tu_sleep_ms(100);
     }
     PQfreemem(ident);
     PQfreemem(lit);
@@ -176,7 +116,6 @@ static inline int hq_run_capture(const char *path, char **argv, const char *cons
 {
     static char self[PATH_MAX];
     char out_path[] = "/tmp/pqd-hq-out-XXXXXX", err_path[] = "/tmp/pqd-hq-err-XXXXXX";
-    size_t nenv = 0, nextra = 0, k = 0;
     posix_spawn_file_actions_t fa;
     char **envp;
     pid_t pid;
@@ -191,28 +130,7 @@ static inline int hq_run_capture(const char *path, char **argv, const char *cons
         path = self;
     }
     argv[0] = (char *)path;
-    while (environ[nenv])
-        nenv++;
-    while (extra_env && extra_env[nextra])
-        nextra++;
-    envp = calloc(nenv + nextra + 1, sizeof *envp);
-    REQUIRE(envp != NULL, "out of memory");
-    for (size_t i = 0; i < nenv; i++) {
-        int overridden = 0;
-
-        for (size_t j = 0; j < nextra; j++) {
-            size_t len = strcspn(extra_env[j], "=");
-
-            if (strncmp(environ[i], extra_env[j], len) == 0 && environ[i][len] == '=')
-                overridden = 1;
-        }
-        if (!overridden)
-            envp[k++] = environ[i];
-    }
-    for (size_t j = 0; j < nextra; j++)
-        if (strchr(extra_env[j], '='))
-            envp[k++] = (char *)extra_env[j];
-    envp[k] = NULL;
+    envp = tu_environ_with(extra_env);
 
     fd_out = mkstemp(out_path);
     fd_err = mkstemp(err_path);

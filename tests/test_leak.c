@@ -58,11 +58,11 @@ static PGconn *connect_async(const char *conninfo)
 {
     PGconn *c = PQconnectStart(conninfo);
     PostgresPollingStatusType st = PGRES_POLLING_WRITING;
-    long t0 = pqt_now_ms();
+    long t0 = tu_now_ms();
 
     if (!c || PQstatus(c) == CONNECTION_BAD)
         return c;
-    while (st != PGRES_POLLING_OK && st != PGRES_POLLING_FAILED && pqt_now_ms() - t0 < 20000) {
+    while (st != PGRES_POLLING_OK && st != PGRES_POLLING_FAILED && tu_now_ms() - t0 < 20000) {
         struct pollfd pfd = {PQsocket(c), st == PGRES_POLLING_READING ? POLLIN : POLLOUT, 0};
 
         poll(&pfd, 1, 1000);
@@ -171,7 +171,7 @@ static void leak_busy(void)
             break;
         held[n] = c;
         pids[n] = tu_backend_pid(c);
-        CHECK(pqt_exec_ok(c, "BEGIN"), "BEGIN: %s", PQerrorMessage(c));
+        CHECK(tu_exec_ok(c, "BEGIN"), "BEGIN: %s", PQerrorMessage(c));
         n++;
     }
     printf("test_leak: %ld connections in transactions, then: %s", n,
@@ -184,7 +184,7 @@ static void leak_busy(void)
     PQfinish(c);
 
     /* One goes idle: this thread's next connect shares it, another thread's does not. */
-    CHECK(pqt_exec_ok(held[0], "ROLLBACK"), "ROLLBACK: %s", PQerrorMessage(held[0]));
+    CHECK(tu_exec_ok(held[0], "ROLLBACK"), "ROLLBACK: %s", PQerrorMessage(held[0]));
     REQUIRE(pthread_create(&t, NULL, other_thread_connect, &other) == 0, "pthread_create");
     pthread_join(t, NULL);
     CHECK(PQstatus(other) == CONNECTION_BAD &&
@@ -257,7 +257,7 @@ static const char *role_conninfo(void)
     static char extra[256];
 
     snprintf(extra, sizeof extra, "host=%s user=pqd_alice password=alice_pw dbname=postgres",
-             pqt_tcp_host());
+             tu_tcp_host());
     return tu_conninfo(extra);
 }
 

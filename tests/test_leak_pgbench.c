@@ -31,9 +31,9 @@ static void round_of_four(struct worker *w, int round)
           pqt_distinct(w->pids[round], PER_THREAD));
 
     /* A transaction on c[0] is not seen on the others. */
-    CHECK(pqt_exec_ok(c[0], "BEGIN"), "BEGIN: %s", PQerrorMessage(c[0]));
+    CHECK(tu_exec_ok(c[0], "BEGIN"), "BEGIN: %s", PQerrorMessage(c[0]));
     snprintf(sql, sizeof sql, "INSERT INTO %s VALUES (%d)", table, w->index);
-    CHECK(pqt_exec_ok(c[0], sql), "INSERT: %s", PQerrorMessage(c[0]));
+    CHECK(tu_exec_ok(c[0], sql), "INSERT: %s", PQerrorMessage(c[0]));
     snprintf(sql, sizeof sql, "SELECT count(*) FROM %s", table);
     for (int i = 1; i < PER_THREAD; i++) {
         v = tu_query_value(c[i], sql);
@@ -43,10 +43,10 @@ static void round_of_four(struct worker *w, int round)
         CHECK(PQtransactionStatus(c[i]) == PQTRANS_IDLE, "thread %d: connection %d is in a "
               "transaction it never began", w->index, i);
     }
-    CHECK(pqt_exec_ok(c[0], "ROLLBACK"), "ROLLBACK: %s", PQerrorMessage(c[0]));
+    CHECK(tu_exec_ok(c[0], "ROLLBACK"), "ROLLBACK: %s", PQerrorMessage(c[0]));
 
     /* A temp table on c[1] does not exist on c[2]. */
-    CHECK(pqt_exec_ok(c[1], "CREATE TEMP TABLE pgb_tmp (x int)"), "CREATE TEMP TABLE: %s",
+    CHECK(tu_exec_ok(c[1], "CREATE TEMP TABLE pgb_tmp (x int)"), "CREATE TEMP TABLE: %s",
           PQerrorMessage(c[1]));
     v = tu_query_value(c[2], "SELECT coalesce(to_regclass('pg_temp.pgb_tmp')::text, 'none')");
     CHECK(v && !strcmp(v, "none"), "thread %d: connection 2 sees connection 1's temp table (%s)",
@@ -54,7 +54,7 @@ static void round_of_four(struct worker *w, int round)
     free(v);
 
     /* A SET on c[2] does not change c[3]. */
-    CHECK(pqt_exec_ok(c[2], "SET work_mem = '7777kB'"), "SET: %s", PQerrorMessage(c[2]));
+    CHECK(tu_exec_ok(c[2], "SET work_mem = '7777kB'"), "SET: %s", PQerrorMessage(c[2]));
     v = tu_query_value(c[3], "SHOW work_mem");
     CHECK(v && strcmp(v, "7777kB") != 0, "thread %d: connection 3 sees connection 2's SET",
           w->index);
@@ -85,7 +85,7 @@ int main(void)
 
     snprintf(table, sizeof table, "pqd_pgbench_%ld", (long)getpid());
     snprintf(sql, sizeof sql, "CREATE TABLE %s (x int)", table);
-    REQUIRE(pqt_exec_ok(tu_observer(), sql), "%s: %s", sql, PQerrorMessage(tu_observer()));
+    REQUIRE(tu_exec_ok(tu_observer(), sql), "%s: %s", sql, PQerrorMessage(tu_observer()));
 
     for (int i = 0; i < THREADS; i++) {
         w[i].index = i;
@@ -113,6 +113,6 @@ int main(void)
           "16", n, PER_THREAD);
 
     snprintf(sql, sizeof sql, "DROP TABLE %s", table);
-    CHECK(pqt_exec_ok(tu_observer(), sql), "%s: %s", sql, PQerrorMessage(tu_observer()));
+    CHECK(tu_exec_ok(tu_observer(), sql), "%s: %s", sql, PQerrorMessage(tu_observer()));
     return tu_finish();
 }

@@ -42,7 +42,7 @@ static int check_finish(PGconn *c, const char *app, int want_pid, const char *wh
         CHECK(pid == want_pid, "%s: backend %d, expected the kept %d (an equivalent connect)",
               what, pid, want_pid);
     PQfinish(c);
-    pqt_wait_reset(pid);
+    tu_wait_reset(pid);
     return pid;
 }
 
@@ -145,14 +145,14 @@ static void forms(void)
 static PostgresPollingStatusType drive_async(PGconn *c, int poll_first)
 {
     PostgresPollingStatusType st = poll_first ? PQconnectPoll(c) : PGRES_POLLING_WRITING;
-    long t0 = pqt_now_ms();
+    long t0 = tu_now_ms();
 
     while (st != PGRES_POLLING_OK && st != PGRES_POLLING_FAILED) {
         struct pollfd pfd = {PQsocket(c), st == PGRES_POLLING_READING ? POLLIN : POLLOUT, 0};
 
         if (!CHECK(pfd.fd >= 0, "PQsocket is %d during an async connect", pfd.fd))
             return PGRES_POLLING_FAILED;
-        if (!CHECK(pqt_now_ms() - t0 < 20000, "async connect takes more than 20s"))
+        if (!CHECK(tu_now_ms() - t0 < 20000, "async connect takes more than 20s"))
             return PGRES_POLLING_FAILED;
         if (poll(&pfd, 1, 1000) < 0 && errno != EINTR)
             return PGRES_POLLING_FAILED;
@@ -245,7 +245,7 @@ static void ping(void)
     n = tu_wait_backends(tu_app_name(), 1, 3000);
     CHECK(n == 1, "%ld backends after a ping with one held, expected 1", n);
     PQfinish(c);
-    pqt_wait_reset(p);
+    tu_wait_reset(p);
 
     /* Not answering: the same as libpq. */
     CHECK(PQping("host=127.0.0.1 port=1 connect_timeout=5") == PQPING_NO_RESPONSE,
@@ -285,9 +285,9 @@ static void reset(void)
     REQUIRE(PQresetStart(c) == 1, "PQresetStart: %s", PQerrorMessage(c));
     {
         PostgresPollingStatusType st = PGRES_POLLING_WRITING;
-        long t0 = pqt_now_ms();
+        long t0 = tu_now_ms();
 
-        while (st != PGRES_POLLING_OK && st != PGRES_POLLING_FAILED && pqt_now_ms() - t0 < 20000) {
+        while (st != PGRES_POLLING_OK && st != PGRES_POLLING_FAILED && tu_now_ms() - t0 < 20000) {
             struct pollfd pfd = {PQsocket(c), st == PGRES_POLLING_READING ? POLLIN : POLLOUT, 0};
 
             poll(&pfd, 1, 1000);
@@ -375,7 +375,7 @@ static void malformed(void)
     {
         PGconn *c = connect_ok(tu_conninfo(""), "after malformed connects");
 
-        CHECK(pqt_exec_ok(c, "SELECT 1"), "query: %s", PQerrorMessage(c));
+        CHECK(tu_exec_ok(c, "SELECT 1"), "query: %s", PQerrorMessage(c));
         PQfinish(c);
     }
     CHECK(tu_wait_backends(tu_app_name(), 1, 3000) == 1, "expected exactly the 1 kept backend");

@@ -39,13 +39,13 @@ static int child(const char *app, const char *how)
 
     snprintf(unix_ci, sizeof unix_ci, "application_name=%s %s", app, LOG_OPTIONS);
     snprintf(tcp_ci, sizeof tcp_ci, "application_name=%s host=%s sslmode=require %s", app,
-             pqt_tcp_host(), LOG_OPTIONS);
+             tu_tcp_host(), LOG_OPTIONS);
     c[0] = PQconnectdb(unix_ci);
     c[1] = PQconnectdb(unix_ci);
     c[2] = PQconnectdb(tcp_ci);
     c[3] = PQconnectdb(tcp_ci);
     for (int i = 0; i < 4; i++)
-        if (PQstatus(c[i]) != CONNECTION_OK || !pqt_exec_ok(c[i], "SELECT 1")) {
+        if (PQstatus(c[i]) != CONNECTION_OK || !tu_exec_ok(c[i], "SELECT 1")) {
             fprintf(stderr, "child %s: connection %d: %s", app, i, PQerrorMessage(c[i]));
             return 3;
         }
@@ -68,7 +68,7 @@ static int child(const char *app, const char *how)
     }
     for (int i = 0; i < 4; i++)
         PQfinish(c[i]); /* kept: 2 per key */
-    pqt_sleep_ms(100);   /* their resets complete */
+    tu_sleep_ms(100);   /* their resets complete */
     /* Take them again and finish them right before exit: their resets are still in flight. */
     held[0] = PQconnectdb(unix_ci);
     held[1] = PQconnectdb(unix_ci);
@@ -140,10 +140,10 @@ static long run_child(const char *how, long *disconnections)
     /* Every backend logs its disconnection last: wait until each one opened has. */
     opened = log_count(NULL, authorized);
     CHECK(opened >= 5, "child %s: %ld connections in the log, expected at least 5", how, opened);
-    start = pqt_now_ms();
+    start = tu_now_ms();
     while ((*disconnections = log_count(app, "disconnection: session time")) < opened &&
-           pqt_now_ms() - start < 10000)
-        pqt_sleep_ms(50);
+           tu_now_ms() - start < 10000)
+        tu_sleep_ms(50);
     CHECK(*disconnections == opened, "child %s: %ld disconnections logged for %ld connections",
           how, *disconnections, opened);
     for (int i = 0; abnormal[i]; i++) {

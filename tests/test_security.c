@@ -32,7 +32,7 @@ static const char *tcp(const char *extra)
 {
     char buf[512];
 
-    snprintf(buf, sizeof buf, "host=%s port=%s %s", hq_tcp_host(), hq_port(), extra);
+    snprintf(buf, sizeof buf, "host=%s port=%s %s", tu_tcp_host(), hq_port(), extra);
     return tu_conninfo(buf);
 }
 
@@ -126,14 +126,14 @@ static void *cross_thread(void *arg)
         if (finish_now && what <= 1 && !sharing) {
             snprintf(sql, sizeof sql, "SET ROLE %s", role_r);
             if (i == 0)
-                CHECK(hq_exec_ok(c, sql), "SET ROLE: %s", PQerrorMessage(c));
+                CHECK(tu_exec_ok(c, sql), "SET ROLE: %s", PQerrorMessage(c));
             if (i == 9)
-                CHECK(hq_exec_ok(c, "SET SESSION AUTHORIZATION pqd_bob"), "SET SESSION AUTHORIZATION: %s",
+                CHECK(tu_exec_ok(c, "SET SESSION AUTHORIZATION pqd_bob"), "SET SESSION AUTHORIZATION: %s",
                       PQerrorMessage(c));
         } else if (what == 2) {
-            hq_exec_ok(c, "BEGIN");
+            tu_exec_ok(c, "BEGIN");
             if (i == 9)
-                hq_exec_ok(c, "SET LOCAL SESSION AUTHORIZATION pqd_alice");
+                tu_exec_ok(c, "SET LOCAL SESSION AUTHORIZATION pqd_alice");
         }
         if (finish_now) {
             PQfinish(c);
@@ -252,16 +252,16 @@ static void test_lifetime(void)
     snprintf(sql, sizeof sql, "user=%s password=new_pw dbname=postgres", role_pw);
     snprintf(new_ci, sizeof new_ci, "%s", tcp(sql));
     pid = connect_pid(old_ci, &c);
-    t0 = hq_now_ms(); /* the lifetime counts from the connect, which ended before this */
+    t0 = tu_now_ms(); /* the lifetime counts from the connect, which ended before this */
     REQUIRE(pid > 0, "old password: %s", PQerrorMessage(c));
     printf("test_security: kept backend %d authenticated with the old password\n", pid);
     PQfinish(c);
-    hq_wait_reset(pid);
+    tu_wait_reset(pid);
     snprintf(sql, sizeof sql, "ALTER ROLE %s PASSWORD 'new_pw'", role_pw);
     hq_observer_exec(sql);
-    if (hq_now_ms() - t0 < 700)
+    if (tu_now_ms() - t0 < 700)
         within_lifetime(old_ci, pid, "ALTER ROLE: old password");
-    hq_sleep_ms(1300 - (hq_now_ms() - t0));
+    tu_sleep_ms(1300 - (tu_now_ms() - t0));
     expect_auth_failure(old_ci, "ALTER ROLE: old password after the lifetime");
     {
         int p2 = connect_pid(new_ci, &c);
@@ -282,17 +282,17 @@ static void test_lifetime(void)
     snprintf(sql, sizeof sql, "user=%s dbname=postgres", role_pw);
     snprintf(old_ci, sizeof old_ci, "%s", tcp(sql));
     pid = connect_pid(old_ci, &c);
-    t0 = hq_now_ms();
+    t0 = tu_now_ms();
     REQUIRE(pid > 0, ".pgpass with the right password: %s", PQerrorMessage(c));
     PQfinish(c);
-    hq_wait_reset(pid);
+    tu_wait_reset(pid);
     snprintf(line, sizeof line, "*:*:*:%s:wrong_pw\n", role_pw);
     fd = open(pgpass, O_WRONLY | O_TRUNC);
     REQUIRE(fd >= 0 && write(fd, line, strlen(line)) == (ssize_t)strlen(line), "rewrite .pgpass");
     close(fd);
-    if (hq_now_ms() - t0 < 700)
+    if (tu_now_ms() - t0 < 700)
         within_lifetime(old_ci, pid, ".pgpass rewritten: wrong password");
-    hq_sleep_ms(1300 - (hq_now_ms() - t0));
+    tu_sleep_ms(1300 - (tu_now_ms() - t0));
     expect_auth_failure(old_ci, ".pgpass rewritten: wrong password after the lifetime");
     unsetenv("PGPASSFILE");
     unlink(pgpass);
@@ -303,7 +303,7 @@ static void test_lifetime(void)
     pid = connect_pid(old_ci, &c);
     REQUIRE(pid > 0, "PGPASSWORD=new_pw: %s", PQerrorMessage(c));
     PQfinish(c);
-    hq_wait_reset(pid);
+    tu_wait_reset(pid);
     setenv("PGPASSWORD", "wrong_pw", 1);
     expect_auth_failure(old_ci, "PGPASSWORD changed to a wrong one, a connection kept");
     setenv("PGPASSWORD", "new_pw", 1);
@@ -402,7 +402,7 @@ static int test_setuid(void)
             strerror(errno));
     snprintf(preload, sizeof preload, "%s%s%s", rt && *rt ? rt : "", rt && *rt ? ":" : "", shim);
     snprintf(conninfo, sizeof conninfo, "host=%s port=%s user=pqd_alice password=alice_pw dbname=postgres",
-             hq_tcp_host(), hq_port());
+             tu_tcp_host(), hq_port());
     printf("test_security: setuid %s (owner %s) run by %s\n", suid, owner_name, runner_name);
 
     for (int setuid_run = 1; setuid_run >= 0; setuid_run--) {
@@ -451,7 +451,7 @@ static const char *const secrets[] = {
 /* The child: every way of giving a password, right and wrong, with debug logging on. */
 static int log_child(void)
 {
-    const char *h = hq_tcp_host(), *p = hq_port();
+    const char *h = tu_tcp_host(), *p = hq_port();
     char buf[512], uri[512];
     PGconn *c;
 
@@ -497,7 +497,7 @@ static int log_child(void)
     c = PQconnectStart(buf);
     while (c && PQstatus(c) != CONNECTION_BAD && PQconnectPoll(c) != PGRES_POLLING_FAILED &&
            PQstatus(c) != CONNECTION_OK)
-        hq_sleep_ms(5);
+        tu_sleep_ms(5);
     PQfinish(c);
     snprintf(buf, sizeof buf, "host=%s port=%s user=pqd_alice password=pw_unparsable_H6d nosuch=1", h, p);
     TRY(PQconnectdb(buf));

@@ -31,14 +31,6 @@ static long app_hook_calls;    /* calls of any app notice hook, whatever its can
 static long dead_canary_calls; /* calls whose canary was no longer alive */
 static PGconn *fresh;          /* a connection nobody held before: libpq's defaults */
 
-/* Sleeps ms milliseconds. */
-static void nap_ms(int ms)
-{
-    struct timespec t = { ms / 1000, (long) (ms % 1000) * 1000000L };
-
-    nanosleep(&t, NULL);
-}
-
 static struct canary *new_canary(void)
 {
     struct canary *k = malloc(sizeof *k);
@@ -125,18 +117,6 @@ static char *capture_end(void)
 
 /* ---- libpq helpers ---- */
 
-/* Runs sql on conn; CHECKs that it worked. Returns true on success. */
-static bool exec_ok(PGconn *conn, const char *sql)
-{
-    PGresult *res = PQexec(conn, sql);
-    ExecStatusType st = PQresultStatus(res);
-    bool ok = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
-
-    CHECK(ok, "%s: %s", sql, PQerrorMessage(conn));
-    PQclear(res);
-    return ok;
-}
-
 /* Runs sql, which must fail; returns PQerrorMessage's text after it (malloc'd). */
 static char *error_text(PGconn *conn, const char *sql)
 {
@@ -156,7 +136,7 @@ static void raise_notice(PGconn *conn, const char *tag)
     char sql[200];
 
     snprintf(sql, sizeof sql, "DO $$BEGIN RAISE NOTICE 'pqd-state-notice %s'; END$$", tag);
-    exec_ok(conn, sql);
+    tu_exec_check(conn, sql);
 }
 
 /* The next holder on the first holder's backend (REQUIREd; see test_state_session.c: a
@@ -183,7 +163,7 @@ static PGconn *next_holder(const char *scenario, int pid, char **connect_msg)
                 "backends (last %d), never the reused backend %d (without reuse this test "
                 "proves nothing)", scenario, nextra + 1, pid2, pid);
         extra[nextra] = c;
-        nap_ms(10 << nextra++);
+        tu_sleep_ms(10 << nextra++);
     }
     for (i = 0; i < nextra; i++)
         PQfinish(extra[i]);
@@ -216,8 +196,8 @@ static void test_notice_hook(bool receiver)
     raise_notice(c, "to the app");
     REQUIRE(k->calls == 1, "the app's %s got the first holder's notice (%ld calls)", what,
             k->calls);
-    exec_ok(c, "SET client_min_messages = debug5");
-    exec_ok(c, "BEGIN"); /* so the finish also rolls back */
+    tu_exec_check(c, "SET client_min_messages = debug5");
+    tu_exec_check(c, "BEGIN"); /* so the finish also rolls back */
     before = app_hook_calls;
 
     capture_begin();
@@ -239,7 +219,7 @@ static void test_notice_hook(bool receiver)
     CHECK(strstr(out, "NOTICE:  pqd-state-notice after reuse\n") != NULL,
           "after reuse a notice goes to libpq's default processor on stderr; got: %s", out);
     free(out);
-    exec_ok(c, "RESET client_min_messages");
+    tu_exec_check(c, "RESET client_min_messages");
     PQfinish(c);
 }
 
@@ -259,7 +239,7 @@ static void test_hook_after_kill(void)
     before = app_hook_calls;
     PQfinish(c);
     kill_canary(k);
-    nap_ms(50); /* the reset completes */
+    tu_sleep_ms(50); /* the reset completes */
     snprintf(sql, sizeof sql, "SELECT pg_terminate_backend(%d)", pid);
     v = tu_query_value(tu_observer(), sql);
     REQUIRE(v && strcmp(v, "t") == 0, "observer terminates backend %d: %s", pid,
@@ -272,7 +252,7 @@ static void test_hook_after_kill(void)
             waited = 5000;
         free(v);
         if (waited < 5000)
-            nap_ms(20);
+            tu_sleep_ms(20);
     }
 
     capture_begin();
@@ -376,11 +356,11 @@ static void test_trace(void)
     f = fopen(path, "w");
     REQUIRE(f != NULL, "cannot create %s", path);
     PQtrace(c, f);
-    exec_ok(c, "SELECT 1");
+    tu_exec_check(c, "SELECT 1");
     fflush(f);
     s1 = file_size(path);
     REQUIRE(s1 > 0, "PQtrace wrote the first holder's query (%ld bytes)", s1);
-    exec_ok(c, "BEGIN"); /* so the finish also rolls back */
+    tu_exec_check(c, "BEGIN"); /* so the finish also rolls back */
     fflush(f);
     s1 = file_size(path);
     PQfinish(c);
@@ -389,8 +369,8 @@ static void test_trace(void)
     CHECK(s2 == s1, "the trace file grew by %ld bytes during PQfinish", s2 - s1);
 
     c = next_holder("trace", pid, NULL);
-    exec_ok(c, "SELECT 2");
-    exec_ok(c, "SELECT 3");
+    tu_exec_check(c, "SELECT 2");
+    tu_exec_check(c, "SELECT 3");
     fflush(f);
     s3 = file_size(path);
     CHECK(s3 == s2, "the trace file grew by %ld bytes while the next holder worked", s3 - s2);

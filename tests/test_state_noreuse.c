@@ -21,24 +21,6 @@
 
 static char table[64]; /* a table of ours, made by the observer */
 
-static void nap_ms(int ms)
-{
-    struct timespec t = { ms / 1000, (long) (ms % 1000) * 1000000L };
-
-    nanosleep(&t, NULL);
-}
-
-static bool exec_ok(PGconn *conn, const char *sql)
-{
-    PGresult *res = PQexec(conn, sql);
-    ExecStatusType st = PQresultStatus(res);
-    bool ok = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
-
-    CHECK(ok, "%s: %s", sql, PQerrorMessage(conn));
-    PQclear(res);
-    return ok;
-}
-
 /* Is backend pid still in pg_stat_activity? Waits up to timeout_ms for it to go. */
 static bool backend_lingers(int pid, int timeout_ms)
 {
@@ -55,7 +37,7 @@ static bool backend_lingers(int pid, int timeout_ms)
         free(v);
         if (!there || waited >= timeout_ms)
             return there;
-        nap_ms(50);
+        tu_sleep_ms(50);
         waited += 50;
     }
 }
@@ -67,7 +49,7 @@ static void check_not_reused(const char *what, int pid)
     PGconn *a, *b;
     int pa, pb;
 
-    nap_ms(50); /* had it been kept, its reset would be complete: it would be handed out */
+    tu_sleep_ms(50); /* had it been kept, its reset would be complete: it would be handed out */
     a = tu_connect_ok();
     b = tu_connect_ok();
     pa = tu_backend_pid(a);
@@ -101,7 +83,7 @@ static void test_control_reused(void)
         if (p2 == pid)
             break;
         extra[nextra++] = c;
-        nap_ms(10 << i);
+        tu_sleep_ms(10 << i);
     }
     CHECK(p2 == pid, "control: a plain PQfinish was not reused (backend %d, then %d)", pid, p2);
     if (p2 == pid)
@@ -225,7 +207,7 @@ static void test_event_proc(void)
     REQUIRE(PQregisterEventProc(c, event_proc, "pqd_state_events", &n) == 1,
             "PQregisterEventProc");
     CHECK(n.registered == 1, "PGEVT_REGISTER fired %d times", n.registered);
-    exec_ok(c, "SELECT 1");
+    tu_exec_check(c, "SELECT 1");
     CHECK(n.destroyed == 0, "CONNDESTROY fired %d times before PQfinish", n.destroyed);
     PQfinish(c);
     CHECK(n.destroyed == 1, "PGEVT_CONNDESTROY fired %d times at PQfinish, expected 1",
@@ -242,7 +224,7 @@ int main(void)
     printf("test_state_noreuse: as %s\n", tu_app_name());
     snprintf(table, sizeof table, "pqd_state_copy_%ld", (long) getpid());
     snprintf(sql, sizeof sql, "CREATE TABLE %s (x int)", table);
-    REQUIRE(exec_ok(tu_observer(), sql), "observer creates %s", table);
+    REQUIRE(tu_exec_check(tu_observer(), sql), "observer creates %s", table);
 
     test_control_reused();
     test_mid_query();
@@ -254,6 +236,6 @@ int main(void)
     test_control_reused(); /* the pool still works after all that */
 
     snprintf(sql, sizeof sql, "DROP TABLE %s", table);
-    exec_ok(tu_observer(), sql);
+    tu_exec_check(tu_observer(), sql);
     return tu_finish();
 }

@@ -57,28 +57,6 @@ static void check_expect(const char *what, enum expect e, bool present)
                        "PQDEDUP_RESET_QUERY=\"\" but did not (is the check blind?)", what);
 }
 
-/* Runs sql on conn; CHECKs that it worked. Returns true on success. */
-static bool exec_ok(PGconn *conn, const char *sql)
-{
-    PGresult *res = PQexec(conn, sql);
-    ExecStatusType st = PQresultStatus(res);
-    bool ok = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
-
-    CHECK(ok, "%s: %s", sql, PQerrorMessage(conn));
-    PQclear(res);
-    return ok;
-}
-
-/* Runs sql on conn and returns whether it succeeded, without counting a check. */
-static bool exec_quiet(PGconn *conn, const char *sql)
-{
-    PGresult *res = PQexec(conn, sql);
-    ExecStatusType st = PQresultStatus(res);
-
-    PQclear(res);
-    return st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
-}
-
 /* tu_query_value that REQUIREs an answer. Caller frees. */
 static char *value_of(PGconn *conn, const char *sql)
 {
@@ -86,14 +64,6 @@ static char *value_of(PGconn *conn, const char *sql)
 
     REQUIRE(v != NULL, "%s: %s", sql, PQerrorMessage(conn));
     return v;
-}
-
-/* Sleeps ms milliseconds. */
-static void nap_ms(int ms)
-{
-    struct timespec t = { ms / 1000, (long) (ms % 1000) * 1000000L };
-
-    nanosleep(&t, NULL);
 }
 
 /* The next holder: a connection with the same parameters on the same backend as the
@@ -120,7 +90,7 @@ static PGconn *next_holder(const char *scenario, int pid)
                 "backends (last %d), never the reused backend %d (without reuse this test "
                 "proves nothing)", scenario, nextra + 1, pid2, pid);
         extra[nextra] = c;
-        nap_ms(10 << nextra++);
+        tu_sleep_ms(10 << nextra++);
     }
     for (i = 0; i < nextra; i++)
         PQfinish(extra[i]);
@@ -131,8 +101,8 @@ static PGconn *next_holder(const char *scenario, int pid)
 static void end_scenario(PGconn *c)
 {
     if (PQtransactionStatus(c) != PQTRANS_IDLE)
-        exec_quiet(c, "ROLLBACK");
-    exec_ok(c, "DISCARD ALL");
+        tu_exec_ok(c, "ROLLBACK");
+    tu_exec_check(c, "DISCARD ALL");
     PQfinish(c);
 }
 
@@ -161,11 +131,11 @@ static void test_open_transaction(void)
     PGconn *c = tu_first_holder(&pid);
     char *v;
 
-    exec_ok(c, "BEGIN");
+    tu_exec_check(c, "BEGIN");
     snprintf(sql, sizeof sql, "INSERT INTO %s VALUES (1), (2)", table);
-    exec_ok(c, sql);
+    tu_exec_check(c, sql);
     snprintf(sql, sizeof sql, "LOCK TABLE %s IN ACCESS EXCLUSIVE MODE", table);
-    exec_ok(c, sql);
+    tu_exec_check(c, sql);
     REQUIRE(PQtransactionStatus(c) == PQTRANS_INTRANS, "first holder is in a transaction");
     PQfinish(c);
 
@@ -176,10 +146,10 @@ static void test_open_transaction(void)
     CHECK(strcmp(v, "0") == 0, "next holder sees %s uncommitted rows of the previous holder", v);
     free(v);
     snprintf(sql, sizeof sql, "INSERT INTO %s VALUES (3)", table);
-    exec_ok(c, sql); /* autocommit works on the reused session */
+    tu_exec_check(c, sql); /* autocommit works on the reused session */
     CHECK(observer_rows() == 1, "next holder's autocommit insert is visible to others");
     snprintf(sql, sizeof sql, "DELETE FROM %s", table);
-    exec_ok(c, sql);
+    tu_exec_check(c, sql);
     end_scenario(c);
 }
 
@@ -193,9 +163,9 @@ static void test_aborted_transaction(void)
     PGresult *res;
     char *v;
 
-    exec_ok(c, "BEGIN");
+    tu_exec_check(c, "BEGIN");
     snprintf(sql, sizeof sql, "INSERT INTO %s VALUES (1)", table);
-    exec_ok(c, sql);
+    tu_exec_check(c, sql);
     res = PQexec(c, "SELECT 1/0");
     CHECK(PQresultStatus(res) == PGRES_FATAL_ERROR, "SELECT 1/0 fails");
     PQclear(res);
@@ -223,9 +193,9 @@ static void test_settings(void)
     char *wm, *st, *sp;
 
     REQUIRE(strcmp(wm0, "7MB") != 0 && strcmp(st0, "12345ms") != 0, "defaults differ from ours");
-    exec_ok(c, "SET work_mem = '7MB'");
-    exec_ok(c, "SET statement_timeout = 12345");
-    exec_ok(c, "SET search_path = pg_catalog, pqd_state_nowhere");
+    tu_exec_check(c, "SET work_mem = '7MB'");
+    tu_exec_check(c, "SET statement_timeout = 12345");
+    tu_exec_check(c, "SET search_path = pg_catalog, pqd_state_nowhere");
     wm = value_of(c, "SHOW work_mem");
     REQUIRE(strcmp(wm, "7MB") == 0, "SET work_mem took effect (%s)", wm);
     free(wm);
@@ -288,7 +258,7 @@ static void test_prepare(void)
     res = PQprepare(c, "pqd_state_stmt", "SELECT 1", 0, NULL);
     CHECK(PQresultStatus(res) == PGRES_COMMAND_OK, "PQprepare: %s", PQerrorMessage(c));
     PQclear(res);
-    exec_ok(c, "PREPARE pqd_state_sql AS SELECT 2");
+    tu_exec_check(c, "PREPARE pqd_state_sql AS SELECT 2");
     PQfinish(c);
 
     c = next_holder("PREPARE", pid);
@@ -304,7 +274,7 @@ static void test_prepare(void)
         fprintf(stderr, "  PQprepare again: %s", PQerrorMessage(c));
     PQclear(res);
     check_expect("SQL PREPARE (re-prepare fails: already exists)", expect_session(),
-                 !exec_quiet(c, "PREPARE pqd_state_sql AS SELECT 2"));
+                 !tu_exec_ok(c, "PREPARE pqd_state_sql AS SELECT 2"));
     end_scenario(c);
 }
 
@@ -339,15 +309,15 @@ static void test_listen(void)
     PGconn *c = tu_first_holder(&pid);
     char *n;
 
-    exec_ok(c, "LISTEN pqd_state_chan");
+    tu_exec_check(c, "LISTEN pqd_state_chan");
     PQfinish(c);
 
     c = next_holder("LISTEN", pid);
     n = value_of(c, "SELECT count(*) FROM pg_listening_channels()");
     check_expect("LISTEN (pg_listening_channels)", expect_session(), strcmp(n, "0") != 0);
     free(n);
-    exec_ok(tu_observer(), "NOTIFY pqd_state_chan, 'after reuse'");
-    exec_ok(c, "SELECT 1"); /* a round trip, then wait a little for a late delivery */
+    tu_exec_check(tu_observer(), "NOTIFY pqd_state_chan, 'after reuse'");
+    tu_exec_check(c, "SELECT 1"); /* a round trip, then wait a little for a late delivery */
     got = drain_notifies(c);
     for (i = 0; i < 5 && got == 0; i++)
         if (wait_readable(c, 100))
@@ -363,11 +333,11 @@ static void test_queued_notification(void)
     int pid;
     PGconn *c = tu_first_holder(&pid);
 
-    exec_ok(c, "LISTEN pqd_state_q");
-    exec_ok(tu_observer(), "NOTIFY pqd_state_q, 'queued before finish'");
+    tu_exec_check(c, "LISTEN pqd_state_q");
+    tu_exec_check(tu_observer(), "NOTIFY pqd_state_q, 'queued before finish'");
     REQUIRE(wait_readable(c, 5000), "the notification reached the first holder's socket");
     REQUIRE(PQconsumeInput(c) == 1, "PQconsumeInput: %s", PQerrorMessage(c));
-    exec_ok(c, "SELECT 1"); /* everything sent before its answer is now parsed and queued */
+    tu_exec_check(c, "SELECT 1"); /* everything sent before its answer is now parsed and queued */
     PQfinish(c);
 
     c = next_holder("queued notification", pid);
@@ -383,8 +353,8 @@ static void test_unread_notification(void)
     int pid, pid2;
     PGconn *c = tu_first_holder(&pid);
 
-    exec_ok(c, "LISTEN pqd_state_u");
-    exec_ok(tu_observer(), "NOTIFY pqd_state_u, 'unread at finish'");
+    tu_exec_check(c, "LISTEN pqd_state_u");
+    tu_exec_check(tu_observer(), "NOTIFY pqd_state_u, 'unread at finish'");
     REQUIRE(wait_readable(c, 5000), "the notification reached the first holder's socket");
     PQfinish(c);
 
@@ -395,7 +365,7 @@ static void test_unread_notification(void)
         c = next_holder("unread notification", pid);
         pid2 = pid;
     }
-    exec_ok(c, "SELECT 1");
+    tu_exec_check(c, "SELECT 1");
     CHECK(drain_notifies(c) == 0, "next holder (backend %d, first was %d) got the previous "
           "holder's unread notification", pid2, pid);
     end_scenario(c);
@@ -408,8 +378,8 @@ static void test_temp_table(void)
     PGconn *c = tu_first_holder(&pid);
     char *v;
 
-    exec_ok(c, "CREATE TEMP TABLE pqd_state_tmp (x int)");
-    exec_ok(c, "INSERT INTO pqd_state_tmp VALUES (1)");
+    tu_exec_check(c, "CREATE TEMP TABLE pqd_state_tmp (x int)");
+    tu_exec_check(c, "INSERT INTO pqd_state_tmp VALUES (1)");
     PQfinish(c);
 
     c = next_holder("temp table", pid);
@@ -417,7 +387,7 @@ static void test_temp_table(void)
     check_expect("temp table (to_regclass)", expect_session(), strcmp(v, "t") == 0);
     free(v);
     check_expect("temp table (CREATE again fails)", expect_session(),
-                 !exec_quiet(c, "CREATE TEMP TABLE pqd_state_tmp (x int)"));
+                 !tu_exec_ok(c, "CREATE TEMP TABLE pqd_state_tmp (x int)"));
     end_scenario(c);
 }
 
@@ -432,7 +402,7 @@ static void test_advisory_lock(void)
     char *v;
 
     snprintf(sql, sizeof sql, "SELECT pg_advisory_lock(%ld)", key);
-    exec_ok(c, sql);
+    tu_exec_check(c, sql);
     PQfinish(c);
 
     c = next_holder("advisory lock", pid);
@@ -442,66 +412,57 @@ static void test_advisory_lock(void)
                  strcmp(v, "f") == 0);
     if (strcmp(v, "t") == 0) {
         snprintf(sql, sizeof sql, "SELECT pg_advisory_unlock(%ld)", key);
-        exec_ok(tu_observer(), sql);
+        tu_exec_check(tu_observer(), sql);
     }
     free(v);
+    end_scenario(c);
+}
+
+/* `set` (SET ROLE, SET SESSION AUTHORIZATION) to our role does not survive: current_user
+ * and session_user are the login user again. shows is what the first holder's statement
+ * changes (current_user or session_user): it is REQUIREd to become the role and checked to
+ * be the login user again for the next holder. */
+static void check_identity_reset(const char *set, const char *shows)
+{
+    char sql[128], what[128];
+    int pid;
+    PGconn *c = tu_first_holder(&pid);
+    char *login, *cu, *su, *v;
+
+    snprintf(sql, sizeof sql, "SELECT %s", shows);
+    login = value_of(c, sql);
+    snprintf(sql, sizeof sql, "%s %s", set, role);
+    tu_exec_check(c, sql);
+    snprintf(sql, sizeof sql, "SELECT %s", shows);
+    v = value_of(c, sql);
+    REQUIRE(strcmp(v, role) == 0, "%s took effect (%s)", set, v);
+    free(v);
+    PQfinish(c);
+
+    c = next_holder(set, pid);
+    cu = value_of(c, "SELECT current_user");
+    su = value_of(c, "SELECT session_user");
+    snprintf(what, sizeof what, "%s (%s)", set, shows);
+    check_expect(what, expect_session(),
+                 strcmp(strcmp(shows, "session_user") == 0 ? su : cu, login) != 0);
+    if (expect_session() == GONE)
+        CHECK(strcmp(cu, login) == 0 && strcmp(su, login) == 0,
+              "next holder: current_user=%s session_user=%s, expected %s", cu, su, login);
+    free(cu), free(su), free(login);
     end_scenario(c);
 }
 
 /* SET ROLE does not survive: current_user is the login user again. */
 static void test_set_role(void)
 {
-    char sql[128];
-    int pid;
-    PGconn *c = tu_first_holder(&pid);
-    char *login = value_of(c, "SELECT current_user");
-    char *cu, *su;
-
-    snprintf(sql, sizeof sql, "SET ROLE %s", role);
-    exec_ok(c, sql);
-    cu = value_of(c, "SELECT current_user");
-    REQUIRE(strcmp(cu, role) == 0, "SET ROLE took effect (%s)", cu);
-    free(cu);
-    PQfinish(c);
-
-    c = next_holder("SET ROLE", pid);
-    cu = value_of(c, "SELECT current_user");
-    su = value_of(c, "SELECT session_user");
-    check_expect("SET ROLE (current_user)", expect_session(), strcmp(cu, login) != 0);
-    if (expect_session() == GONE)
-        CHECK(strcmp(cu, login) == 0 && strcmp(su, login) == 0,
-              "next holder: current_user=%s session_user=%s, expected %s", cu, su, login);
-    free(cu), free(su), free(login);
-    end_scenario(c);
+    check_identity_reset("SET ROLE", "current_user");
 }
 
 /* SET SESSION AUTHORIZATION does not survive: session_user and current_user are the login
  * user again. */
 static void test_session_authorization(void)
 {
-    char sql[128];
-    int pid;
-    PGconn *c = tu_first_holder(&pid);
-    char *login = value_of(c, "SELECT session_user");
-    char *cu, *su;
-
-    snprintf(sql, sizeof sql, "SET SESSION AUTHORIZATION %s", role);
-    exec_ok(c, sql);
-    su = value_of(c, "SELECT session_user");
-    REQUIRE(strcmp(su, role) == 0, "SET SESSION AUTHORIZATION took effect (%s)", su);
-    free(su);
-    PQfinish(c);
-
-    c = next_holder("SET SESSION AUTHORIZATION", pid);
-    cu = value_of(c, "SELECT current_user");
-    su = value_of(c, "SELECT session_user");
-    check_expect("SET SESSION AUTHORIZATION (session_user)", expect_session(),
-                 strcmp(su, login) != 0);
-    if (expect_session() == GONE)
-        CHECK(strcmp(cu, login) == 0 && strcmp(su, login) == 0,
-              "next holder: current_user=%s session_user=%s, expected %s", cu, su, login);
-    free(cu), free(su), free(login);
-    end_scenario(c);
+    check_identity_reset("SET SESSION AUTHORIZATION", "session_user");
 }
 
 /* A WITH HOLD cursor is gone: pg_cursors is empty and FETCH from it fails. */
@@ -511,8 +472,8 @@ static void test_hold_cursor(void)
     PGconn *c = tu_first_holder(&pid);
     char *v;
 
-    exec_ok(c, "DECLARE pqd_state_cur CURSOR WITH HOLD FOR SELECT generate_series(1, 3)");
-    exec_ok(c, "FETCH 1 FROM pqd_state_cur");
+    tu_exec_check(c, "DECLARE pqd_state_cur CURSOR WITH HOLD FOR SELECT generate_series(1, 3)");
+    tu_exec_check(c, "FETCH 1 FROM pqd_state_cur");
     PQfinish(c);
 
     c = next_holder("WITH HOLD cursor", pid);
@@ -520,7 +481,7 @@ static void test_hold_cursor(void)
     check_expect("WITH HOLD cursor (pg_cursors)", expect_session(), strcmp(v, "0") != 0);
     free(v);
     check_expect("WITH HOLD cursor (FETCH works)", expect_session(),
-                 exec_quiet(c, "FETCH 1 FROM pqd_state_cur"));
+                 tu_exec_ok(c, "FETCH 1 FROM pqd_state_cur"));
     end_scenario(c);
 }
 
@@ -556,10 +517,10 @@ int main(int argc, char **argv)
     snprintf(table, sizeof table, "pqd_state_rows_%ld", (long) getpid());
     snprintf(role, sizeof role, "pqd_state_role_%ld", (long) getpid());
     snprintf(sql, sizeof sql, "CREATE TABLE %s (x int)", table);
-    REQUIRE(exec_ok(tu_observer(), sql), "observer creates %s", table);
+    REQUIRE(tu_exec_check(tu_observer(), sql), "observer creates %s", table);
     snprintf(sql, sizeof sql, "CREATE ROLE %s NOLOGIN", role);
-    REQUIRE(exec_ok(tu_observer(), sql), "observer creates %s", role);
-    exec_ok(tu_observer(), "SET lock_timeout = '5s'");
+    REQUIRE(tu_exec_check(tu_observer(), sql), "observer creates %s", role);
+    tu_exec_check(tu_observer(), "SET lock_timeout = '5s'");
 
     test_reuse_happens();
     test_open_transaction();
@@ -577,8 +538,8 @@ int main(int argc, char **argv)
     test_hold_cursor();
 
     snprintf(sql, sizeof sql, "DROP TABLE %s", table);
-    exec_ok(tu_observer(), sql);
+    tu_exec_check(tu_observer(), sql);
     snprintf(sql, sizeof sql, "DROP ROLE %s", role);
-    exec_ok(tu_observer(), sql);
+    tu_exec_check(tu_observer(), sql);
     return tu_finish();
 }

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 extern const char *program_invocation_short_name; /* glibc */
+extern char **environ;
 
 static pthread_mutex_t tu_lock = PTHREAD_MUTEX_INITIALIZER;
 static long tu_passed;
@@ -268,4 +269,137 @@ PGconn *tu_first_holder(int *pid)
     *pid = tu_backend_pid(c);
     REQUIRE(*pid > 0, "pg_backend_pid: %s", PQerrorMessage(c));
     return c;
+}
+
+long tu_now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void tu_sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+
+    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+        ;
+}
+
+int tu_exec_ok(PGconn *conn, const char *sql)
+{
+    PGresult *res = PQexec(conn, sql);
+    ExecStatusType st = PQresultStatus(res);
+
+    PQclear(res);
+    return st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
+}
+
+int tu_exec_check_at(PGconn *conn, const char *sql, const char *file, int line)
+{
+    return tu_check(tu_exec_ok(conn, sql), "ok", file, line, "%s: %s", sql,
+                    PQerrorMessage(conn));
+}
+
+const char *tu_tcp_host(void)
+{
+    const char *h = getenv("PQD_TEST_TCP_HOST");
+
+    return h && *h ? h : "127.0.0.1";
+}
+
+int tu_wait_reset(int pid)
+{
+    const char *sql = "SELECT count(*) FROM pg_stat_activity WHERE pid = $1::int "
+                      "AND state = 'idle' AND query = 'DISCARD ALL'";
+    char param[24];
+    const char *values[1] = {param};
+    long start = tu_now_ms(), n;
+
+    snprintf(param, sizeof param, "%d", pid);
+    for (;;) {
+        PGconn *obs;
+        PGresult *res;
+
+        pthread_mutex_lock(&tu_obs_lock);
+        obs = tu_observer_locked();
+        res = PQexecParams(obs, sql, 1, NULL, values, NULL, NULL, 0);
+        if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1)
+            n = strtol(PQgetvalue(res, 0, 0), NULL, 10);
+        else {
+            n = -1;
+            fprintf(stderr, "observer query failed: %s: %s", sql, PQerrorMessage(obs));
+        }
+        PQclear(res);
+        pthread_mutex_unlock(&tu_obs_lock);
+        if (n != 0 || tu_now_ms() - start >= 5000)
+            break;
+        tu_sleep_ms(10);
+    }
+    tu_sleep_ms(30);
+    return n == 1;
+}
+
+/* stderr goes to tu_captured between tu_capture_stderr() and tu_release_stderr(). */
+static int tu_saved_stderr = -1;
+static FILE *tu_captured;
+
+void tu_capture_stderr(void)
+{
+    fflush(stderr);
+    tu_captured = tmpfile();
+    REQUIRE(tu_captured != NULL, "tmpfile: %s", strerror(errno));
+    tu_saved_stderr = dup(2);
+    REQUIRE(tu_saved_stderr >= 0 && dup2(fileno(tu_captured), 2) == 2, "redirecting stderr: %s",
+            strerror(errno));
+}
+
+char *tu_release_stderr(void)
+{
+    char *text;
+    long len;
+
+    fflush(stderr);
+    dup2(tu_saved_stderr, 2);
+    close(tu_saved_stderr);
+    len = (long)lseek(fileno(tu_captured), 0, SEEK_END);
+    text = calloc(1, (size_t)(len > 0 ? len : 0) + 1);
+    REQUIRE(text != NULL, "out of memory");
+    if (len > 0)
+        REQUIRE(pread(fileno(tu_captured), text, (size_t)len, 0) == len,
+                "reading captured stderr");
+    fclose(tu_captured);
+    tu_captured = NULL;
+    return text;
+}
+
+char **tu_environ_with(const char *const *extra_env)
+{
+    size_t nenv = 0, nextra = 0, k = 0;
+    char **envp;
+
+    while (environ[nenv])
+        nenv++;
+    while (extra_env && extra_env[nextra])
+        nextra++;
+    envp = calloc(nenv + nextra + 1, sizeof *envp);
+    REQUIRE(envp != NULL, "out of memory");
+    for (size_t i = 0; i < nenv; i++) {
+        int overridden = 0;
+
+        for (size_t j = 0; j < nextra; j++) {
+            size_t len = strcspn(extra_env[j], "=");
+
+            if (strncmp(environ[i], extra_env[j], len) == 0 && environ[i][len] == '=')
+                overridden = 1;
+        }
+        if (!overridden)
+            envp[k++] = environ[i];
+    }
+    for (size_t j = 0; j < nextra; j++)
+        if (strchr(extra_env[j], '='))
+            envp[k++] = (char *)extra_env[j];
+    envp[k] = NULL;
+    return envp;
 }

@@ -82,4 +82,45 @@ PGconn *tu_connect_ok(void);
 /* tu_connect_ok() and its backend pid into *pid (REQUIREd > 0): a scenario's first holder. */
 PGconn *tu_first_holder(int *pid);
 
+/* Milliseconds on a monotonic clock. */
+long tu_now_ms(void);
+
+/* Sleeps ms milliseconds, the whole time even when signals interrupt it. */
+void tu_sleep_ms(long ms);
+
+/* Runs sql on conn. Returns 1 if it ended in PGRES_COMMAND_OK or PGRES_TUPLES_OK, else 0;
+ * counts no check. */
+int tu_exec_ok(PGconn *conn, const char *sql);
+
+/* tu_exec_ok that also CHECKs the outcome (a failure names sql and conn's error, at the
+ * caller's file and line). Returns 1 on success, else 0. */
+#define tu_exec_check(conn, sql) tu_exec_check_at((conn), (sql), __FILE__, __LINE__)
+int tu_exec_check_at(PGconn *conn, const char *sql, const char *file, int line);
+
+/* The TCP host of the test server: PQD_TEST_TCP_HOST, else "127.0.0.1". The string is the
+ * environment's or a literal; never NULL. */
+const char *tu_tcp_host(void);
+
+/* pqdedup sends the reset query (DISCARD ALL by default) at PQfinish without waiting, and
+ * the next connect takes a kept connection only once that reset has answered (else it may
+ * open a spare). Waits (5 s at most) until backend pid shows the finished reset (idle after
+ * DISCARD ALL), plus a moment for the answer to reach the client. Returns 1 when seen, 0 on
+ * timeout or when the observer's query fails (the failure is printed, not counted). */
+int tu_wait_reset(int pid);
+
+/* Sends stderr (fd 2) to a temporary file until tu_release_stderr(); not nested, one
+ * thread. REQUIREs that the redirection works. */
+void tu_capture_stderr(void);
+
+/* Puts stderr back. Returns what was written to it since tu_capture_stderr(), as a malloc'd
+ * string the caller frees ("" if nothing); exits 1 if it cannot be read. */
+char *tu_release_stderr(void);
+
+/* An environment for a child: a copy of environ in which each "NAME=VALUE" of extra_env
+ * (NULL-terminated, may be NULL) replaces NAME, and a bare "NAME" removes it. Returns a
+ * malloc'd NULL-terminated array that the caller frees; its strings are not copied (they are
+ * environ's and extra_env's, so keep those alive while it is used). Exits 1 if out of
+ * memory. */
+char **tu_environ_with(const char *const *extra_env);
+
 #endif

@@ -296,14 +296,6 @@ double fu_now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-void fu_sleep_ms(long ms)
-{
-    struct timespec left = { ms / 1000, (ms % 1000) * 1000000L };
-
-    while (nanosleep(&left, &left) < 0 && errno == EINTR)
-        ;
-}
-
 /* ---- the server -------------------------------------------------------------------------- */
 
 int fu_pg_ctl(const char *arg, ...)
@@ -412,41 +404,9 @@ void fu_terminate(int pid)
         free(v);
         if (gone)
             return;
-        fu_sleep_ms(20);
+        tu_sleep_ms(20);
     }
     REQUIRE(0, "backend %d still there 10 s after pg_terminate_backend", pid);
-}
-
-/* ---- stderr capture ---------------------------------------------------------------------- */
-
-static int saved_stderr = -1;
-static FILE *captured;
-
-void fu_capture_stderr(void)
-{
-    fflush(stderr);
-    captured = tmpfile();
-    REQUIRE(captured != NULL, "tmpfile: %s", strerror(errno));
-    saved_stderr = dup(2);
-    REQUIRE(saved_stderr >= 0 && dup2(fileno(captured), 2) == 2, "redirecting stderr: %s",
-            strerror(errno));
-}
-
-char *fu_release_stderr(void)
-{
-    char *text;
-    long len;
-
-    fflush(stderr);
-    dup2(saved_stderr, 2);
-    close(saved_stderr);
-    len = (long)lseek(fileno(captured), 0, SEEK_END);
-    text = calloc(1, (size_t)(len > 0 ? len : 0) + 1);
-    REQUIRE(text != NULL, "out of memory");
-    if (len > 0)
-        REQUIRE(pread(fileno(captured), text, (size_t)len, 0) == len, "reading captured stderr");
-    fclose(captured);
-    return text;
 }
 
 /* ---- the ledger -------------------------------------------------------------------------- */
@@ -728,7 +688,7 @@ void fu_proxy_freeze(void)
             fclose(f);
         if (stopped)
             return;
-        fu_sleep_ms(2);
+        tu_sleep_ms(2);
     }
     REQUIRE(0, "the proxy did not stop within 1 s of SIGSTOP");
 }

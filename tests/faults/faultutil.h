@@ -52,8 +52,7 @@ int fu_check_connect(PGconn *c, const char *user, const char *app, const char *w
 int fu_finish(bool skip_reference);
 
 /* ---- time ---------------------------------------------------------------------------- */
-double fu_now(void);           /* monotonic seconds */
-void fu_sleep_ms(long ms);     /* sleeps the whole time even when signals interrupt it */
+double fu_now(void); /* monotonic seconds (tu_sleep_ms sleeps) */
 
 /* ---- the server ---------------------------------------------------------------------- */
 /* Runs tests/harness/pg-ctl.sh ARGS (NULL-terminated) outside the preload; returns its exit
@@ -68,10 +67,7 @@ char *fu_sql_value(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* pg_terminate_backend(pid) and wait (10 s at most) until it is gone. */
 void fu_terminate(int pid);
 
-/* ---- stderr capture ------------------------------------------------------------------ */
-void fu_capture_stderr(void);
-/* Returns what was written to stderr since fu_capture_stderr (malloc'd, "" if nothing). */
-char *fu_release_stderr(void);
+/* (stderr capture: tu_capture_stderr and tu_release_stderr in testutil.h) */
 
 /* ---- the ledger ---------------------------------------------------------------------- */
 enum fu_state { FU_UNTRIED = 0, FU_OK, FU_FAILED, FU_AMBIGUOUS };
