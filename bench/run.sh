@@ -255,8 +255,12 @@ run_cell() {
 	read -r host port db <<<"$(target "$cfg" "$transport")"
 	jobs=$((clients > 1 ? 2 : 1))
 	args=(-n -T "$DURATION" -c "$clients" -j "$jobs" -h "$host" -p "$port" -U postgres)
-	[[ "$script" == select ]] && args+=(-S)
-	[[ "$cfg" != persistent ]] && args+=(-C)
+	if [[ "$cfg" == persistent-reset ]]; then
+		args+=(-f "$WORK/$script-discard.sql")
+	else
+		[[ "$script" == select ]] && args+=(-S)
+		[[ "$cfg" != persistent ]] && args+=(-C)
+	fi
 	args+=("$db")
 	log="$OUT/logs/r${round}-${script}-c${clients}-${transport}-${cfg}.log"
 	if [[ "$cfg" == pqdedup* ]]; then
@@ -312,7 +316,14 @@ vacuum_tables() {
 		-c "TRUNCATE pgbench_history" >/dev/null
 }
 
-CONFIGS=(persistent direct pqdedup pqdedup-noreset pgb-session pgb-tx pqdedup-dirty)
+CONFIGS=(persistent persistent-reset direct pqdedup pqdedup-noreset pgb-session pgb-tx pqdedup-dirty)
+# The reference for the default reset: persistent connections that also run the reset
+# statement after every transaction, i.e. the server work of a full reset per reuse with
+# no connection handling at all. pgbench prints its built-in scripts on stderr.
+for script in select tpcb; do
+	{ pgbench --show-script="$([[ $script == select ]] && echo select-only || echo tpcb-like)" 2>&1 |
+		grep -v '^--'; echo 'DISCARD ALL;'; } >"$WORK/$script-discard.sql"
+done
 RAW="$OUT/raw.csv"
 mkdir -p "$OUT/logs"
 echo "round,script,clients,transport,config,tps,latency_ms,transactions,failed,backends_opened,pqd_connects,pqd_opened,pqd_reused,status,note" >"$RAW"
@@ -460,7 +471,7 @@ if [[ $ONLY_MICRO -eq 0 ]]; then
 		set key outside right top
 		set datafile missing "NaN"
 		set xtics rotate by -20
-		plot for [i=2:7] "$OUT/ratio.dat" using i:xtic(1) title columnheader(i)
+		plot for [i=2:${#CONFIGS[@]}] "$OUT/ratio.dat" using i:xtic(1) title columnheader(i)
 	EOF
 fi
 

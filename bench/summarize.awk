@@ -6,8 +6,9 @@
 # Rows whose status is not "ok" count as missing; a cell with no good row prints "n/a".
 
 BEGIN {
-	ncfg = split("persistent direct pqdedup pqdedup-noreset pgb-session pgb-tx pqdedup-dirty", CFG, " ")
+	ncfg = split("persistent persistent-reset direct pqdedup pqdedup-noreset pgb-session pgb-tx pqdedup-dirty", CFG, " ")
 	LABEL["persistent"] = "persistent (no -C)"
+	LABEL["persistent-reset"] = "persistent + DISCARD ALL per txn"
 	LABEL["direct"] = "-C direct"
 	LABEL["pqdedup"] = "-C pqdedup (defaults)"
 	LABEL["pqdedup-noreset"] = "-C pqdedup, reset off"
