@@ -381,19 +381,16 @@ static bool may_open_spare(const struct pool_bucket *b)
 }
 
 /* Among the kept connections that `self` held last (mine) or that other threads
- * did (!mine), the best one to hand out now; NULL when none is ready. First the
- * newest with no reset in flight (a backend that just served this thread is the
- * warmest); else the oldest whose reset has arrived (the oldest was sent first, so
- * it is the likeliest to be done: one socket read, not one per connection). */
+ * did (!mine), the most recently kept one whose reset has completed or was never
+ * sent; NULL when none has. Newest first: the warmest backend, and the extra
+ * connections of a burst stay unused and age out (PQDEDUP_IDLE_TIMEOUT). May read
+ * sockets (one per connection whose reset is in flight, until one is done). */
 static struct pooled_conn *find_ready(struct pool_bucket *b, pthread_t self, bool mine)
 {
     struct pooled_conn *pc;
     DL_FOREACH(b->kept, pc)
-        if (pthread_equal(pc->holder_thread, self) == mine && pc->pending == PENDING_NONE)
-            return pc;
-    for (pc = b->kept ? b->kept->prev : NULL; pc != NULL; pc = pc == b->kept ? NULL : pc->prev)
-        if (pthread_equal(pc->holder_thread, self) == mine && pc->pending != PENDING_NONE &&
-            session_reset_arrived(pc->conn))
+        if (pthread_equal(pc->holder_thread, self) == mine &&
+            (pc->pending == PENDING_NONE || session_reset_arrived(pc->conn)))
             return pc;
     return NULL;
 }

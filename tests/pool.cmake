@@ -80,6 +80,9 @@ pqdedup_add_test(NAME cap_idle_timeout PROGRAM test_cap_limits ARGS idle
 # PQDEDUP_MAX_LIFETIME=1s: older than 1s is closed at finish and never reused.
 pqdedup_add_test(NAME cap_max_lifetime PROGRAM test_cap_limits ARGS lifetime
                  ENV PQDEDUP_MAX_LIFETIME=1s LABELS pool)
+# After a burst of 5, a churning loop reuses the most recently kept ones: the others expire.
+pqdedup_add_test(NAME cap_burst_ages_out PROGRAM test_cap_limits ARGS burst
+                 ENV PQDEDUP_IDLE_TIMEOUT=1s LABELS pool)
 
 # --- Connect paths (test_paths.c) ---------------------------------------------------------------
 # key=value, URI, PQconnectdbParams (expand_dbname 0/1), PQsetdbLogin and PQsetdb work and

@@ -7,6 +7,8 @@
  *   keep0      (PQDEDUP_KEEP_PER_KEY=0) nothing is kept: every cycle gets a new backend
  *   idle       (PQDEDUP_IDLE_TIMEOUT=1s) a kept connection idle > 1s is not reused and goes
  *   lifetime   (PQDEDUP_MAX_LIFETIME=1s) a connection older than 1s is not kept or reused
+ *   burst      (PQDEDUP_IDLE_TIMEOUT=1s) after a burst of 5, a churning loop reuses the most
+ *              recently kept ones, so the burst's extra backends age out
  */
 
 #define FIVE 5
@@ -153,6 +155,39 @@ static void lifetime(void)
     PQfinish(c);
 }
 
+/* PQDEDUP_IDLE_TIMEOUT=1s: 5 connections held at once and finished leave 5 kept; a loop that
+ * then connects, queries and finishes for 2.5s (each reset still in flight at the next
+ * connect) needs at most 2 of them plus a spare, and must leave the rest idle so they expire:
+ * a pick that rotated through every kept connection would keep all 5 alive forever. */
+static void burst(void)
+{
+    PGconn *c[FIVE];
+    long n;
+
+    for (int i = 0; i < FIVE; i++)
+        c[i] = connect_ok(tu_conninfo(""), "burst");
+    for (int i = 0; i < FIVE; i++)
+        PQfinish(c[i]);
+    n = tu_count_backends(tu_app_name());
+    CHECK(n == FIVE, "%ld backends kept after the burst, expected %d", n, FIVE);
+
+    long until = tu_now_ms() + 2500;
+    long cycles = 0;
+    while (tu_now_ms() < until) {
+        PGconn *one = connect_ok(tu_conninfo(""), "churn");
+        CHECK(tu_exec_ok(one, "SELECT 1"), "SELECT 1 failed in the churn");
+        PQfinish(one);
+        cycles++;
+    }
+    n = tu_count_backends(tu_app_name());
+    for (int i = 0; i < 40 && n > 3; i++) { /* closed ones exit a moment later */
+        tu_sleep_ms(50);
+        n = tu_count_backends(tu_app_name());
+    }
+    CHECK(n <= 3, "%ld backends after %ld churn cycles past PQDEDUP_IDLE_TIMEOUT=1s, expected "
+          "the burst's unused ones to have expired (at most 3 left)", n, cycles);
+}
+
 int main(int argc, char **argv)
 {
     const char *mode = argc > 1 ? argv[1] : "";
@@ -166,8 +201,10 @@ int main(int argc, char **argv)
         idle();
     else if (!strcmp(mode, "lifetime"))
         lifetime();
+    else if (!strcmp(mode, "burst"))
+        burst();
     else {
-        fprintf(stderr, "usage: test_cap_limits keep2|keep0|idle|lifetime\n");
+        fprintf(stderr, "usage: test_cap_limits keep2|keep0|idle|lifetime|burst\n");
         return 2;
     }
     return tu_finish();
