@@ -128,7 +128,8 @@ bool session_start_reset(PGconn *conn, const char *reset_query, enum reset_pendi
 
 bool session_reset_arrived(PGconn *conn)
 {
-    return PQconsumeInput(conn) == 0 || PQisBusy(conn) == 0;
+    /* What an earlier look already read answers without a syscall. */
+    return PQisBusy(conn) == 0 || PQconsumeInput(conn) == 0 || PQisBusy(conn) == 0;
 }
 
 bool session_finish_reset(PGconn *conn, enum reset_pending pending, const char *reset_query,
