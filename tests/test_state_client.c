@@ -139,41 +139,6 @@ static void raise_notice(PGconn *conn, const char *tag)
     tu_exec_check(conn, sql);
 }
 
-/* The next holder on the first holder's backend (REQUIREd; see test_state_session.c: a
- * spare handed out while the reset is in flight is held, and the connect repeated).
- * If connect_msg is given, it gets PQerrorMessage as it was right after the connect,
- * before this test ran any query on it (malloc'd). */
-static PGconn *next_holder(const char *scenario, int pid, char **connect_msg)
-{
-    PGconn *extra[8];
-    int nextra = 0, pid2, i;
-    PGconn *c;
-    char *msg;
-
-    for (;;) {
-        c = tu_connect_ok();
-        msg = strdup(PQerrorMessage(c));
-        REQUIRE(msg != NULL, "out of memory");
-        pid2 = tu_backend_pid(c);
-        REQUIRE(pid2 > 0, "%s: pg_backend_pid: %s", scenario, PQerrorMessage(c));
-        if (pid2 == pid)
-            break;
-        free(msg);
-        REQUIRE(nextra < (int) (sizeof extra / sizeof extra[0]), "%s: %d connects got other "
-                "backends (last %d), never the reused backend %d (without reuse this test "
-                "proves nothing)", scenario, nextra + 1, pid2, pid);
-        extra[nextra] = c;
-        tu_sleep_ms(10 << nextra++);
-    }
-    for (i = 0; i < nextra; i++)
-        PQfinish(extra[i]);
-    if (connect_msg)
-        *connect_msg = msg;
-    else
-        free(msg);
-    return c;
-}
-
 /* ---- scenarios ---- */
 
 /* A notice processor installed with a pointer to an app object is not called during
@@ -209,7 +174,7 @@ static void test_notice_hook(bool receiver)
     free(out);
     kill_canary(k);
 
-    c = next_holder(what, pid, NULL);
+    c = tu_next_holder(what, pid, NULL);
     capture_begin();
     raise_notice(c, "after reuse");
     out = capture_end();
@@ -278,7 +243,7 @@ static void test_nonblocking(void)
     REQUIRE(PQsetnonblocking(c, 1) == 0 && PQisnonblocking(c) == 1, "PQsetnonblocking(1)");
     PQfinish(c);
 
-    c = next_holder("nonblocking", pid, NULL);
+    c = tu_next_holder("nonblocking", pid, NULL);
     CHECK(PQisnonblocking(c) == 0, "nonblocking mode survived to the next holder");
     CHECK(PQisnonblocking(c) == PQisnonblocking(fresh), "differs from a fresh connection");
     PQfinish(c);
@@ -298,7 +263,7 @@ static void test_verbosity(void)
     free(msg);
     PQfinish(c);
 
-    c = next_holder("error verbosity", pid, NULL);
+    c = tu_next_holder("error verbosity", pid, NULL);
     msg = error_text(c, "SELECT 1/0");
     ref = error_text(fresh, "SELECT 1/0");
     CHECK(strstr(msg, "22012") == NULL && strstr(msg, "LOCATION") == NULL,
@@ -324,7 +289,7 @@ static void test_context_visibility(void)
     free(msg);
     PQfinish(c);
 
-    c = next_holder("context visibility", pid, NULL);
+    c = tu_next_holder("context visibility", pid, NULL);
     msg = error_text(c, sql);
     ref = error_text(fresh, sql);
     CHECK(strstr(msg, "CONTEXT:") != NULL, "context visibility NEVER survived: %s", msg);
@@ -368,7 +333,7 @@ static void test_trace(void)
     s2 = file_size(path);
     CHECK(s2 == s1, "the trace file grew by %ld bytes during PQfinish", s2 - s1);
 
-    c = next_holder("trace", pid, NULL);
+    c = tu_next_holder("trace", pid, NULL);
     tu_exec_check(c, "SELECT 2");
     tu_exec_check(c, "SELECT 3");
     fflush(f);
@@ -392,7 +357,7 @@ static void test_error_message(void)
     REQUIRE(PQerrorMessage(c)[0] != '\0', "the error is in PQerrorMessage");
     PQfinish(c);
 
-    c = next_holder("error message", pid, &msg);
+    c = tu_next_holder("error message", pid, &msg);
     f = PQconnectdb(tu_conninfo("application_name=pqd_state_fresh2"));
     REQUIRE(PQstatus(f) == CONNECTION_OK, "fresh connect: %s", PQerrorMessage(f));
     fresh_msg = PQerrorMessage(f);

@@ -66,37 +66,6 @@ static char *value_of(PGconn *conn, const char *sql)
     return v;
 }
 
-/* The next holder: a connection with the same parameters on the same backend as the
- * first holder (REQUIREd: without reuse the scenario proves nothing), idle and outside
- * any transaction. The pool may hand out a spare while the first holder's reset is still
- * in flight: such connections are held (so the next try cannot get them), the reset is
- * given a little time, and the connect is repeated; the extras are finished at the end. */
-static PGconn *next_holder(const char *scenario, int pid)
-{
-    PGconn *extra[8];
-    int nextra = 0, pid2, i;
-    PGconn *c;
-
-    for (;;) {
-        c = tu_connect_ok();
-        REQUIRE(PQtransactionStatus(c) == PQTRANS_IDLE, "%s: a new holder's transaction status "
-                "is %d, expected PQTRANS_IDLE (%d)", scenario, (int) PQtransactionStatus(c),
-                PQTRANS_IDLE);
-        pid2 = tu_backend_pid(c);
-        REQUIRE(pid2 > 0, "%s: pg_backend_pid: %s", scenario, PQerrorMessage(c));
-        if (pid2 == pid)
-            break;
-        REQUIRE(nextra < (int) (sizeof extra / sizeof extra[0]), "%s: %d connects got other "
-                "backends (last %d), never the reused backend %d (without reuse this test "
-                "proves nothing)", scenario, nextra + 1, pid2, pid);
-        extra[nextra] = c;
-        tu_sleep_ms(10 << nextra++);
-    }
-    for (i = 0; i < nextra; i++)
-        PQfinish(extra[i]);
-    return c;
-}
-
 /* Ends a scenario: undoes whatever may have leaked, then finishes the holder. */
 static void end_scenario(PGconn *c)
 {
@@ -140,7 +109,7 @@ static void test_open_transaction(void)
     PQfinish(c);
 
     CHECK(observer_rows() == 0, "rows of a transaction finished without COMMIT were committed");
-    c = next_holder("open transaction", pid);
+    c = tu_next_holder("open transaction", pid, NULL);
     snprintf(sql, sizeof sql, "SELECT count(*) FROM %s", table);
     v = value_of(c, sql);
     CHECK(strcmp(v, "0") == 0, "next holder sees %s uncommitted rows of the previous holder", v);
@@ -173,7 +142,7 @@ static void test_aborted_transaction(void)
     PQfinish(c);
 
     CHECK(observer_rows() == 0, "rows of an aborted transaction were committed");
-    c = next_holder("aborted transaction", pid);
+    c = tu_next_holder("aborted transaction", pid, NULL);
     v = value_of(c, "SELECT 40 + 2");
     CHECK(strcmp(v, "42") == 0, "next holder's query answers %s", v);
     free(v);
@@ -201,7 +170,7 @@ static void test_settings(void)
     free(wm);
     PQfinish(c);
 
-    c = next_holder("SET", pid);
+    c = tu_next_holder("SET", pid, NULL);
     wm = value_of(c, "SHOW work_mem");
     st = value_of(c, "SHOW statement_timeout");
     sp = value_of(c, "SHOW search_path");
@@ -232,7 +201,7 @@ static void test_client_encoding(void)
     REQUIRE(strcmp(pg_encoding_to_char(PQclientEncoding(c)), "LATIN1") == 0, "LATIN1 took effect");
     PQfinish(c);
 
-    c = next_holder("client_encoding", pid);
+    c = tu_next_holder("client_encoding", pid, NULL);
     enc = PQclientEncoding(c);
     srv = value_of(c, "SHOW client_encoding");
     check_expect("PQsetClientEncoding (libpq's PQclientEncoding)", expect_setting(), enc != enc0);
@@ -261,7 +230,7 @@ static void test_prepare(void)
     tu_exec_check(c, "PREPARE pqd_state_sql AS SELECT 2");
     PQfinish(c);
 
-    c = next_holder("PREPARE", pid);
+    c = tu_next_holder("PREPARE", pid, NULL);
     n = value_of(c, "SELECT count(*) FROM pg_prepared_statements");
     check_expect("prepared statements (pg_prepared_statements)", expect_session(),
                  strcmp(n, "0") != 0);
@@ -312,7 +281,7 @@ static void test_listen(void)
     tu_exec_check(c, "LISTEN pqd_state_chan");
     PQfinish(c);
 
-    c = next_holder("LISTEN", pid);
+    c = tu_next_holder("LISTEN", pid, NULL);
     n = value_of(c, "SELECT count(*) FROM pg_listening_channels()");
     check_expect("LISTEN (pg_listening_channels)", expect_session(), strcmp(n, "0") != 0);
     free(n);
@@ -340,7 +309,7 @@ static void test_queued_notification(void)
     tu_exec_check(c, "SELECT 1"); /* everything sent before its answer is now parsed and queued */
     PQfinish(c);
 
-    c = next_holder("queued notification", pid);
+    c = tu_next_holder("queued notification", pid, NULL);
     CHECK(drain_notifies(c) == 0, "next holder got the previous holder's notification");
     end_scenario(c);
 }
@@ -362,7 +331,7 @@ static void test_unread_notification(void)
         c = tu_connect_ok();
         pid2 = tu_backend_pid(c);
     } else {
-        c = next_holder("unread notification", pid);
+        c = tu_next_holder("unread notification", pid, NULL);
         pid2 = pid;
     }
     tu_exec_check(c, "SELECT 1");
@@ -382,7 +351,7 @@ static void test_temp_table(void)
     tu_exec_check(c, "INSERT INTO pqd_state_tmp VALUES (1)");
     PQfinish(c);
 
-    c = next_holder("temp table", pid);
+    c = tu_next_holder("temp table", pid, NULL);
     v = value_of(c, "SELECT to_regclass('pg_temp.pqd_state_tmp') IS NOT NULL");
     check_expect("temp table (to_regclass)", expect_session(), strcmp(v, "t") == 0);
     free(v);
@@ -405,7 +374,7 @@ static void test_advisory_lock(void)
     tu_exec_check(c, sql);
     PQfinish(c);
 
-    c = next_holder("advisory lock", pid);
+    c = tu_next_holder("advisory lock", pid, NULL);
     snprintf(sql, sizeof sql, "SELECT pg_try_advisory_lock(%ld)", key);
     v = value_of(tu_observer(), sql);
     check_expect("session advisory lock (another connection cannot take it)", expect_session(),
@@ -439,7 +408,7 @@ static void check_identity_reset(const char *set, const char *shows)
     free(v);
     PQfinish(c);
 
-    c = next_holder(set, pid);
+    c = tu_next_holder(set, pid, NULL);
     cu = value_of(c, "SELECT current_user");
     su = value_of(c, "SELECT session_user");
     snprintf(what, sizeof what, "%s (%s)", set, shows);
@@ -476,7 +445,7 @@ static void test_hold_cursor(void)
     tu_exec_check(c, "FETCH 1 FROM pqd_state_cur");
     PQfinish(c);
 
-    c = next_holder("WITH HOLD cursor", pid);
+    c = tu_next_holder("WITH HOLD cursor", pid, NULL);
     v = value_of(c, "SELECT count(*) FROM pg_cursors");
     check_expect("WITH HOLD cursor (pg_cursors)", expect_session(), strcmp(v, "0") != 0);
     free(v);
@@ -493,7 +462,7 @@ static void test_reuse_happens(void)
     PGconn *c = tu_first_holder(&pid);
 
     PQfinish(c);
-    c = next_holder("plain reuse", pid);
+    c = tu_next_holder("plain reuse", pid, NULL);
     CHECK(1, "reuse");
     PQfinish(c);
 }

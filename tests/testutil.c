@@ -271,6 +271,40 @@ PGconn *tu_first_holder(int *pid)
     return c;
 }
 
+PGconn *tu_next_holder(const char *scenario, int pid, char **connect_msg)
+{
+    PGconn *extra[8];
+    int nextra = 0, pid2, i;
+    PGconn *c;
+    char *msg;
+
+    for (;;) {
+        c = tu_connect_ok();
+        msg = strdup(PQerrorMessage(c));
+        REQUIRE(msg != NULL, "out of memory");
+        REQUIRE(PQtransactionStatus(c) == PQTRANS_IDLE, "%s: a new holder's transaction status "
+                "is %d, expected PQTRANS_IDLE (%d)", scenario, (int) PQtransactionStatus(c),
+                PQTRANS_IDLE);
+        pid2 = tu_backend_pid(c);
+        REQUIRE(pid2 > 0, "%s: pg_backend_pid: %s", scenario, PQerrorMessage(c));
+        if (pid2 == pid)
+            break;
+        free(msg);
+        REQUIRE(nextra < (int) (sizeof extra / sizeof extra[0]), "%s: %d connects got other "
+                "backends (last %d), never the reused backend %d (without reuse this test "
+                "proves nothing)", scenario, nextra + 1, pid2, pid);
+        extra[nextra] = c;
+        tu_sleep_ms(10 << nextra++);
+    }
+    for (i = 0; i < nextra; i++)
+        PQfinish(extra[i]);
+    if (connect_msg)
+        *connect_msg = msg;
+    else
+        free(msg);
+    return c;
+}
+
 long tu_now_ms(void)
 {
     struct timespec ts;

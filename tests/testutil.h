@@ -82,6 +82,16 @@ PGconn *tu_connect_ok(void);
 /* tu_connect_ok() and its backend pid into *pid (REQUIREd > 0): a scenario's first holder. */
 PGconn *tu_first_holder(int *pid);
 
+/* The next holder: a connection with tu_conninfo("") on the same backend as the first holder
+ * (REQUIREd: without reuse a scenario proves nothing), REQUIREd idle and outside any
+ * transaction. The pool may hand out a spare while the first holder's reset is still in
+ * flight: such connections are held (so the next try cannot get them), the reset is given
+ * a little time, the connect is repeated, and the extras are finished at the end. If
+ * connect_msg is given, it gets PQerrorMessage as it was right after the connect, before
+ * any query ran on it (malloc'd; the caller frees). The caller finishes the connection;
+ * `scenario` names it in failures. */
+PGconn *tu_next_holder(const char *scenario, int pid, char **connect_msg);
+
 /* Milliseconds on a monotonic clock. */
 long tu_now_ms(void);
 
