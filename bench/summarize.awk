@@ -74,7 +74,7 @@ function ratio(a, b) {
 
 END {
 	if (out == "text")
-		printf "%-6s %2s %-4s %-27s %9s %19s %8s %17s %7s %7s %s\n", "script", "c", "via",
+		printf "%-6s %2s %-4s %-33s %9s %19s %8s %17s %7s %7s %s\n", "script", "c", "via",
 		       "configuration", "tps", "tps min-max", "lat ms", "lat min-max", "x pers", "x pgbtx",
 		       "backends/txns"
 	if (out == "md") {
@@ -106,7 +106,7 @@ END {
 			}
 			if (!have) {
 				if (out == "text")
-					printf "%-6s %2d %-4s %-27s %9s   (%d failed or skipped runs)\n", CS[i], CC[i], CT[i], \
+					printf "%-6s %2d %-4s %-33s %9s   (%d failed or skipped runs)\n", CS[i], CC[i], CT[i], \
 					       LABEL[CFG[j]], "n/a", bad[key]
 				else
 					printf "| %s | %d | %s | %s | n/a | | | | | | | | 0/%d |\n", CS[i], CC[i], CT[i], \
@@ -125,7 +125,7 @@ END {
 			rp = ratio(tmed, pers); rt = ratio(tmed, pgbtx)
 			runs = n[key] "/" (n[key] + bad[key])
 			if (out == "text")
-				printf "%-6s %2d %-4s %-27s %9.0f %19s %8.3f %17s %7s %7s %s/%s%s\n", CS[i], CC[i], CT[i], \
+				printf "%-6s %2d %-4s %-33s %9.0f %19s %8.3f %17s %7s %7s %s/%s%s\n", CS[i], CC[i], CT[i], \
 				       LABEL[CFG[j]], tmed, trange, lmed, lrange, rp, rt, bmed, xmed, \
 				       (fail[key] > 0 ? " FAILED-TXNS=" fail[key] : "")
 			else
