@@ -84,11 +84,11 @@ struct wrapped_fn {
     void *libpq;   /* the address a module bound straight to libpq holds */
     void *wrapper; /* libpqdedup.so's own definition */
 };
-#define WRAPPED_ROW(fn) { #fn, NULL, NULL },
+#define WRAPPED_ROW(fn, ...) { #fn, NULL, NULL },
 static struct wrapped_fn wrapped_fns[] = { PQDEDUP_INTERCEPTED(WRAPPED_ROW) };
 #define N_WRAPPED (sizeof wrapped_fns / sizeof wrapped_fns[0])
 /* real.h has a member for every name: a name added to intercepted.h alone fails here. */
-#define REAL_MEMBER_CHECK(fn) (void) sizeof(real.fn);
+#define REAL_MEMBER_CHECK(fn, ...) (void) sizeof(real.fn);
 
 static ElfW(Addr) self_base, libpq_base;
 static char libpq_soname[64];

@@ -1,28 +1,247 @@
-/* intercepted.h: the one list of libpq functions libpqdedup.so wraps.
+/* intercepted.h: the one list of libpq functions libpqdedup.so wraps, and what each does.
  *
- * PQDEDUP_INTERCEPTED(X) expands X(name) once per wrapped function. Everything that needs
- * the list takes it from here: the loader auditor (which bindings to send to the wrappers),
- * the GOT sweep (which slots to rewrite) and the test that checks this list, exports.map
- * and the built library's dynamic symbols agree (tests/loaders/check_exports.sh).
- * shim.c defines the wrappers and real.h their libpq counterparts, member for member.
- * Freestanding: the auditor includes it without libc. */
+ * Every libpq function that takes a PGconn * (libpq-fe.h and libpq-events.h), the connect
+ * functions that make one, and the PGcancel functions that take what PQgetCancel made, are
+ * one row of PQDEDUP_INTERCEPTED(X):
+ *
+ *     X(name, return type, (parameters), (arguments), unbound, effect)
+ *
+ * The PGconn * parameter is always called `conn`. The last two columns say what the
+ * generated wrapper (wrappers.c) does; rows whose `unbound` is CUSTOM have a wrapper written
+ * by hand in the file that owns the behaviour (connect.c, finish.c, cancel.c,
+ * client_state.c, socket.c, status.c):
+ *   unbound  BIND         the handle must be bound to a server connection first
+ *            IDLE(value)  an unbound handle answers `value` (an expression that may use the
+ *                         handle `h` and the parameters) without a server connection
+ *            CUSTOM       hand-written wrapper
+ *   effect   NONE         nothing more
+ *            SQL(sql, statement)  the SQL and prepared-statement name the call sends: a
+ *                         statement the classifier cannot vouch for ties the handle to its
+ *                         server connection until it finishes (sql_class.h)
+ *            STICKY       the call leaves state on the server connection pqdedup cannot
+ *                         undo or follow (client encoding, large objects, the fast path):
+ *                         the handle keeps its server connection
+ *            EVENTS       as STICKY, and the server connection is closed, not kept, when
+ *                         the handle finishes (event procedures hear CONNDESTROY)
+ *
+ * Everything that needs the list takes it from here: the wrappers, the real libpq entry
+ * points (real.h), the loader auditor and the GOT sweep (which bindings to send to the
+ * wrappers), the start-up check of libpq's exports (real.c), and the build-time check that
+ * every declaration in the installed headers that takes a PGconn * has a row
+ * (check_wrapped.sh). Adding a function is one line; a missing one fails the build.
+ * Freestanding: the auditor expands only the names, without libc or libpq headers. */
 #ifndef PQDEDUP_INTERCEPTED_H
 #define PQDEDUP_INTERCEPTED_H
 
-#define PQDEDUP_INTERCEPTED(X) \
-    X(PQconnectdb)             \
-    X(PQconnectdbParams)       \
-    X(PQsetdbLogin)            \
-    X(PQconnectStart)          \
-    X(PQconnectStartParams)    \
-    X(PQfinish)                \
-    X(PQping)                  \
-    X(PQpingParams)            \
-    X(PQregisterEventProc)     \
-    X(PQsendQuery)             \
-    X(PQsendQueryParams)       \
-    X(PQsendPrepare)           \
-    X(PQsendQueryPrepared)     \
-    X(PQfn)
+#define PQDEDUP_INTERCEPTED(X)                                                                     \
+    /* connecting (connect.c) */                                                                   \
+    X(PQconnectdb, PGconn *, (const char *conninfo), (conninfo), CUSTOM, NONE)                     \
+    X(PQconnectdbParams, PGconn *,                                                                 \
+      (const char *const *keywords, const char *const *values, int expand_dbname),                 \
+      (keywords, values, expand_dbname), CUSTOM, NONE)                                             \
+    X(PQsetdbLogin, PGconn *,                                                                      \
+      (const char *pghost, const char *pgport, const char *pgoptions, const char *pgtty,           \
+       const char *dbName, const char *login, const char *pwd),                                    \
+      (pghost, pgport, pgoptions, pgtty, dbName, login, pwd), CUSTOM, NONE)                        \
+    X(PQconnectStart, PGconn *, (const char *conninfo), (conninfo), CUSTOM, NONE)                  \
+    X(PQconnectStartParams, PGconn *,                                                              \
+      (const char *const *keywords, const char *const *values, int expand_dbname),                 \
+      (keywords, values, expand_dbname), CUSTOM, NONE)                                             \
+    X(PQconnectPoll, PostgresPollingStatusType, (PGconn *conn), (conn), CUSTOM, NONE)              \
+    X(PQping, PGPing, (const char *conninfo), (conninfo), CUSTOM, NONE)                            \
+    X(PQpingParams, PGPing,                                                                        \
+      (const char *const *keywords, const char *const *values, int expand_dbname),                 \
+      (keywords, values, expand_dbname), CUSTOM, NONE)                                             \
+    X(PQreset, void, (PGconn *conn), (conn), CUSTOM, NONE)                                         \
+    X(PQresetStart, int, (PGconn *conn), (conn), CUSTOM, NONE)                                     \
+    X(PQresetPoll, PostgresPollingStatusType, (PGconn *conn), (conn), CUSTOM, NONE)                \
+    /* finishing (finish.c) */                                                                     \
+    X(PQfinish, void, (PGconn *conn), (conn), CUSTOM, NONE)                                        \
+    /* cancelling (cancel.c) */                                                                    \
+    X(PQgetCancel, PGcancel *, (PGconn *conn), (conn), CUSTOM, NONE)                               \
+    X(PQcancel, int, (PGcancel *cancel, char *errbuf, int errbufsize), (cancel, errbuf, errbufsize), \
+      CUSTOM, NONE)                                                                                \
+    X(PQfreeCancel, void, (PGcancel *cancel), (cancel), CUSTOM, NONE)                              \
+    X(PQrequestCancel, int, (PGconn *conn), (conn), CUSTOM, NONE)                                  \
+    /* what the app reads (status.c; the rest answer from the handle while unbound) */             \
+    X(PQstatus, ConnStatusType, (const PGconn *conn), (conn), CUSTOM, NONE)                        \
+    X(PQtransactionStatus, PGTransactionStatusType, (const PGconn *conn), (conn), CUSTOM, NONE)    \
+    X(PQsocket, int, (const PGconn *conn), (conn), CUSTOM, NONE)                                   \
+    X(PQdb, char *, (const PGconn *conn), (conn), IDLE(h->view->db), NONE)                      \
+    X(PQuser, char *, (const PGconn *conn), (conn), IDLE(h->view->user), NONE)                  \
+    X(PQpass, char *, (const PGconn *conn), (conn), IDLE(h->view->pass), NONE)                  \
+    X(PQhost, char *, (const PGconn *conn), (conn), IDLE(h->view->host), NONE)                  \
+    X(PQhostaddr, char *, (const PGconn *conn), (conn), IDLE(h->view->hostaddr), NONE)          \
+    X(PQport, char *, (const PGconn *conn), (conn), IDLE(h->view->port), NONE)                  \
+    X(PQtty, char *, (const PGconn *conn), (conn), IDLE(h->view->tty), NONE)                    \
+    X(PQoptions, char *, (const PGconn *conn), (conn), IDLE(h->view->options), NONE)            \
+    X(PQparameterStatus, const char *, (const PGconn *conn, const char *paramName),                \
+      (conn, paramName), IDLE(handle_unbound_parameter(h, paramName)), NONE)                       \
+    X(PQprotocolVersion, int, (const PGconn *conn), (conn), IDLE(h->view->protocol_version), NONE) \
+    X(PQserverVersion, int, (const PGconn *conn), (conn), IDLE(h->view->server_version), NONE)  \
+    X(PQerrorMessage, char *, (const PGconn *conn), (conn), IDLE(h->last_error != NULL ? h->last_error : (char *) ""), NONE) \
+    X(PQbackendPID, int, (const PGconn *conn), (conn), IDLE(h->last_backend_pid), NONE)        \
+    X(PQpipelineStatus, PGpipelineStatus, (const PGconn *conn), (conn), IDLE(PQ_PIPELINE_OFF), NONE) \
+    X(PQconnectionNeedsPassword, int, (const PGconn *conn), (conn), IDLE(0), NONE)                 \
+    X(PQconnectionUsedPassword, int, (const PGconn *conn), (conn),                                 \
+      IDLE(h->view->used_password), NONE)                                                       \
+    X(PQclientEncoding, int, (const PGconn *conn), (conn), IDLE(h->view->client_encoding), NONE) \
+    X(PQsslInUse, int, (PGconn *conn), (conn), IDLE(h->view->ssl_in_use), NONE)                 \
+    X(PQgssEncInUse, int, (PGconn *conn), (conn), IDLE(h->view->gss_in_use), NONE)              \
+    X(PQisnonblocking, int, (const PGconn *conn), (conn), IDLE(h->client.nonblocking), NONE)       \
+    X(PQinstanceData, void *, (const PGconn *conn, PGEventProc proc), (conn, proc), IDLE(NULL), NONE) \
+    X(PQconninfo, PQconninfoOption *, (PGconn *conn), (conn), BIND, NONE)                          \
+    X(PQsslStruct, void *, (PGconn *conn, const char *struct_name), (conn, struct_name), BIND, NONE) \
+    X(PQsslAttribute, const char *, (PGconn *conn, const char *attribute_name),                    \
+      (conn, attribute_name), BIND, NONE)                                                          \
+    X(PQsslAttributeNames, const char *const *, (PGconn *conn), (conn), BIND, NONE)                \
+    X(PQgetssl, void *, (PGconn *conn), (conn), BIND, NONE)                                        \
+    X(PQgetgssctx, void *, (PGconn *conn), (conn), BIND, NONE)                                     \
+    /* client-side state of the handle, applied to whichever connection it is bound to           \
+     * (client_state.c) */                                                                         \
+    X(PQsetClientEncoding, int, (PGconn *conn, const char *encoding), (conn, encoding), BIND, STICKY) \
+    X(PQsetErrorVerbosity, PGVerbosity, (PGconn *conn, PGVerbosity verbosity), (conn, verbosity),  \
+      CUSTOM, NONE)                                                                                \
+    X(PQsetErrorContextVisibility, PGContextVisibility,                                            \
+      (PGconn *conn, PGContextVisibility show_context), (conn, show_context), CUSTOM, NONE)        \
+    X(PQsetNoticeReceiver, PQnoticeReceiver, (PGconn *conn, PQnoticeReceiver proc, void *arg),     \
+      (conn, proc, arg), CUSTOM, NONE)                                                             \
+    X(PQsetNoticeProcessor, PQnoticeProcessor, (PGconn *conn, PQnoticeProcessor proc, void *arg),  \
+      (conn, proc, arg), CUSTOM, NONE)                                                             \
+    X(PQtrace, void, (PGconn *conn, FILE *debug_port), (conn, debug_port), CUSTOM, NONE)           \
+    X(PQuntrace, void, (PGconn *conn), (conn), CUSTOM, NONE)                                       \
+    X(PQsetTraceFlags, void, (PGconn *conn, int flags), (conn, flags), CUSTOM, NONE)               \
+    X(PQsetnonblocking, int, (PGconn *conn, int arg), (conn, arg), CUSTOM, NONE)                   \
+    /* queries */                                                                                  \
+    X(PQexec, PGresult *, (PGconn *conn, const char *query), (conn, query), BIND, SQL(query, NULL)) \
+    X(PQexecParams, PGresult *,                                                                    \
+      (PGconn *conn, const char *command, int nParams, const Oid *paramTypes,                      \
+       const char *const *paramValues, const int *paramLengths, const int *paramFormats,           \
+       int resultFormat),                                                                          \
+      (conn, command, nParams, paramTypes, paramValues, paramLengths, paramFormats, resultFormat), \
+      BIND, SQL(command, NULL))                                                                    \
+    X(PQprepare, PGresult *,                                                                       \
+      (PGconn *conn, const char *stmtName, const char *query, int nParams, const Oid *paramTypes), \
+      (conn, stmtName, query, nParams, paramTypes), BIND, SQL(query, stmtName))                    \
+    X(PQexecPrepared, PGresult *,                                                                  \
+      (PGconn *conn, const char *stmtName, int nParams, const char *const *paramValues,            \
+       const int *paramLengths, const int *paramFormats, int resultFormat),                        \
+      (conn, stmtName, nParams, paramValues, paramLengths, paramFormats, resultFormat), BIND,      \
+      SQL("", stmtName))                                                                           \
+    X(PQsendQuery, int, (PGconn *conn, const char *query), (conn, query), BIND, SQL(query, NULL))  \
+    X(PQsendQueryParams, int,                                                                      \
+      (PGconn *conn, const char *command, int nParams, const Oid *paramTypes,                      \
+       const char *const *paramValues, const int *paramLengths, const int *paramFormats,           \
+       int resultFormat),                                                                          \
+      (conn, command, nParams, paramTypes, paramValues, paramLengths, paramFormats, resultFormat), \
+      BIND, SQL(command, NULL))                                                                    \
+    X(PQsendPrepare, int,                                                                          \
+      (PGconn *conn, const char *stmtName, const char *query, int nParams, const Oid *paramTypes), \
+      (conn, stmtName, query, nParams, paramTypes), BIND, SQL(query, stmtName))                    \
+    X(PQsendQueryPrepared, int,                                                                    \
+      (PGconn *conn, const char *stmtName, int nParams, const char *const *paramValues,            \
+       const int *paramLengths, const int *paramFormats, int resultFormat),                        \
+      (conn, stmtName, nParams, paramValues, paramLengths, paramFormats, resultFormat), BIND,      \
+      SQL("", stmtName))                                                                           \
+    X(PQdescribePrepared, PGresult *, (PGconn *conn, const char *stmt), (conn, stmt), BIND, NONE)  \
+    X(PQdescribePortal, PGresult *, (PGconn *conn, const char *portal), (conn, portal), BIND, NONE) \
+    X(PQsendDescribePrepared, int, (PGconn *conn, const char *stmt), (conn, stmt), BIND, NONE)     \
+    X(PQsendDescribePortal, int, (PGconn *conn, const char *portal), (conn, portal), BIND, NONE)   \
+    X(PQsetSingleRowMode, int, (PGconn *conn), (conn), IDLE(0), NONE)                              \
+    X(PQgetResult, PGresult *, (PGconn *conn), (conn), IDLE(NULL), NONE)                           \
+    X(PQisBusy, int, (PGconn *conn), (conn), IDLE(0), NONE)                                        \
+    X(PQconsumeInput, int, (PGconn *conn), (conn), IDLE(1), NONE)                                  \
+    X(PQflush, int, (PGconn *conn), (conn), IDLE(0), NONE)                                         \
+    X(PQnotifies, PGnotify *, (PGconn *conn), (conn), IDLE(NULL), NONE)                            \
+    X(PQmakeEmptyPGresult, PGresult *, (PGconn *conn, ExecStatusType status), (conn, status),      \
+      IDLE(real.PQmakeEmptyPGresult(NULL, status)), NONE)                                          \
+    X(PQfn, PGresult *,                                                                            \
+      (PGconn *conn, int fnid, int *result_buf, int *result_len, int result_is_int,                \
+       const PQArgBlock *args, int nargs),                                                         \
+      (conn, fnid, result_buf, result_len, result_is_int, args, nargs), BIND, STICKY)              \
+    /* pipeline mode (a handle in it is busy: it keeps its server connection) */                  \
+    X(PQenterPipelineMode, int, (PGconn *conn), (conn), BIND, NONE)                                \
+    X(PQexitPipelineMode, int, (PGconn *conn), (conn), IDLE(1), NONE)                              \
+    X(PQpipelineSync, int, (PGconn *conn), (conn), BIND, NONE)                                     \
+    X(PQsendFlushRequest, int, (PGconn *conn), (conn), BIND, NONE)                                 \
+    /* COPY (a handle in COPY is busy) */                                                          \
+    X(PQputCopyData, int, (PGconn *conn, const char *buffer, int nbytes), (conn, buffer, nbytes),  \
+      BIND, NONE)                                                                                  \
+    X(PQputCopyEnd, int, (PGconn *conn, const char *errormsg), (conn, errormsg), BIND, NONE)       \
+    X(PQgetCopyData, int, (PGconn *conn, char **buffer, int async), (conn, buffer, async), BIND, NONE) \
+    X(PQgetline, int, (PGconn *conn, char *string, int length), (conn, string, length), BIND, NONE) \
+    X(PQputline, int, (PGconn *conn, const char *string), (conn, string), BIND, NONE)              \
+    X(PQgetlineAsync, int, (PGconn *conn, char *buffer, int bufsize), (conn, buffer, bufsize),     \
+      BIND, NONE)                                                                                  \
+    X(PQputnbytes, int, (PGconn *conn, const char *buffer, int nbytes), (conn, buffer, nbytes),    \
+      BIND, NONE)                                                                                  \
+    X(PQendcopy, int, (PGconn *conn), (conn), BIND, NONE)                                          \
+    /* escaping: needs the session's encoding and standard_conforming_strings */                  \
+    X(PQescapeStringConn, size_t,                                                                  \
+      (PGconn *conn, char *to, const char *from, size_t length, int *error),                       \
+      (conn, to, from, length, error), BIND, NONE)                                                 \
+    X(PQescapeLiteral, char *, (PGconn *conn, const char *str, size_t len), (conn, str, len), BIND, NONE) \
+    X(PQescapeIdentifier, char *, (PGconn *conn, const char *str, size_t len), (conn, str, len),   \
+      BIND, NONE)                                                                                  \
+    X(PQescapeByteaConn, unsigned char *,                                                          \
+      (PGconn *conn, const unsigned char *from, size_t from_length, size_t *to_length),            \
+      (conn, from, from_length, to_length), BIND, NONE)                                            \
+    X(PQencryptPasswordConn, char *,                                                               \
+      (PGconn *conn, const char *passwd, const char *user, const char *algorithm),                 \
+      (conn, passwd, user, algorithm), BIND, NONE)                                                 \
+    X(PQdefaultSSLKeyPassHook_OpenSSL, int, (char *buf, int size, PGconn *conn), (buf, size, conn), \
+      BIND, NONE)                                                                                  \
+    /* large objects (they run through the fast path) */                                          \
+    X(lo_open, int, (PGconn *conn, Oid lobjId, int mode), (conn, lobjId, mode), BIND, STICKY)      \
+    X(lo_close, int, (PGconn *conn, int fd), (conn, fd), BIND, STICKY)                             \
+    X(lo_read, int, (PGconn *conn, int fd, char *buf, size_t len), (conn, fd, buf, len), BIND, STICKY) \
+    X(lo_write, int, (PGconn *conn, int fd, const char *buf, size_t len), (conn, fd, buf, len),    \
+      BIND, STICKY)                                                                                \
+    X(lo_lseek, int, (PGconn *conn, int fd, int offset, int whence), (conn, fd, offset, whence),   \
+      BIND, STICKY)                                                                                \
+    X(lo_lseek64, pg_int64, (PGconn *conn, int fd, pg_int64 offset, int whence),                  \
+      (conn, fd, offset, whence), BIND, STICKY)                                                    \
+    X(lo_creat, Oid, (PGconn *conn, int mode), (conn, mode), BIND, STICKY)                         \
+    X(lo_create, Oid, (PGconn *conn, Oid lobjId), (conn, lobjId), BIND, STICKY)                    \
+    X(lo_tell, int, (PGconn *conn, int fd), (conn, fd), BIND, STICKY)                              \
+    X(lo_tell64, pg_int64, (PGconn *conn, int fd), (conn, fd), BIND, STICKY)                       \
+    X(lo_truncate, int, (PGconn *conn, int fd, size_t len), (conn, fd, len), BIND, STICKY)         \
+    X(lo_truncate64, int, (PGconn *conn, int fd, pg_int64 len), (conn, fd, len), BIND, STICKY)     \
+    X(lo_unlink, int, (PGconn *conn, Oid lobjId), (conn, lobjId), BIND, STICKY)                    \
+    X(lo_import, Oid, (PGconn *conn, const char *filename), (conn, filename), BIND, STICKY)        \
+    X(lo_import_with_oid, Oid, (PGconn *conn, const char *filename, Oid lobjId),                   \
+      (conn, filename, lobjId), BIND, STICKY)                                                      \
+    X(lo_export, int, (PGconn *conn, Oid lobjId, const char *filename), (conn, lobjId, filename),  \
+      BIND, STICKY)                                                                                \
+    /* event procedures (libpq-events.h): they hear CONNRESET and CONNDESTROY of one             \
+     * connection, so a handle that has any keeps its server connection */                        \
+    X(PQregisterEventProc, int, (PGconn *conn, PGEventProc proc, const char *name, void *passThrough), \
+      (conn, proc, name, passThrough), BIND, EVENTS)                                               \
+    X(PQsetInstanceData, int, (PGconn *conn, PGEventProc proc, void *data), (conn, proc, data),    \
+      BIND, NONE)                                                                                  \
+    X(PQfireResultCreateEvents, int, (PGconn *conn, PGresult *res), (conn, res), BIND, NONE)
+
+/* Every other function libpq 15 exports: they take no PGconn * (results, escaping without a
+ * connection, encodings, SSL set-up, libpq's internal buffers), so they reach libpq directly.
+ * At start-up pqdedup compares libpq's exported functions with this list and PQDEDUP_INTERCEPTED:
+ * a libpq that exports anything else might take a handle pqdedup does not know, and pqdedup
+ * then passes every call through (real.c). */
+#define PQDEDUP_NOT_INTERCEPTED(Y)                                                                 \
+    Y(PQbinaryTuples) Y(PQclear) Y(PQcmdStatus) Y(PQcmdTuples) Y(PQconndefaults)                   \
+    Y(PQconninfoFree) Y(PQconninfoParse) Y(PQcopyResult) Y(PQdisplayTuples) Y(PQdsplen)            \
+    Y(PQencryptPassword) Y(PQenv2encoding) Y(PQescapeBytea) Y(PQescapeString) Y(PQfformat)         \
+    Y(PQfmod) Y(PQfname) Y(PQfnumber) Y(PQfreeNotify) Y(PQfreemem) Y(PQfsize) Y(PQftable)          \
+    Y(PQftablecol) Y(PQftype) Y(PQgetSSLKeyPassHook_OpenSSL) Y(PQgetisnull) Y(PQgetlength)         \
+    Y(PQgetvalue) Y(PQinitOpenSSL) Y(PQinitSSL) Y(PQisthreadsafe) Y(PQlibVersion) Y(PQmblen)       \
+    Y(PQmblenBounded) Y(PQnfields) Y(PQnparams) Y(PQntuples) Y(PQoidStatus) Y(PQoidValue)          \
+    Y(PQparamtype) Y(PQprint) Y(PQprintTuples) Y(PQregisterThreadLock) Y(PQresStatus)              \
+    Y(PQresultAlloc) Y(PQresultErrorField) Y(PQresultErrorMessage) Y(PQresultInstanceData)         \
+    Y(PQresultMemorySize) Y(PQresultSetInstanceData) Y(PQresultStatus)                             \
+    Y(PQresultVerboseErrorMessage) Y(PQsetResultAttrs) Y(PQsetSSLKeyPassHook_OpenSSL)              \
+    Y(PQsetvalue) Y(PQunescapeBytea) Y(appendBinaryPQExpBuffer) Y(appendPQExpBuffer)               \
+    Y(appendPQExpBufferChar) Y(appendPQExpBufferStr) Y(createPQExpBuffer) Y(destroyPQExpBuffer)    \
+    Y(enlargePQExpBuffer) Y(initPQExpBuffer) Y(pg_char_to_encoding) Y(pg_encoding_to_char)         \
+    Y(pg_utf_mblen) Y(pg_valid_server_encoding) Y(pg_valid_server_encoding_id) Y(pqsignal)         \
+    Y(printfPQExpBuffer) Y(resetPQExpBuffer) Y(termPQExpBuffer)
 
 #endif

@@ -500,6 +500,38 @@ static bool next_pair(const char **pos, char *name, size_t name_size, char *valu
     return true;
 }
 
+char *key_conninfo(const char *key)
+{
+    struct buf out = { 0 };
+    buf_add(&out, "", 0);
+    for (const char *p = key; *p != '\0';) {
+        while (*p == ' ')
+            p++;
+        const char *start = p;
+        /* name='value', the value quoted and escaped as add_quoted() wrote it */
+        while (*p != '\0' && *p != '=')
+            p++;
+        if (*p == '=' && p[1] == '\'')
+            for (p += 2; *p != '\0' && *p != '\''; p++)
+                if (*p == '\\' && p[1] != '\0')
+                    p++;
+        if (*p == '\'')
+            p++;
+        if (strncmp(start, "env.", 4) == 0 || p == start)
+            continue;
+        if (strncmp(start, "default.", 8) == 0)
+            start += 8;
+        if (out.len > 0)
+            buf_add(&out, " ", 1);
+        buf_add(&out, start, (size_t) (p - start));
+    }
+    if (out.failed) {
+        free(out.data);
+        return NULL;
+    }
+    return out.data;
+}
+
 bool key_get(const char *key, const char *name, char *value, unsigned long size)
 {
     char found_name[96];

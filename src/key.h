@@ -31,6 +31,11 @@ char *key_from_setdb(const char *pghost, const char *pgport, const char *pgoptio
  * (then it is libpq's compiled-in default). */
 bool key_get(const char *key, const char *name, char *value, unsigned long size);
 
+/* A conninfo string that opens a connection equivalent to the key's: its libpq parameters
+ * without the environment inputs pqdedup also compares. Returns a malloc'd string the caller
+ * frees, or NULL when out of memory. */
+char *key_conninfo(const char *key);
+
 /* A short description of a key for logs: "user@host:port/dbname", never the
  * password. Writes into buf (always NUL-terminated) and returns buf. */
 char *key_describe(const char *key, char *buf, unsigned long size);

@@ -21,10 +21,12 @@
 static const char usage_text[] =
     "Usage: pqdedup [options] [--] command [args...]\n"
     "Runs command with libpqdedup.so preloaded (and libpqdedup-audit.so in LD_AUDIT,\n"
-    "for modules that bypass LD_PRELOAD): libpq connections it opens are kept\n"
-    "open when it finishes them and handed back on its next connect with the same\n"
-    "parameters, after a rollback and a reset; connections it never finishes are\n"
-    "contained. Each option sets the environment variable named beside it.\n"
+    "for modules that bypass LD_PRELOAD). Each libpq connection the command opens is\n"
+    "its own session, served by a PostgreSQL connection that pqdedup keeps open: when\n"
+    "the command finishes a connection, or leaves one idle, that server connection is\n"
+    "rolled back, reset and given to its next connect with the same parameters, so\n"
+    "connections it forgets to close do not use up the server.\n"
+    "Each option sets the environment variable named beside it.\n"
     "\n"
     "Options:\n"
     "  -d, --disable             PQDEDUP_DISABLE=1: pure pass-through to libpq\n"
@@ -41,12 +43,14 @@ static const char usage_text[] =
     "                            round trip before it is handed out (30s; 0 = always)\n"
     "  -t, --check-timeout T     PQDEDUP_CHECK_TIMEOUT: longest wait for a kept connection's\n"
     "                            reset or check before another is used (5s)\n"
-    "  -s, --share-after N       PQDEDUP_SHARE_AFTER: a thread holding N unfinished\n"
-    "                            connections for a key shares one of them (0 = off)\n"
+    "  -u, --unbind-after T      PQDEDUP_UNBIND_AFTER: a connection idle this long,\n"
+    "                            outside a transaction and with no session state, may\n"
+    "                            lend its server connection to one that needs it (100ms)\n"
     "  -m, --max-per-key N       PQDEDUP_MAX_PER_KEY: at most N server connections per key\n"
     "                            in the process (0 = off)\n"
-    "  -w, --max-wait T          PQDEDUP_MAX_WAIT: how long a connect waits at that cap\n"
-    "                            for another thread's finish before failing (5s)\n"
+    "  -w, --max-wait T          PQDEDUP_MAX_WAIT: how long a connect waits for a server\n"
+    "                            connection to be freed, at that cap or when the server\n"
+    "                            is full, before failing (5s)\n"
     "      --log LEVEL           PQDEDUP_LOG: off, error, warn, info or debug (off)\n"
     "      --log-file PATH       PQDEDUP_LOG_FILE: append log lines here (stderr)\n"
     "      --stats               PQDEDUP_STATS=1: one line of counters at exit\n"
@@ -76,7 +80,7 @@ static const struct launcher_option launcher_options[] = {
     { "reset", 1003, "PQDEDUP_RESET", true },
     { "check-after", 'c', "PQDEDUP_CHECK_AFTER", true },
     { "check-timeout", 't', "PQDEDUP_CHECK_TIMEOUT", true },
-    { "share-after", 's', "PQDEDUP_SHARE_AFTER", true },
+    { "unbind-after", 'u', "PQDEDUP_UNBIND_AFTER", true },
     { "max-per-key", 'm', "PQDEDUP_MAX_PER_KEY", true },
     { "max-wait", 'w', "PQDEDUP_MAX_WAIT", true },
     { "log", 1000, "PQDEDUP_LOG", true },

@@ -1,4 +1,4 @@
-/* pool.c: the pool of server connections by key: kept, held and shared, with limits. */
+/* pool.c: the pool of server connections by key: free, bound to a handle, moved between them. */
 #define _GNU_SOURCE
 #include "pool.h"
 #include "clock.h"
@@ -7,11 +7,14 @@
 #include "real.h"
 #include "session.h"
 #include "settings.h"
+#include "socket.h"
 #include "stats.h"
 
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -21,52 +24,59 @@
 #include <uthash.h>
 #include <utlist.h>
 
-/* Every connection the pool owns is in exactly one state. */
-enum pooled_state {
-    POOLED_HELD,      /* handed to the app: holders >= 1, on its bucket's held list */
-    POOLED_KEPT,      /* idle on its bucket's kept stack; its reset may still be in flight */
-    POOLED_BUSY,      /* taken by one pqdedup call (resetting, checking, closing): on no list */
-    POOLED_INHERITED, /* opened by the parent before fork: only ever freed, silently */
+/* After the server refuses a connection for lack of slots, connects of the key take a free
+ * or idle handle's connection or wait for one this long before the server is asked again. */
+#define REFUSAL_BACKOFF_NS (100 * NS_PER_MS)
+/* How often a key's reference fingerprint of reported parameters is refreshed. */
+#define BASELINE_REFRESH_NS NS_PER_SEC
+
+/* Every server connection the pool owns is in exactly one state. */
+enum server_state {
+    SERVER_BOUND,     /* serves `handle`; on no list (the handle is on its bucket's bound list) */
+    SERVER_FREE,      /* on its bucket's free stack; its reset may still be in flight */
+    SERVER_BUSY,      /* taken by one pqdedup call (resetting, checking, closing): on no list */
+    SERVER_INHERITED, /* opened by the parent before fork: only ever freed, silently */
 };
 
-struct pooled_conn {
-    PGconn *conn;                 /* hash key of the pool's table */
+struct server_conn {
+    PGconn *conn;
     struct pool_bucket *bucket;   /* NULL once inherited */
-    enum pooled_state state;
-    int holders;                  /* app handles that have not finished it yet */
-    pthread_t holder_thread;      /* the thread it was last handed to */
-    bool has_events;              /* the app registered libpq event procedures */
-    enum reset_pending pending;   /* kept with this still in flight */
+    enum server_state state;
+    struct handle *handle;        /* BOUND (and INHERITED: the handle that had it at fork) */
+    pthread_t last_thread;        /* the thread of the handle it served last */
+    enum reset_pending pending;   /* FREE: what the last finish left in flight */
     bool server_closing;          /* the server said FATAL while pqdedup owned it */
-    bool reset_needed;            /* the reset query runs before the next holder gets it */
-    bool dirty;                   /* PQDEDUP_RESET=dirty: a holder sent SQL that can change
-                                     session state */
-    uint64_t parameters_at_hand_out; /* session_parameters_fingerprint() when handed out */
+    bool reset_needed;            /* the reset query runs before the next handle gets it */
     bool idle_limit_known;        /* server_idle_limit_ns has been read */
     int64_t server_idle_limit_ns; /* the session's idle_session_timeout (0 = none) */
-    int64_t opened_ns, kept_ns;
-    uint64_t handed_seq;          /* when it was last handed out */
-    struct pooled_conn *prev, *next; /* on held or kept list */
-    UT_hash_handle hh;
+    int64_t opened_ns, freed_ns;
+    PGcancel *cancel;             /* made when a handle bound to it asked for one */
+    struct server_conn *prev, *next;         /* FREE: its bucket's free stack */
+    struct server_conn *all_prev, *all_next; /* every record of this process */
 };
 
 struct pool_bucket {
     char *key;                    /* owned; hash key */
-    int open;                     /* server connections of this key in this process,
-                                     plus reservations being opened */
-    int nkept, nheld;
-    int waiters;                  /* threads waiting at the cap */
+    char *conninfo;               /* owned; opens a new connection of the key (key_conninfo) */
+    int open;                     /* server connections of this key, plus connects under way */
+    int nfree, nbound;
+    int nhandles;                 /* handles of this key (each holds a reference) */
+    _Atomic int waiters;          /* connects waiting for a server connection */
+    int64_t refused_until_ns;     /* no new connection is tried before this (after a refusal) */
+    uint64_t baseline;            /* reported parameters of a clean session of this key */
+    int64_t baseline_ns;          /* when it was taken (0 = never) */
     char target[16];              /* target_session_attrs of the key ("" = any) */
-    pthread_cond_t changed;       /* a connection was kept or closed */
-    struct pooled_conn *kept;     /* LIFO: head is the most recently kept */
-    struct pooled_conn *held;
+    pthread_cond_t changed;       /* a connection was freed or closed, or a handle went idle */
+    struct server_conn *free;     /* LIFO: head is the most recently freed */
+    struct handle *bound;         /* handles bound to one of its connections */
+    struct session_view *view;    /* what its clean sessions report (handle.h), shared by the
+                                     unbound handles of the key */
     UT_hash_handle hh;
 };
 
 static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct pooled_conn *conns;     /* by PGconn pointer */
 static struct pool_bucket *buckets;   /* by key */
-static uint64_t handed_counter;
+static struct server_conn *all_conns; /* every server connection record */
 static int64_t last_sweep_ns;
 static bool shutting_down;
 static bool exit_hook_after_ssl;
@@ -77,20 +87,21 @@ static pid_t pool_pid;                /* the process the pool's lists belong to 
 #define uthash_nonfatal_oom(elt) (hash_oom = true)
 static bool hash_oom;
 
-
 /* ---- fork ------------------------------------------------------------------ */
 
-/* No lock of pqdedup is held across fork: both are taken before it (key_lock
- * and pool_lock are never nested, so their order is free) and released after. */
+/* No lock of pqdedup is held across fork: all are taken before it (none is ever taken while
+ * another of these is held, so their order is free) and released after. */
 static void fork_prepare(void)
 {
     key_lock_for_fork();
+    handle_lock_for_fork();
     pthread_mutex_lock(&pool_lock);
 }
 
 static void fork_parent(void)
 {
     pthread_mutex_unlock(&pool_lock);
+    handle_unlock_after_fork(false);
     key_unlock_after_fork();
 }
 
@@ -98,46 +109,57 @@ static void fork_child(void)
 {
     current_pid = getpid();
     pthread_mutex_unlock(&pool_lock);
+    handle_unlock_after_fork(true);
     key_unlock_after_fork();
 }
 
-/* After a fork, nothing the parent opened may be reused, reset or written to by
- * this process: kept connections are freed silently, held ones are marked so
- * that the app's PQfinish frees them silently too. Only the forking thread lives
- * on in the child, so no other call of this file is half done here. Buckets start again empty.
- * Caller holds pool_lock; returns the kept connections to free after unlocking. */
-static struct pooled_conn *forget_parent_pool(void)
+static void init_bucket_cond(struct pool_bucket *b)
 {
-    struct pooled_conn *to_free = NULL, *pc, *tmp;
-    HASH_ITER(hh, conns, pc, tmp) {
-        if (pc->state == POOLED_KEPT || pc->state == POOLED_BUSY) {
-            /* kept, or mid-reset by a thread the child does not have: no app holds it */
-            HASH_DEL(conns, pc);
-            pc->next = to_free;
-            to_free = pc;
-        } else {
-            /* held by the app (here, or already inherited by the parent) */
-            pc->state = POOLED_INHERITED;
-            pc->bucket = NULL;
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&b->changed, &attr);
+    pthread_condattr_destroy(&attr);
+}
+
+/* After a fork, nothing the parent opened may be reused, reset or written to by this
+ * process: free connections are closed silently, bound ones become INHERITED (their handle
+ * decides at its next call: pool_leave_inherited). Only the forking thread lives on in the
+ * child. Buckets stay (handles refer to them) but start empty. Caller holds pool_lock;
+ * returns the records to free silently after unlocking. */
+static struct server_conn *forget_parent_pool(void)
+{
+    struct server_conn *to_free = NULL, *s, *tmp;
+    DL_FOREACH_SAFE2(all_conns, s, tmp, all_next) {
+        if (s->state == SERVER_BOUND) {
+            s->state = SERVER_INHERITED;
+            s->bucket = NULL;
+        } else if (s->state != SERVER_INHERITED) {
+            /* free, or mid-reset by a thread the child does not have: no handle has it */
+            DL_DELETE2(all_conns, s, all_prev, all_next);
+            s->next = to_free;
+            to_free = s;
         }
     }
     struct pool_bucket *b, *btmp;
     HASH_ITER(hh, buckets, b, btmp) {
-        /* No pthread_cond_destroy: a parent thread waiting at fork time would make
-         * it wait forever for a waiter that does not exist here. */
-        HASH_DEL(buckets, b);
-        free(b->key);
-        free(b);
+        /* The parent's waiters do not exist here: a fresh condition variable. */
+        init_bucket_cond(b);
+        b->open = b->nfree = b->nbound = 0;
+        atomic_store(&b->waiters, 0);
+        b->free = NULL;
+        b->bound = NULL;
     }
     pool_pid = current_pid;
     return to_free;
 }
 
-static void free_inherited(struct pooled_conn *list)
+static void free_inherited(struct server_conn *list)
 {
     while (list != NULL) {
-        struct pooled_conn *next = list->next;
+        struct server_conn *next = list->next;
         session_close_inherited(list->conn);
+        free(list->cancel);
         free(list);
         list = next;
     }
@@ -149,14 +171,19 @@ static void lock_pool(void)
 {
     pthread_mutex_lock(&pool_lock);
     if (pool_pid != current_pid) {
-        struct pooled_conn *inherited = forget_parent_pool();
+        struct server_conn *inherited = forget_parent_pool();
         pthread_mutex_unlock(&pool_lock);
         free_inherited(inherited);
         pthread_mutex_lock(&pool_lock);
     }
 }
 
-/* ---- buckets and lists (caller holds pool_lock) ---------------------------- */
+static void unlock_pool(void)
+{
+    pthread_mutex_unlock(&pool_lock);
+}
+
+/* ---- buckets (caller holds pool_lock) ---------------------------------------- */
 
 /* Returns the bucket for `key`, created on first use; NULL when out of memory. */
 static struct pool_bucket *bucket_for(const char *key)
@@ -166,20 +193,19 @@ static struct pool_bucket *bucket_for(const char *key)
     if (b != NULL)
         return b;
     b = calloc(1, sizeof *b);
-    if (b == NULL || (b->key = strdup(key)) == NULL) {
+    if (b == NULL || (b->key = strdup(key)) == NULL || (b->conninfo = key_conninfo(key)) == NULL) {
+        if (b != NULL)
+            free(b->key);
         free(b);
         return NULL;
     }
-    pthread_condattr_t attr;
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(&b->changed, &attr);
-    pthread_condattr_destroy(&attr);
+    init_bucket_cond(b);
     key_get(key, "target_session_attrs", b->target, sizeof b->target);
     hash_oom = false;
     HASH_ADD_KEYPTR(hh, buckets, b->key, strlen(b->key), b);
     if (hash_oom) {
         pthread_cond_destroy(&b->changed);
+        free(b->conninfo);
         free(b->key);
         free(b);
         return NULL;
@@ -187,166 +213,143 @@ static struct pool_bucket *bucket_for(const char *key)
     return b;
 }
 
-/* Frees a bucket nobody uses or waits on any more. */
+/* Frees a bucket no handle, connection or waiter uses any more. */
 static void bucket_drop_if_unused(struct pool_bucket *b)
 {
-    if (b->open > 0 || b->waiters > 0 || b->kept != NULL || b->held != NULL)
+    if (b->open > 0 || b->nhandles > 0 || atomic_load(&b->waiters) > 0 || b->free != NULL || b->bound != NULL)
         return;
     HASH_DEL(buckets, b);
     pthread_cond_destroy(&b->changed);
+    session_view_release(b->view);
+    free(b->conninfo);
     free(b->key);
     free(b);
 }
 
-/* Records what PQDEDUP_RESET=dirty compares at finish. Called without pool_lock
- * by the thread that owns pc (BUSY, or just opened and not yet handed out). */
-static void note_hand_out_state(struct pooled_conn *pc)
+static void wake_waiters(struct pool_bucket *b)
 {
-    if (settings.reset_only_dirty) {
-        pc->dirty = false;
-        pc->parameters_at_hand_out = session_parameters_fingerprint(pc->conn);
-    }
+    pthread_cond_broadcast(&b->changed);
 }
 
-static void hand_to_this_thread(struct pool_bucket *b, struct pooled_conn *pc)
+/* ---- server connection records (caller holds pool_lock) -------------------------- */
+
+/* A record for a connection libpq just made for bucket b; counted in b->open already.
+ * Returns NULL when out of memory. */
+static struct server_conn *new_server(struct pool_bucket *b, PGconn *conn)
 {
-    pc->state = POOLED_HELD;
-    pc->holders = 1;
-    pc->holder_thread = pthread_self();
-    pc->handed_seq = ++handed_counter;
-    DL_APPEND(b->held, pc);
-    b->nheld++;
+    struct server_conn *s = calloc(1, sizeof *s);
+    if (s == NULL)
+        return NULL;
+    s->conn = conn;
+    s->bucket = b;
+    s->state = SERVER_BUSY;
+    s->opened_ns = monotonic_ns();
+    DL_APPEND2(all_conns, s, all_prev, all_next);
+    stats_add(opened);
+    return s;
 }
 
-/* Takes pc off whatever list its state puts it on; it is then BUSY. */
-static void unlink_from_list(struct pooled_conn *pc)
+/* Takes s off the free stack; it is then BUSY. */
+static void take_free(struct server_conn *s)
 {
-    struct pool_bucket *b = pc->bucket;
-    if (pc->state == POOLED_KEPT) {
-        DL_DELETE(b->kept, pc);
-        b->nkept--;
-    } else if (pc->state == POOLED_HELD) {
-        DL_DELETE(b->held, pc);
-        b->nheld--;
-    }
-    pc->state = POOLED_BUSY;
+    DL_DELETE(s->bucket->free, s);
+    s->bucket->nfree--;
+    s->state = SERVER_BUSY;
 }
 
-/* Takes pc out of the pool for closing: off its list and out of the table (so
- * libpq may reuse its address once freed), its slot released at once. The caller
- * then calls close_detached() without the lock. The bucket may become unused:
- * the caller drops it when it no longer needs it. */
-static void detach(struct pooled_conn *pc)
+/* Takes s out of the pool for closing (its slot counts no more) and onto *list; the caller
+ * closes the list with close_list() without the lock. */
+static void push_to_close(struct server_conn **list, struct server_conn *s)
 {
-    unlink_from_list(pc);
-    HASH_DEL(conns, pc);
-    pc->bucket->open--;
-    pthread_cond_broadcast(&pc->bucket->changed);
+    if (s->state == SERVER_FREE)
+        take_free(s);
+    s->state = SERVER_BUSY;
+    DL_DELETE2(all_conns, s, all_prev, all_next);
+    s->bucket->open--;
+    wake_waiters(s->bucket);
+    s->next = *list;
+    *list = s;
 }
 
-/* Closes a detached connection and frees its record. Called without pool_lock. */
-static void close_detached(struct pooled_conn *pc)
-{
-    session_close_quietly(pc->conn);
-    stats_add(closed);
-    free(pc);
-}
-
-static void close_detached_list(struct pooled_conn *list)
+/* Closes detached connections (Terminate is sent) and frees their records. Called without
+ * pool_lock. */
+static void close_list(struct server_conn *list)
 {
     while (list != NULL) {
-        struct pooled_conn *next = list->next;
-        close_detached(list);
+        struct server_conn *next = list->next;
+        session_close_quietly(list->conn);
+        real.PQfreeCancel(list->cancel);
+        free(list);
+        stats_add(closed);
         list = next;
     }
 }
 
-static void push_to_close(struct pooled_conn **list, struct pooled_conn *pc)
+static bool is_expired(const struct server_conn *s, int64_t now)
 {
-    detach(pc);
-    pc->next = *list;
-    *list = pc;
-}
-
-/* Among the connections this thread holds for the bucket, the least recently
- * handed out one that may be shared; NULL when there is none. */
-static struct pooled_conn *find_shareable(struct pool_bucket *b)
-{
-    struct pooled_conn *best = NULL, *pc;
-    pthread_t self = pthread_self();
-    DL_FOREACH(b->held, pc) {
-        if (!pthread_equal(pc->holder_thread, self) || pc->has_events)
-            continue;
-        if ((best == NULL || pc->handed_seq < best->handed_seq) && session_is_shareable(pc->conn))
-            best = pc;
-    }
-    return best;
-}
-
-static int count_held_by_this_thread(struct pool_bucket *b)
-{
-    int n = 0;
-    struct pooled_conn *pc;
-    pthread_t self = pthread_self();
-    DL_FOREACH(b->held, pc)
-        n += pthread_equal(pc->holder_thread, self);
-    return n;
-}
-
-static PGconn *share(struct pooled_conn *pc)
-{
-    pc->holders++;
-    pc->handed_seq = ++handed_counter;
-    stats_add(shared);
-    return pc->conn;
-}
-
-static bool is_expired(const struct pooled_conn *pc, int64_t now)
-{
-    if (settings.max_lifetime_ns > 0 && now - pc->opened_ns >= settings.max_lifetime_ns)
+    if (settings.max_lifetime_ns > 0 && now - s->opened_ns >= settings.max_lifetime_ns)
         return true;
-    return pc->state == POOLED_KEPT && settings.idle_timeout_ns > 0 &&
-           now - pc->kept_ns >= settings.idle_timeout_ns;
+    return s->state == SERVER_FREE && settings.idle_timeout_ns > 0 &&
+           now - s->freed_ns >= settings.idle_timeout_ns;
 }
 
-/* At most once a second, detaches kept connections past their idle time or
- * lifetime, oldest first, onto *to_close. */
-static void sweep_expired(int64_t now, struct pooled_conn **to_close)
+/* At most once a second, detaches free connections past their idle time or lifetime,
+ * oldest first, onto *to_close. */
+static void sweep_expired(int64_t now, struct server_conn **to_close)
 {
     if (now - last_sweep_ns < NS_PER_SEC)
         return;
     last_sweep_ns = now;
     struct pool_bucket *b, *btmp;
     HASH_ITER(hh, buckets, b, btmp) {
-        while (b->kept != NULL && is_expired(b->kept->prev, now))
-            push_to_close(to_close, b->kept->prev);
+        while (b->free != NULL && is_expired(b->free->prev, now))
+            push_to_close(to_close, b->free->prev);
         bucket_drop_if_unused(b);
     }
 }
 
+/* Detaches every free connection of the other keys onto *to_close, so the server has their
+ * slots back. Returns how many. */
+static int free_other_keys(const struct pool_bucket *except, struct server_conn **to_close)
+{
+    int n = 0;
+    struct pool_bucket *b, *btmp;
+    HASH_ITER(hh, buckets, b, btmp) {
+        if (b == except)
+            continue;
+        while (b->free != NULL) {
+            push_to_close(to_close, b->free->prev);
+            n++;
+        }
+        bucket_drop_if_unused(b);
+    }
+    return n;
+}
+
 /* ---- exit ------------------------------------------------------------------- */
 
-/* Closes every kept connection of this process with a proper Terminate, so the
- * server logs a normal disconnection. Runs from atexit; safe to run twice. */
+/* Closes every free connection of this process with a proper Terminate, so the server logs
+ * a normal disconnection. Runs from atexit; safe to run twice. Connections bound to handles
+ * the app never finished are left to the end of the process, as plain libpq leaves them. */
 static void pool_shutdown(void)
 {
     lock_pool();
     bool first = !shutting_down;
     shutting_down = true;
-    struct pooled_conn *to_close = NULL;
+    struct server_conn *to_close = NULL;
     struct pool_bucket *b, *btmp;
     HASH_ITER(hh, buckets, b, btmp) {
-        while (b->kept != NULL)
-            push_to_close(&to_close, b->kept);
+        while (b->free != NULL)
+            push_to_close(&to_close, b->free);
     }
-    pthread_mutex_unlock(&pool_lock);
-    /* Collect what is still in flight first: a server still sending a reset's result
-     * to a closed socket logs a broken connection. */
+    unlock_pool();
+    /* Collect what is still in flight first: a server still sending a reset's result to a
+     * closed socket logs a broken connection. */
     int64_t timeout = settings.check_timeout_ns < NS_PER_SEC ? settings.check_timeout_ns : NS_PER_SEC;
-    for (struct pooled_conn *pc = to_close; pc != NULL; pc = pc->next)
-        if (pc->pending != PENDING_NONE)
-            session_finish_reset(pc->conn, pc->pending, "", false, timeout, &pc->server_closing);
-    close_detached_list(to_close);
+    for (struct server_conn *s = to_close; s != NULL; s = s->next)
+        if (s->pending != PENDING_NONE)
+            session_finish_reset(s->conn, s->pending, "", false, timeout, &s->server_closing);
+    close_list(to_close);
     if (first)
         stats_print_if_asked();
 }
@@ -358,326 +361,681 @@ void pool_init(void)
     atexit(pool_shutdown);
 }
 
-/* OpenSSL registers its own cleanup with atexit when the first SSL connection is
- * made; exit handlers run in reverse, so pool_shutdown is registered once more
- * after that, to close kept SSL connections before OpenSSL is torn down.
- * Caller holds pool_lock. */
+/* OpenSSL registers its own cleanup with atexit when the first SSL connection is made; exit
+ * handlers run in reverse, so pool_shutdown is registered once more after that, to close
+ * free SSL connections before OpenSSL is torn down. Caller holds pool_lock. */
 static void exit_hook_after_first_ssl(PGconn *conn)
 {
-    if (!exit_hook_after_ssl && PQsslInUse(conn)) {
+    if (!exit_hook_after_ssl && real.PQsslInUse(conn)) {
         exit_hook_after_ssl = true;
         atexit(pool_shutdown);
     }
 }
 
-/* ---- connect ----------------------------------------------------------------- */
+/* ---- binding a handle ----------------------------------------------------------- */
 
-/* A connect may open one connection more than the thread's holders need while
- * the last finished one still resets, so it need not wait for that reset. */
-static bool may_open_spare(const struct pool_bucket *b)
+/* Makes s serve h: both BOUND (h STARTED when `started`), h on the bucket's bound list.
+ * Caller holds pool_lock and h's lock; bind_finish() then does the work that needs no lock. */
+static void bind(struct handle *h, struct server_conn *s, bool started)
 {
-    return b->open < b->nheld + 2 && b->open < settings.keep_per_key &&
-           (settings.max_per_key == 0 || b->open < settings.max_per_key);
+    struct pool_bucket *b = s->bucket;
+    s->state = SERVER_BOUND;
+    s->handle = h;
+    s->last_thread = pthread_self();
+    h->server = s;
+    h->conn = s->conn;
+    handle_set_state(h, started ? HANDLE_STARTED : HANDLE_BOUND);
+    DL_APPEND(b->bound, h);
+    b->nbound++;
 }
 
-/* Among the kept connections that `self` held last (mine) or that other threads
- * did (!mine), the most recently kept one whose reset has completed or was never
- * sent; NULL when none has. Newest first: the warmest backend, and the extra
- * connections of a burst stay unused and age out (PQDEDUP_IDLE_TIMEOUT). May read
- * sockets (one per connection whose reset is in flight, until one is done). */
-static struct pooled_conn *find_ready(struct pool_bucket *b, pthread_t self, bool mine)
+/* The rest of binding, in h's thread without pool_lock: the handle's client state, its
+ * descriptor and its cancel object follow it to s. Returns false when the client state
+ * cannot be applied (nonblocking mode refused): then h must not use s. */
+static bool bind_finish(struct handle *h)
 {
-    struct pooled_conn *pc;
-    DL_FOREACH(b->kept, pc)
-        if (pthread_equal(pc->holder_thread, self) == mine &&
-            (pc->pending == PENDING_NONE || session_reset_arrived(pc->conn)))
-            return pc;
-    return NULL;
-}
-
-/* Picks the kept connection to hand out: a ready one this thread held last, so
- * that a backend keeps talking to one thread (the scheduler then keeps the pair
- * on one CPU: with pgbench -j 2 that was worth about 20% of throughput,
- * bench/README.md); else a ready one of another thread; failing that, when no
- * spare may be opened, the oldest one (its reset was sent first, so it is waited
- * for the shortest). Expired ones go to *to_close. Returns NULL when a new
- * connection should be opened (or the cap decides). The pick is BUSY. Caller
- * holds pool_lock. */
-static struct pooled_conn *pick_kept(struct pool_bucket *b, int64_t now, struct pooled_conn **to_close)
-{
-    struct pooled_conn *pc, *tmp;
-    DL_FOREACH_SAFE(b->kept, pc, tmp)
-        if (is_expired(pc, now))
-            push_to_close(to_close, pc);
-    pthread_t self = pthread_self();
-    if ((pc = find_ready(b, self, true)) == NULL && (pc = find_ready(b, self, false)) == NULL) {
-        if (b->kept == NULL || may_open_spare(b))
-            return NULL;
-        pc = b->kept->prev;
-    }
-    unlink_from_list(pc);
-    return pc;
-}
-
-/* Waits for a finish or close in the bucket until `deadline`. Returns false on timeout. */
-static bool wait_for_change(struct pool_bucket *b, const struct timespec *deadline)
-{
-    b->waiters++;
-    int rc = pthread_cond_timedwait(&b->changed, &pool_lock, deadline);
-    b->waiters--;
-    return rc != ETIMEDOUT;
-}
-
-/* The cap is reached: shares what this thread holds, else waits for a change
- * until the deadline (set on first use). Returns true to look again, false
- * when `grant` is decided (shared or refused). Caller holds pool_lock. */
-static bool wait_at_cap(struct pool_bucket *b, struct grant *grant, struct timespec *deadline)
-{
-    struct pooled_conn *pc = find_shareable(b);
-    if (pc != NULL) {
-        *grant = (struct grant) { .kind = GRANT_SHARED, .conn = share(pc) };
+    struct server_conn *s = h->server;
+    handle_forget_view(h);
+    if (!session_apply_client_state(s->conn, &h->client))
         return false;
-    }
-    if (deadline->tv_sec == 0 && deadline->tv_nsec == 0) {
-        stats_add(cap_waits);
-        int64_t until = monotonic_ns() + settings.max_wait_ns;
-        deadline->tv_sec = until / NS_PER_SEC;
-        deadline->tv_nsec = until % NS_PER_SEC;
-    }
-    if (wait_for_change(b, deadline) || b->kept != NULL || b->open < settings.max_per_key)
-        return true;
-    stats_add(cap_failures);
-    grant->kind = GRANT_REFUSED;
-    return false;
-}
-
-void pool_acquire(const char *key, struct grant *grant)
-{
-    *grant = (struct grant) { .kind = GRANT_PASSTHROUGH };
-    struct pooled_conn *to_close = NULL;
-    lock_pool();
-    stats_add(connects);
-    int64_t now = monotonic_ns();
-    sweep_expired(now, &to_close);
-    struct pool_bucket *b = shutting_down ? NULL : bucket_for(key);
-    if (b == NULL)
-        goto out;
-
-    struct pooled_conn *pc;
-    if (settings.share_after > 0 && count_held_by_this_thread(b) >= settings.share_after &&
-        (pc = find_shareable(b)) != NULL) {
-        *grant = (struct grant) { .kind = GRANT_SHARED, .conn = share(pc) };
-        goto out;
-    }
-
-    struct timespec deadline = { 0 };
-    for (;;) {
-        if ((pc = pick_kept(b, now, &to_close)) != NULL) {
-            /* A key that asked for a kind of server re-checks it on every reuse. */
-            /* A server that ends idle sessions gets a round trip (which restarts its
-             * idle clock) once half its timeout has passed. */
-            int64_t idle = now - pc->kept_ns;
-            bool check = idle >= settings.check_after_ns || b->target[0] != '\0' ||
-                         (pc->server_idle_limit_ns > 0 && idle >= pc->server_idle_limit_ns / 2);
-            b->waiters++; /* keeps the bucket while unlocked */
-            pthread_mutex_unlock(&pool_lock);
-            const char *reset_query = pc->reset_needed ? settings.reset_query : "";
-            bool usable = session_finish_reset(pc->conn, pc->pending, reset_query, check,
-                                               settings.check_timeout_ns, &pc->server_closing) &&
-                          session_looks_alive(pc->conn) && session_matches_target(pc->conn, b->target);
-            if (usable && !pc->idle_limit_known)
-                usable = pc->idle_limit_known = session_read_idle_timeout(
-                    pc->conn, settings.check_timeout_ns, &pc->server_idle_limit_ns);
-            if (usable)
-                note_hand_out_state(pc);
-            pthread_mutex_lock(&pool_lock);
-            b->waiters--;
-            if (usable) {
-                pc->pending = PENDING_NONE;
-                hand_to_this_thread(b, pc);
-                stats_add(reused);
-                *grant = (struct grant) { .kind = GRANT_REUSED, .conn = pc->conn };
-                break;
-            }
-            stats_add(dead);
-            log_msg(LOG_INFO, "discarding a kept connection that failed its reset or was closed by the server");
-            push_to_close(&to_close, pc);
-            now = monotonic_ns();
-            continue;
-        }
-        if (settings.max_per_key > 0 && b->open >= settings.max_per_key) {
-            if (wait_at_cap(b, grant, &deadline)) {
-                now = monotonic_ns();
-                continue;
-            }
-            break;
-        }
-        b->open++;
-        *grant = (struct grant) { .kind = GRANT_OPEN, .bucket = b };
-        break;
-    }
-    bucket_drop_if_unused(b);
-out:
-    pthread_mutex_unlock(&pool_lock);
-    close_detached_list(to_close);
-}
-
-PGconn *pool_opened(struct grant *grant, PGconn *conn, bool completed)
-{
-    struct pool_bucket *b = grant->bucket;
-    bool failed = conn == NULL || PQstatus(conn) == CONNECTION_BAD;
-    bool refused_for_slots = failed && completed && conn != NULL && session_refused_for_slots(conn);
-    struct pooled_conn *pc = failed ? NULL : calloc(1, sizeof *pc);
-    /* A blocking connect is complete: learn the server's idle_session_timeout now,
-     * beside the connect's own cost, so no reuse needs a round trip for it. */
-    if (pc != NULL && completed)
-        pc->idle_limit_known = session_read_idle_timeout(conn, settings.check_timeout_ns,
-                                                         &pc->server_idle_limit_ns);
-    if (pc != NULL) {
-        pc->conn = conn;
-        note_hand_out_state(pc);
-    }
-
-    lock_pool();
-    if (pc != NULL) {
-        session_capture_default_hooks(conn);
-        pc->bucket = b;
-        pc->opened_ns = monotonic_ns();
-        hash_oom = false;
-        HASH_ADD_PTR(conns, conn, pc);
-        if (!hash_oom) {
-            hand_to_this_thread(b, pc);
-            stats_add(opened);
-            pthread_mutex_unlock(&pool_lock);
-            return conn;
-        }
-        free(pc);
-    }
-    /* Not pooled: failed, or out of memory. */
-    struct pooled_conn *holder = refused_for_slots ? find_shareable(b) : NULL;
-    PGconn *answer = holder != NULL ? share(holder) : conn;
-    b->open--;
-    pthread_cond_broadcast(&b->changed);
-    bucket_drop_if_unused(b);
-    pthread_mutex_unlock(&pool_lock);
-    if (holder != NULL) {
-        log_msg(LOG_INFO, "server refused a new connection for lack of slots; sharing one this thread holds");
-        real.PQfinish(conn);
-    }
-    return answer;
-}
-
-/* ---- finish ------------------------------------------------------------------ */
-
-/* Starts the reset of a connection whose last holder finished, then keeps or
- * closes it. Called without pool_lock, with pc BUSY (owned by this call). */
-static void reset_and_keep(struct pooled_conn *pc, bool worth_keeping, int64_t now)
-{
-    struct pool_bucket *b = pc->bucket;
-    enum reset_pending pending = PENDING_NONE;
-    /* PQDEDUP_RESET=dirty skips the reset when nothing pqdedup saw could change the
-     * session: no such SQL, and no reported parameter changed. */
-    pc->reset_needed = !settings.reset_only_dirty || pc->dirty ||
-                       session_parameters_fingerprint(pc->conn) != pc->parameters_at_hand_out;
-    const char *reset_query = pc->reset_needed ? settings.reset_query : "";
-    bool reset_started =
-        worth_keeping && session_start_reset(pc->conn, reset_query, &pending, &pc->server_closing);
-
-    lock_pool();
-    if (reset_started && !shutting_down && b->nkept < settings.keep_per_key) {
-        exit_hook_after_first_ssl(pc->conn);
-        pc->state = POOLED_KEPT;
-        pc->kept_ns = now;
-        pc->pending = pending;
-        DL_PREPEND(b->kept, pc);
-        b->nkept++;
-        stats_add(resets);
-        pthread_cond_broadcast(&b->changed);
-        pthread_mutex_unlock(&pool_lock);
-        return;
-    }
-    struct pooled_conn *to_close = NULL;
-    push_to_close(&to_close, pc);
-    bucket_drop_if_unused(b);
-    pthread_mutex_unlock(&pool_lock);
-    close_detached_list(to_close);
-}
-
-bool pool_finish(PGconn *conn)
-{
-    lock_pool();
-    struct pooled_conn *pc;
-    HASH_FIND_PTR(conns, &conn, pc);
-    if (pc == NULL) {
-        pthread_mutex_unlock(&pool_lock);
-        return false;
-    }
-
-    switch (pc->state) {
-    case POOLED_INHERITED:
-        HASH_DEL(conns, pc);
-        pthread_mutex_unlock(&pool_lock);
-        session_close_inherited(conn);
-        free(pc);
-        return true;
-    case POOLED_KEPT:
-    case POOLED_BUSY:
-        pthread_mutex_unlock(&pool_lock);
-        log_msg(LOG_WARN, "PQfinish of a connection that was already finished; ignored");
-        return true;
-    case POOLED_HELD:
-        break;
-    }
-
-    if (--pc->holders > 0) {
-        /* Another handle still uses it; which one set the hooks is unknown. */
-        pthread_mutex_unlock(&pool_lock);
-        session_restore_default_hooks(conn);
-        return true;
-    }
-    unlink_from_list(pc);
-    int64_t now = monotonic_ns();
-    bool worth_keeping = !shutting_down && !pc->has_events && pc->bucket->nkept < settings.keep_per_key &&
-                         !is_expired(pc, now);
-    pthread_mutex_unlock(&pool_lock);
-    reset_and_keep(pc, worth_keeping, now);
+    socket_follow(h);
+    if (h->wants_cancel && s->cancel == NULL)
+        s->cancel = real.PQgetCancel(s->conn);
+    atomic_store(&h->cancel_target, s->cancel);
     return true;
 }
 
-int pool_close_all_kept(void)
+/* Stops cancels through h from reaching its server connection. Returns false when one is
+ * under way (the target is put back): h must then keep its connection for now. */
+static bool detach_cancel(struct handle *h)
 {
-    struct pooled_conn *to_close = NULL;
-    int n = 0;
-    lock_pool();
-    struct pool_bucket *b, *btmp;
-    HASH_ITER(hh, buckets, b, btmp) {
-        while (b->kept != NULL) {
-            push_to_close(&to_close, b->kept->prev);
-            n++;
-        }
-        bucket_drop_if_unused(b);
+    PGcancel *target = atomic_exchange(&h->cancel_target, NULL);
+    if (atomic_load(&h->cancelling) == 0)
+        return true;
+    atomic_store(&h->cancel_target, target);
+    return false;
+}
+
+/* Takes s away from h (both locked by the caller, with pool_lock): h becomes UNBOUND,
+ * answering from a copy of the view it had; s is BUSY, its client state back to libpq's
+ * defaults. Returns false, changing nothing, when h cannot let go now (out of memory, a
+ * cancel under way). */
+static bool unbind(struct handle *h)
+{
+    struct server_conn *s = h->server;
+    if (!handle_remember_view(h, &s->bucket->view))
+        return false;
+    if (!detach_cancel(h)) {
+        handle_forget_view(h);
+        return false;
     }
-    pthread_mutex_unlock(&pool_lock);
-    close_detached_list(to_close);
-    return n;
+    session_clear_client_state(s->conn);
+    DL_DELETE(s->bucket->bound, h);
+    s->bucket->nbound--;
+    h->server = NULL;
+    h->conn = NULL;
+    handle_set_state(h, HANDLE_UNBOUND);
+    socket_follow(h);
+    s->state = SERVER_BUSY;
+    s->handle = NULL;
+    return true;
 }
 
-void pool_mark_dirty(PGconn *conn)
+/* ---- what a connect may take ---------------------------------------------------- */
+
+/* A connect may open one connection more than its key's handles need while the last freed
+ * one still resets, so it need not wait for that reset. */
+static bool may_open_spare(const struct pool_bucket *b)
 {
-    lock_pool();
-    struct pooled_conn *pc;
-    HASH_FIND_PTR(conns, &conn, pc);
-    if (pc != NULL)
-        pc->dirty = true;
-    pthread_mutex_unlock(&pool_lock);
+    return b->open < b->nbound + 2 && b->open < settings.keep_per_key &&
+           (settings.max_per_key == 0 || b->open < settings.max_per_key);
 }
 
-void pool_mark_events(PGconn *conn)
+static bool at_cap(const struct pool_bucket *b)
+{
+    return settings.max_per_key > 0 && b->open >= settings.max_per_key;
+}
+
+/* Among the free connections that `self` served last (mine) or other threads did (!mine),
+ * the most recently freed one whose reset has completed or was never sent; NULL when none
+ * has. Newest first: the warmest backend, and the extra connections of a burst stay unused
+ * and age out (PQDEDUP_IDLE_TIMEOUT). May read sockets (one per connection whose reset is in
+ * flight, until one is done). */
+static struct server_conn *find_ready(struct pool_bucket *b, pthread_t self, bool mine)
+{
+    struct server_conn *s;
+    DL_FOREACH(b->free, s)
+        if (pthread_equal(s->last_thread, self) == mine &&
+            (s->pending == PENDING_NONE || session_reset_arrived(s->conn)))
+            return s;
+    return NULL;
+}
+
+/* Picks the free connection to bind: a ready one this thread's handles used last (a backend
+ * that keeps talking to one thread stays on its CPU: bench/README.md), else a ready one of
+ * another thread; failing that, when no spare may be opened (or none at all, under
+ * `pressure`), the oldest one (its reset was sent first, so it is waited for the shortest).
+ * Expired ones go to *to_close. Returns NULL when there is none to take; the pick is BUSY. */
+static struct server_conn *pick_free(struct pool_bucket *b, int64_t now, bool pressure,
+                                     struct server_conn **to_close)
+{
+    struct server_conn *s, *tmp;
+    DL_FOREACH_SAFE(b->free, s, tmp)
+        if (is_expired(s, now))
+            push_to_close(to_close, s);
+    pthread_t self = pthread_self();
+    if ((s = find_ready(b, self, true)) == NULL && (s = find_ready(b, self, false)) == NULL) {
+        if (b->free == NULL || (may_open_spare(b) && !pressure))
+            return NULL;
+        s = b->free->prev;
+    }
+    take_free(s);
+    return s;
+}
+
+/* A handle of bucket b whose server connection may move to another handle: bound, idle and
+ * clean since its last call, for at least PQDEDUP_UNBIND_AFTER (any time at all under
+ * `pressure`), the longest idle first, and reporting the parameters a clean session of its
+ * key reports (one that does not changed its session in ways the SQL did not show, such as
+ * a function's set_config: it becomes sticky). Returned locked (its lock is only tried: one
+ * in use is not idle); NULL when there is none. */
+static struct handle *pick_idle_handle(struct pool_bucket *b, int64_t now, bool pressure)
+{
+    for (;;) {
+        struct handle *best = NULL, *h;
+        int64_t best_since = 0;
+        DL_FOREACH(b->bound, h) {
+            int64_t since = atomic_load_explicit(&h->idle_since_ns, memory_order_relaxed);
+            if (since == 0 || (!pressure && now - since < settings.unbind_after_ns) ||
+                (best != NULL && since >= best_since))
+                continue;
+            if (pthread_mutex_trylock(&h->lock) != 0)
+                continue;
+            if (h->depth == 0 && h->state == HANDLE_BOUND &&
+                atomic_load_explicit(&h->idle_since_ns, memory_order_relaxed) == since) {
+                if (best != NULL)
+                    pthread_mutex_unlock(&best->lock);
+                best = h;
+                best_since = since;
+            } else {
+                pthread_mutex_unlock(&h->lock);
+            }
+        }
+        if (best == NULL || session_parameters_fingerprint(best->conn) == b->baseline)
+            return best;
+        handle_make_sticky(best);
+        pthread_mutex_unlock(&best->lock);
+    }
+}
+
+/* The key's reference fingerprint of reported parameters, from a connection known to be
+ * clean (just opened, or just reset), refreshed at most once a second so that a server
+ * configuration reload is followed. Caller holds pool_lock. */
+static void note_baseline(struct pool_bucket *b, uint64_t fingerprint, int64_t now)
+{
+    b->baseline = fingerprint;
+    b->baseline_ns = now;
+}
+
+/* Makes a connection taken from the free stack or from an idle handle fit for a new handle:
+ * collects or runs its reset, checks it when it was idle long (or the key asks), learns the
+ * server's idle_session_timeout once. Called without pool_lock, s BUSY. Returns false when
+ * it must be closed instead. */
+static bool make_ready(struct server_conn *s, const char *target, bool from_handle, bool handle_dirty,
+                       int64_t now)
+{
+    int64_t idle = now - s->freed_ns;
+    /* A server that ends idle sessions gets a round trip (which restarts its idle clock)
+     * once half its timeout has passed; a key that asked for a kind of server re-checks it. */
+    bool check = idle >= settings.check_after_ns || target[0] != '\0' ||
+                 (s->server_idle_limit_ns > 0 && idle >= s->server_idle_limit_ns / 2);
+    bool usable;
+    if (from_handle) {
+        /* A handle's session: its reset runs now (PQDEDUP_RESET=dirty skips it for a clean one). */
+        bool reset = !settings.reset_only_dirty || handle_dirty;
+        enum reset_pending pending;
+        usable = session_start_reset(s->conn, reset ? settings.reset_query : "", &pending, &s->server_closing) &&
+                 session_finish_reset(s->conn, pending, "", check, settings.check_timeout_ns, &s->server_closing);
+        if (reset)
+            stats_add(resets);
+    } else {
+        const char *reset_query = s->reset_needed ? settings.reset_query : "";
+        usable = session_finish_reset(s->conn, s->pending, reset_query, check, settings.check_timeout_ns,
+                                      &s->server_closing);
+    }
+    s->pending = PENDING_NONE;
+    usable = usable && session_looks_alive(s->conn) && session_matches_target(s->conn, target);
+    if (usable && !s->idle_limit_known)
+        usable = s->idle_limit_known =
+            session_read_idle_timeout(s->conn, settings.check_timeout_ns, &s->server_idle_limit_ns);
+    return usable;
+}
+
+/* A connection libpq just opened for b (counted in b->open): learns the server's
+ * idle_session_timeout right away when the connect is complete, beside the connect's own
+ * cost, so no reuse needs a round trip for it. Called without pool_lock. */
+static void learn_new(struct server_conn *s)
+{
+    s->idle_limit_known = session_read_idle_timeout(s->conn, settings.check_timeout_ns, &s->server_idle_limit_ns);
+}
+
+static bool baseline_stale(const struct pool_bucket *b, int64_t now)
+{
+    return b->baseline_ns == 0 || now - b->baseline_ns >= BASELINE_REFRESH_NS;
+}
+
+/* Waits for a connection of b to be freed or closed or a handle to go idle, until the
+ * deadline (set on first use, PQDEDUP_MAX_WAIT from now) or, during a refusal back-off, its
+ * end. Returns false once the deadline has passed. Caller holds pool_lock. */
+static bool wait_for_release(struct pool_bucket *b, int64_t now, int64_t *deadline)
+{
+    if (*deadline == 0) {
+        stats_add(waits);
+        *deadline = now + settings.max_wait_ns;
+    }
+    if (now >= *deadline)
+        return false;
+    int64_t until = *deadline;
+    if (b->refused_until_ns > now && b->refused_until_ns < until)
+        until = b->refused_until_ns;
+    struct timespec ts = { .tv_sec = until / NS_PER_SEC, .tv_nsec = until % NS_PER_SEC };
+    atomic_fetch_add(&b->waiters, 1);
+    pthread_cond_timedwait(&b->changed, &pool_lock, &ts);
+    atomic_fetch_sub(&b->waiters, 1);
+    return true;
+}
+
+/* A failed connection, made by libpq itself, whose PQerrorMessage says why pqdedup refused:
+ * libpq reports the unknown keyword, which is the sentence. */
+static PGconn *refused_at_cap(void)
+{
+    char reason[400];
+    snprintf(reason, sizeof reason,
+             "pqdedup: PQDEDUP_MAX_PER_KEY=%d connections with these parameters are already open in "
+             "this process and none was freed within PQDEDUP_MAX_WAIT=%lldms; raise "
+             "PQDEDUP_MAX_PER_KEY or PQDEDUP_MAX_WAIT, or finish connections sooner",
+             settings.max_per_key, (long long) (settings.max_wait_ns / NS_PER_MS));
+    const char *const keywords[] = { reason, NULL };
+    const char *const values[] = { "refused", NULL };
+    log_msg(LOG_WARN, "%s", reason);
+    return real.PQconnectStartParams(keywords, values, 0);
+}
+
+/* How acquire() ended. */
+enum acquired { ACQUIRED_BOUND, ACQUIRED_OPENING, ACQUIRED_FAILED, ACQUIRED_PASSTHROUGH };
+
+/*
+ * Finds h (locked by the caller, not bound, h->bucket set) a server connection and binds it:
+ *   1. a free one of the key, ready (its reset done); when every free one is still resetting,
+ *      a spare is opened (3) if one may be, else the one whose reset ends first is taken;
+ *   2. when none is free, an idle, clean handle's (idle PQDEDUP_UNBIND_AFTER; any, under
+ *      pressure), reset;
+ *   3. a new one from `call`, below PQDEDUP_MAX_PER_KEY and not during a refusal back-off;
+ *      a refusal for lack of slots closes the other keys' free connections and puts the key
+ *      under pressure;
+ *   4. wait for one of the above, up to PQDEDUP_MAX_WAIT; then fail with the server's last
+ *      refusal, or the cap's message.
+ * `started` binds as STARTED (PQconnectStart*). Returns ACQUIRED_FAILED with *failed a failed
+ * PGconn for the app; ACQUIRED_OPENING with h CONNECTING (an asynchronous `call`).
+ */
+static enum acquired acquire(struct handle *h, const struct connect_call *call, bool started, PGconn **failed)
+{
+    struct pool_bucket *b = h->bucket;
+    struct server_conn *to_close = NULL;
+    PGconn *refusal = NULL; /* the server's last refusal, reported if nothing else works */
+    int64_t deadline = 0;
+    enum acquired result;
+    *failed = NULL;
+    lock_pool();
+    int64_t now = monotonic_ns();
+    sweep_expired(now, &to_close);
+    for (;;) {
+        if (shutting_down) {
+            result = ACQUIRED_PASSTHROUGH;
+            break;
+        }
+        bool pressure = at_cap(b) || now < b->refused_until_ns;
+        struct server_conn *s = pick_free(b, now, pressure, &to_close);
+        /* Free ones still resetting: a spare is opened rather than a handle's taken. */
+        struct handle *victim = s == NULL && b->free == NULL ? pick_idle_handle(b, now, pressure) : NULL;
+        bool victim_dirty = false;
+        if (victim != NULL) {
+            struct server_conn *taken = victim->server;
+            victim_dirty = victim->sticky;
+            if (unbind(victim)) {
+                s = taken;
+                s->freed_ns = atomic_load_explicit(&victim->idle_since_ns, memory_order_relaxed);
+                s->freed_ns = s->freed_ns != 0 ? s->freed_ns : now;
+            }
+            pthread_mutex_unlock(&victim->lock);
+            if (s == NULL) {
+                now = monotonic_ns();
+                continue;
+            }
+        }
+        if (s != NULL) {
+            bool refresh = baseline_stale(b, now) && (victim == NULL || !settings.reset_only_dirty);
+            unlock_pool();
+            bool usable = make_ready(s, b->target, victim != NULL, victim_dirty, now);
+            uint64_t fingerprint = usable && refresh ? session_parameters_fingerprint(s->conn) : 0;
+            lock_pool();
+            now = monotonic_ns();
+            if (usable) {
+                if (refresh)
+                    note_baseline(b, fingerprint, now);
+                bind(h, s, started);
+                if (victim != NULL)
+                    stats_add(moved);
+                else
+                    stats_add(reused);
+                result = ACQUIRED_BOUND;
+                break;
+            }
+            stats_add(dead);
+            log_msg(LOG_INFO, "discarding a server connection that failed its reset or check, or was closed by the server");
+            push_to_close(&to_close, s);
+            continue;
+        }
+        if (!pressure) {
+            b->open++;
+            unlock_pool();
+            PGconn *conn = connect_call_open(call);
+            bool ok = conn != NULL && real.PQstatus(conn) != CONNECTION_BAD;
+            bool complete = ok && real.PQstatus(conn) == CONNECTION_OK;
+            struct server_conn *fresh = NULL;
+            uint64_t fingerprint = 0;
+            if (complete) {
+                lock_pool();
+                fresh = new_server(b, conn);
+                unlock_pool();
+                if (fresh != NULL) {
+                    learn_new(fresh);
+                    fingerprint = session_parameters_fingerprint(conn);
+                }
+            }
+            lock_pool();
+            now = monotonic_ns();
+            if (ok && !complete) {
+                /* PQconnectStart*: the handle polls it; b->open keeps counting it. */
+                h->conn = conn;
+                handle_set_state(h, HANDLE_CONNECTING);
+                result = ACQUIRED_OPENING;
+                break;
+            }
+            if (fresh != NULL) {
+                note_baseline(b, fingerprint, now);
+                bind(h, fresh, false);
+                result = ACQUIRED_BOUND;
+                break;
+            }
+            b->open--;
+            wake_waiters(b);
+            if (conn != NULL && !complete && session_refused_for_slots(conn)) {
+                stats_add(refusals);
+                log_msg(LOG_INFO, "the server refused a new connection for lack of slots; taking an idle "
+                                  "handle's connection or waiting for one");
+                b->refused_until_ns = now + REFUSAL_BACKOFF_NS;
+                if (refusal != NULL) {
+                    unlock_pool();
+                    real.PQfinish(refusal);
+                    lock_pool();
+                }
+                refusal = conn;
+                free_other_keys(b, &to_close);
+                continue;
+            }
+            if (complete)
+                real.PQfinish(conn); /* out of memory for its record */
+            *failed = complete ? NULL : conn;
+            result = complete ? ACQUIRED_PASSTHROUGH : ACQUIRED_FAILED;
+            break;
+        }
+        if (!wait_for_release(b, now, &deadline)) {
+            stats_add(wait_failures);
+            *failed = refusal != NULL ? refusal : refused_at_cap();
+            refusal = NULL;
+            result = ACQUIRED_FAILED;
+            break;
+        }
+        now = monotonic_ns();
+    }
+    if (result == ACQUIRED_BOUND && atomic_load(&b->waiters) > 0)
+        wake_waiters(b); /* a release may be enough for more than one */
+    unlock_pool();
+    if (refusal != NULL)
+        real.PQfinish(refusal);
+    close_list(to_close);
+    if (result == ACQUIRED_BOUND && !bind_finish(h)) {
+        /* The handle's nonblocking mode could not be set: it keeps the connection, DIRECT. */
+        log_msg(LOG_WARN, "cannot apply a connection's client settings to another server connection");
+    }
+    return result;
+}
+
+/* ---- the public entry points ------------------------------------------------------ */
+
+enum connect_outcome pool_connect(struct handle *h, const char *key, const struct connect_call *call,
+                                  PGconn **failed)
 {
     lock_pool();
-    struct pooled_conn *pc;
-    HASH_FIND_PTR(conns, &conn, pc);
-    if (pc != NULL)
-        pc->has_events = true;
-    pthread_mutex_unlock(&pool_lock);
+    stats_add(connects);
+    struct pool_bucket *b = shutting_down ? NULL : bucket_for(key);
+    if (b != NULL)
+        b->nhandles++;
+    unlock_pool();
+    if (b == NULL)
+        return CONNECT_PASSTHROUGH;
+    h->bucket = b;
+    switch (acquire(h, call, !call->blocking, failed)) {
+    case ACQUIRED_BOUND:
+        return CONNECT_BOUND;
+    case ACQUIRED_OPENING:
+        return CONNECT_OPENING;
+    case ACQUIRED_FAILED:
+    case ACQUIRED_PASSTHROUGH:
+        break;
+    }
+    lock_pool();
+    b->nhandles--;
+    bucket_drop_if_unused(b);
+    unlock_pool();
+    h->bucket = NULL;
+    return *failed != NULL ? CONNECT_FAILED : CONNECT_PASSTHROUGH;
+}
+
+bool pool_rebind(struct handle *h)
+{
+    struct pool_bucket *b = h->bucket;
+    struct connect_call call = connect_call_from_key(b->conninfo);
+    PGconn *failed = NULL;
+    switch (acquire(h, &call, false, &failed)) {
+    case ACQUIRED_BOUND:
+        return true;
+    case ACQUIRED_OPENING: /* a blocking call never leaves one opening */
+    case ACQUIRED_PASSTHROUGH:
+        if (failed == NULL) /* exit under way: a plain connection of its own */
+            failed = real.PQconnectdb(b->conninfo);
+        break;
+    case ACQUIRED_FAILED:
+        break;
+    }
+    /* The app sees the failure on this handle, as on a plain connection that broke. */
+    handle_forget_view(h);
+    h->conn = failed;
+    handle_set_state(h, HANDLE_DIRECT);
+    socket_follow(h);
+    lock_pool();
+    b->nhandles--;
+    bucket_drop_if_unused(b);
+    unlock_pool();
+    h->bucket = NULL;
+    return false;
+}
+
+void pool_connect_finished(struct handle *h)
+{
+    struct pool_bucket *b = h->bucket;
+    bool ok = real.PQstatus(h->conn) == CONNECTION_OK;
+    struct server_conn *s = NULL;
+    uint64_t fingerprint = ok ? session_parameters_fingerprint(h->conn) : 0;
+    lock_pool();
+    if (ok)
+        s = new_server(b, h->conn);
+    if (s != NULL) {
+        note_baseline(b, fingerprint, monotonic_ns());
+        bind(h, s, false);
+        unlock_pool();
+        bind_finish(h);
+        return;
+    }
+    /* Failed (or out of memory): the handle keeps libpq's connection, outside the pool. */
+    b->open--;
+    b->nhandles--;
+    wake_waiters(b);
+    bucket_drop_if_unused(b);
+    unlock_pool();
+    h->bucket = NULL;
+    handle_set_state(h, HANDLE_DIRECT);
+}
+
+void pool_connect_seen(struct handle *h)
+{
+    lock_pool();
+    handle_set_state(h, HANDLE_BOUND);
+    unlock_pool();
+}
+
+void pool_note_idle(struct handle *h)
+{
+    struct pool_bucket *b = h->bucket;
+    if (atomic_load_explicit(&b->waiters, memory_order_relaxed) == 0)
+        return;
+    lock_pool();
+    wake_waiters(b);
+    unlock_pool();
+}
+
+/* ---- finish ------------------------------------------------------------------------ */
+
+/* Starts the reset of a connection whose handle finished, then keeps it free or closes it.
+ * Called without pool_lock, s BUSY (owned by this call). */
+static void reset_and_keep(struct server_conn *s, bool worth_keeping, bool dirty, int64_t now)
+{
+    struct pool_bucket *b = s->bucket;
+    enum reset_pending pending = PENDING_NONE;
+    /* PQDEDUP_RESET=dirty skips the reset when nothing pqdedup saw could change the session:
+     * no such SQL, and no reported parameter changed. */
+    s->reset_needed = !settings.reset_only_dirty || dirty ||
+                      (worth_keeping && session_parameters_fingerprint(s->conn) != b->baseline);
+    const char *reset_query = s->reset_needed ? settings.reset_query : "";
+    bool reset_started =
+        worth_keeping && session_start_reset(s->conn, reset_query, &pending, &s->server_closing);
+
+    lock_pool();
+    if (reset_started && !shutting_down && b->nfree < settings.keep_per_key) {
+        exit_hook_after_first_ssl(s->conn);
+        s->state = SERVER_FREE;
+        s->freed_ns = now;
+        s->pending = pending;
+        DL_PREPEND(b->free, s);
+        b->nfree++;
+        stats_add(resets);
+        wake_waiters(b);
+        bucket_drop_if_unused(b);
+        unlock_pool();
+        return;
+    }
+    struct server_conn *to_close = NULL;
+    push_to_close(&to_close, s);
+    bucket_drop_if_unused(b);
+    unlock_pool();
+    close_list(to_close);
+}
+
+void pool_finish(struct handle *h)
+{
+    if (h->state == HANDLE_BOUND && pool_server_is_inherited(h))
+        pool_leave_inherited(h); /* a forked child's: UNBOUND or DIRECT, never reset here */
+    struct pool_bucket *b = h->bucket;
+    struct server_conn *s = h->server;
+    /* No cancel through this handle may reach the connection once it moves on. */
+    while (!detach_cancel(h))
+        sched_yield();
+    switch (h->state) {
+    case HANDLE_BOUND:
+    case HANDLE_STARTED: {
+        int64_t now = monotonic_ns();
+        lock_pool();
+        DL_DELETE(b->bound, h);
+        b->nbound--;
+        b->nhandles--;
+        s->state = SERVER_BUSY;
+        s->handle = NULL;
+        h->server = NULL;
+        h->conn = NULL;
+        handle_set_state(h, HANDLE_FREE);
+        bool worth_keeping = !shutting_down && !h->events && b->nfree < settings.keep_per_key &&
+                             !is_expired(s, now);
+        unlock_pool();
+        reset_and_keep(s, worth_keeping, h->sticky, now);
+        return;
+    }
+    case HANDLE_CONNECTING:
+        real.PQfinish(h->conn);
+        h->conn = NULL;
+        lock_pool();
+        b->open--;
+        b->nhandles--;
+        wake_waiters(b);
+        bucket_drop_if_unused(b);
+        unlock_pool();
+        break;
+    case HANDLE_UNBOUND:
+        lock_pool();
+        b->nhandles--;
+        bucket_drop_if_unused(b);
+        unlock_pool();
+        break;
+    case HANDLE_DIRECT:
+        if (h->inherited)
+            session_close_inherited(h->conn);
+        else
+            real.PQfinish(h->conn);
+        h->conn = NULL;
+        break;
+    case HANDLE_FREE:
+        return;
+    }
+    handle_set_state(h, HANDLE_FREE);
+}
+
+void pool_make_cancel_target(struct handle *h)
+{
+    struct server_conn *s = h->server;
+    if (s == NULL)
+        return;
+    if (s->cancel == NULL)
+        s->cancel = real.PQgetCancel(s->conn);
+    atomic_store(&h->cancel_target, s->cancel);
+}
+
+void pool_server_was_reset(struct handle *h)
+{
+    struct server_conn *s = h->server;
+    while (!detach_cancel(h))
+        sched_yield();
+    if (s->cancel != NULL) {
+        real.PQfreeCancel(s->cancel);
+        s->cancel = NULL;
+    }
+    if (h->wants_cancel)
+        pool_make_cancel_target(h);
+    s->idle_limit_known = false;
+    s->server_idle_limit_ns = 0;
+    socket_follow(h);
+}
+
+/* ---- fork ------------------------------------------------------------------------- */
+
+bool pool_server_is_inherited(const struct handle *h)
+{
+    if (pool_pid != current_pid) {
+        /* A forked child's first call: the parent's pool is forgotten first. */
+        lock_pool();
+        unlock_pool();
+    }
+    return h->server != NULL && h->server->state == SERVER_INHERITED;
+}
+
+void pool_leave_inherited(struct handle *h)
+{
+    struct server_conn *s = h->server;
+    bool idle = atomic_load_explicit(&h->idle_since_ns, memory_order_relaxed) != 0;
+    lock_pool(); /* forgets the parent's pool first, if this is the child's first call */
+    DL_DELETE2(all_conns, s, all_prev, all_next);
+    unlock_pool();
+    h->server = NULL;
+    atomic_store(&h->cancel_target, NULL);
+    struct session_view *none = NULL;
+    if (idle && handle_remember_view(h, &none)) {
+        session_view_release(none);
+        /* Its session stays the parent's; this handle continues on one of its own. */
+        PGconn *conn = h->conn;
+        h->conn = NULL;
+        handle_set_state(h, HANDLE_UNBOUND); /* the child's lists never had it */
+        socket_follow(h);
+        session_close_inherited(conn);
+    } else {
+        /* Busy at fork (or out of memory): it goes on with the parent's connection, as
+         * plain libpq would; only ever freed quietly. */
+        h->inherited = true;
+        handle_set_state(h, HANDLE_DIRECT);
+        lock_pool();
+        h->bucket->nhandles--;
+        bucket_drop_if_unused(h->bucket);
+        unlock_pool();
+        h->bucket = NULL;
+    }
+    real.PQfreeCancel(s->cancel);
+    free(s);
 }

@@ -1,54 +1,69 @@
-/* pool.h: the server connections pqdedup owns, grouped by key, and who holds them. */
+/* pool.h: the server connections pqdedup owns, grouped by key, and which handle each serves. */
 #ifndef PQDEDUP_POOL_H
 #define PQDEDUP_POOL_H
+
+#include "connect_call.h"
+#include "handle.h"
 
 #include <libpq-fe.h>
 #include <stdbool.h>
 
-struct pool_bucket;
-
-/* What pool_acquire decided for one connect. */
-enum grant_kind {
-    GRANT_REUSED,      /* conn: a kept connection, checked and handed out */
-    GRANT_SHARED,      /* conn: a connection this thread already holds, one more holder */
-    GRANT_OPEN,        /* open a new connection, then call pool_opened */
-    GRANT_REFUSED,     /* PQDEDUP_MAX_PER_KEY reached and nothing was finished in time */
-    GRANT_PASSTHROUGH, /* not pooled (exit under way, out of memory): plain libpq */
-};
-
-struct grant {
-    enum grant_kind kind;
-    PGconn *conn;               /* REUSED, SHARED */
-    struct pool_bucket *bucket; /* OPEN: the reservation pool_opened settles */
-};
-
 /* Sets up fork handling and the exit hook; called once before any other call. */
 void pool_init(void);
 
-/* Decides how to answer a connect for `key` (borrowed). May wait up to
- * PQDEDUP_MAX_WAIT at the cap. Never fails: out of memory gives PASSTHROUGH. */
-void pool_acquire(const char *key, struct grant *grant);
+/* How pool_connect answered. */
+enum connect_outcome {
+    CONNECT_BOUND,       /* h is BOUND (or STARTED for PQconnectStart*) to a server connection */
+    CONNECT_OPENING,     /* PQconnectStart*: h is CONNECTING on libpq's new connection */
+    CONNECT_FAILED,      /* *failed is a failed PGconn for the app (the server's error, or the
+                            cap's); h is left FREE for the caller to give back */
+    CONNECT_PASSTHROUGH, /* not pooled (exit under way, out of memory): the caller makes the
+                            app's call with libpq and gives h back */
+};
 
-/* Settles a GRANT_OPEN after libpq returned `conn` (NULL allowed). `completed` is
- * true for a blocking connect, false for PQconnectStart*. Returns the connection
- * the app gets: usually `conn`, now owned by the pool; for a blocking connect the
- * server refused for lack of slots, a connection this thread holds (and `conn` is
- * freed); a failed `conn` is returned untracked. */
-PGconn *pool_opened(struct grant *grant, PGconn *conn, bool completed);
+/* Answers the app's connect `call` for `key` (borrowed) with handle h (FREE, locked by the
+ * caller). In order: a free server connection of the key (reset done); an idle, clean
+ * handle's (PQDEDUP_UNBIND_AFTER; at once under pressure: the cap or a refusal), reset first;
+ * a new one, made with the app's own call (below PQDEDUP_MAX_PER_KEY, and not right after the
+ * server refused one for lack of slots); else waits up to PQDEDUP_MAX_WAIT for one to be
+ * freed. May block for that long. */
+enum connect_outcome pool_connect(struct handle *h, const char *key, const struct connect_call *call,
+                                  PGconn **failed);
 
-/* Handles the app's PQfinish. Returns false when `conn` is not pqdedup's, so the
- * caller must give it to libpq's PQfinish; true when the pool took care of it. */
-bool pool_finish(PGconn *conn);
+/* h is UNBOUND (locked by the caller) and a call needs its server: binds one as pool_connect
+ * does, a new one made from the key. Returns true when h is BOUND; false when h became
+ * DIRECT on a failed connection (whose error the app then sees). */
+bool pool_rebind(struct handle *h);
 
-/* Closes every kept (idle) connection of this process, of any key, so the server
- * has their slots back. Returns how many were closed. */
-int pool_close_all_kept(void);
+/* h (CONNECTING, locked) finished connecting: on CONNECTION_OK its connection joins the pool
+ * and h is BOUND; otherwise h becomes DIRECT on the failed connection. */
+void pool_connect_finished(struct handle *h);
 
-/* Marks a pooled connection as having run SQL that may change session state: with
- * PQDEDUP_RESET=dirty, its next finish runs the reset query. */
-void pool_mark_dirty(PGconn *conn);
+/* h (STARTED, locked) was polled for the first time: it is BOUND from now on. */
+void pool_connect_seen(struct handle *h);
 
-/* Marks a pooled connection as having libpq event procedures: it is never kept. */
-void pool_mark_events(PGconn *conn);
+/* The app's PQfinish of h (locked): its server connection is reset and kept, or closed;
+ * then h is FREE (the caller gives the slot back). */
+void pool_finish(struct handle *h);
+
+/* h (locked) was left idle and clean by the app's last call: wakes connects waiting for a
+ * server connection of its key. Costs one atomic load when none waits. */
+void pool_note_idle(struct handle *h);
+
+/* h (locked) asked for a cancel object: the connection it is bound to (if any) makes the
+ * libpq cancel object that PQcancel through h uses, now and at every later binding. */
+void pool_make_cancel_target(struct handle *h);
+
+/* h (locked, BOUND) had its server connection reset by libpq (PQreset, PQresetPoll): a new
+ * backend, so its cancel object, idle limit and the handle's descriptor are renewed. */
+void pool_server_was_reset(struct handle *h);
+
+/* True when h is BOUND to a connection inherited from the parent process (forked child). */
+bool pool_server_is_inherited(const struct handle *h);
+
+/* In a forked child, h (locked) was BOUND to its parent's connection: an idle, clean h lets
+ * it go (closed without a word on its socket) and becomes UNBOUND; a busy one keeps it, as
+ * plain libpq would, and becomes DIRECT (inherited: freed quietly at finish). */
+void pool_leave_inherited(struct handle *h);
 
 #endif

@@ -2,32 +2,18 @@
 #ifndef PQDEDUP_REAL_H
 #define PQDEDUP_REAL_H
 
-#include <libpq-fe.h>
-#include <libpq-events.h>
+#include "intercepted.h"
 
-/* One pointer per libpq function that pqdedup intercepts. */
+#include <libpq-events.h>
+#include <libpq-fe.h>
+#include <stdbool.h>
+#include <stdio.h>
+
+/* One pointer per row of intercepted.h, of that function's own type. */
 struct real_libpq {
-    PGconn *(*PQconnectdb)(const char *conninfo);
-    PGconn *(*PQconnectdbParams)(const char *const *keywords, const char *const *values, int expand_dbname);
-    PGconn *(*PQsetdbLogin)(const char *pghost, const char *pgport, const char *pgoptions,
-                            const char *pgtty, const char *dbName, const char *login, const char *pwd);
-    PGconn *(*PQconnectStart)(const char *conninfo);
-    PGconn *(*PQconnectStartParams)(const char *const *keywords, const char *const *values, int expand_dbname);
-    void (*PQfinish)(PGconn *conn);
-    PGPing (*PQping)(const char *conninfo);
-    PGPing (*PQpingParams)(const char *const *keywords, const char *const *values, int expand_dbname);
-    int (*PQregisterEventProc)(PGconn *conn, PGEventProc proc, const char *name, void *passThrough);
-    int (*PQsendQuery)(PGconn *conn, const char *query);
-    int (*PQsendQueryParams)(PGconn *conn, const char *command, int nParams, const Oid *paramTypes,
-                             const char *const *paramValues, const int *paramLengths,
-                             const int *paramFormats, int resultFormat);
-    int (*PQsendPrepare)(PGconn *conn, const char *stmtName, const char *query, int nParams,
-                         const Oid *paramTypes);
-    int (*PQsendQueryPrepared)(PGconn *conn, const char *stmtName, int nParams,
-                               const char *const *paramValues, const int *paramLengths,
-                               const int *paramFormats, int resultFormat);
-    PGresult *(*PQfn)(PGconn *conn, int fnid, int *result_buf, int *result_len, int result_is_int,
-                      const PQArgBlock *args, int nargs);
+#define REAL_MEMBER(name, ret, params, ...) ret (*name) params;
+    PQDEDUP_INTERCEPTED(REAL_MEMBER)
+#undef REAL_MEMBER
 };
 
 extern struct real_libpq real;
@@ -35,5 +21,12 @@ extern struct real_libpq real;
 /* Fills `real` from the next object in lookup order (libpq itself).
  * Returns 0 when every pointer was found, -1 otherwise (the missing ones stay NULL). */
 int real_resolve(void);
+
+/* Compares the functions libpq exports with the ones pqdedup knows (intercepted.h: the
+ * wrapped ones and the ones that take no connection). Returns true when every one is known;
+ * false, with the first unknown name copied into `unknown` (cut to size), when this libpq
+ * has a function that might take a PGconn * pqdedup would not translate: handles must then
+ * never be handed out. Call after real_resolve. */
+bool real_libpq_is_known(char *unknown, unsigned long size);
 
 #endif

@@ -13,7 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
-/* Written once, under the pool's lock, before the first connection is pooled. */
+/* Written once by session_init, before any connection is pooled. */
 static bool hooks_captured;
 static PQnoticeReceiver default_receiver;
 static PQnoticeProcessor default_processor;
@@ -28,44 +28,81 @@ static void silent_receiver(void *arg, const PGresult *res)
         *(bool *) arg = true;
 }
 
-void session_capture_default_hooks(PGconn *fresh)
+bool session_init(void)
 {
-    if (!hooks_captured && fresh != NULL) {
-        /* A NULL function changes nothing and returns the current one. */
-        default_receiver = PQsetNoticeReceiver(fresh, NULL, NULL);
-        default_processor = PQsetNoticeProcessor(fresh, NULL, NULL);
-        hooks_captured = default_receiver != NULL && default_processor != NULL;
-    }
+    /* An unknown keyword fails the connection object before it touches the network. */
+    static const char *const keywords[] = { "pqdedup_probe", NULL };
+    static const char *const values[] = { "", NULL };
+    PGconn *probe = real.PQconnectStartParams(keywords, values, 0);
+    if (probe == NULL)
+        return false;
+    /* A NULL function changes nothing and returns the current one. */
+    default_receiver = real.PQsetNoticeReceiver(probe, NULL, NULL);
+    default_processor = real.PQsetNoticeProcessor(probe, NULL, NULL);
+    real.PQfinish(probe);
+    hooks_captured = default_receiver != NULL && default_processor != NULL;
+    return hooks_captured;
 }
 
-void session_restore_default_hooks(PGconn *conn)
+void session_default_client_state(struct client_state *state)
 {
-    /* Captured before any connection was registered; the pool lock orders it. */
-    if (!hooks_captured)
-        return;
-    PQsetNoticeReceiver(conn, default_receiver, NULL);
-    PQsetNoticeProcessor(conn, default_processor, NULL);
+    *state = (struct client_state) {
+        .receiver = default_receiver,
+        .processor = default_processor,
+        .verbosity = PQERRORS_DEFAULT,
+        .context = PQSHOW_CONTEXT_ERRORS,
+    };
+}
+
+bool session_apply_client_state(PGconn *conn, const struct client_state *state)
+{
+    if (!state->changed)
+        return true;
+    real.PQsetNoticeReceiver(conn, state->receiver, state->receiver_arg);
+    real.PQsetNoticeProcessor(conn, state->processor, state->processor_arg);
+    real.PQsetErrorVerbosity(conn, state->verbosity);
+    real.PQsetErrorContextVisibility(conn, state->context);
+    if (state->trace != NULL) {
+        real.PQtrace(conn, state->trace);
+        real.PQsetTraceFlags(conn, state->trace_flags);
+    }
+    return real.PQsetnonblocking(conn, state->nonblocking) == 0;
+}
+
+bool session_clear_client_state(PGconn *conn)
+{
+    real.PQsetNoticeReceiver(conn, default_receiver, NULL);
+    real.PQsetNoticeProcessor(conn, default_processor, NULL);
+    real.PQuntrace(conn);
+    real.PQsetErrorVerbosity(conn, PQERRORS_DEFAULT);
+    real.PQsetErrorContextVisibility(conn, PQSHOW_CONTEXT_ERRORS);
+    return real.PQsetnonblocking(conn, 0) == 0;
+}
+
+bool session_is_idle(PGconn *conn)
+{
+    return real.PQtransactionStatus(conn) == PQTRANS_IDLE && real.PQpipelineStatus(conn) == PQ_PIPELINE_OFF;
 }
 
 bool session_can_keep(PGconn *conn)
 {
-    return PQstatus(conn) == CONNECTION_OK && PQtransactionStatus(conn) != PQTRANS_ACTIVE &&
-           PQtransactionStatus(conn) != PQTRANS_UNKNOWN && PQpipelineStatus(conn) == PQ_PIPELINE_OFF;
+    return real.PQstatus(conn) == CONNECTION_OK && real.PQtransactionStatus(conn) != PQTRANS_ACTIVE &&
+           real.PQtransactionStatus(conn) != PQTRANS_UNKNOWN && real.PQpipelineStatus(conn) == PQ_PIPELINE_OFF;
 }
 
 /* Waits until a result can be read without blocking, or the deadline passes.
  * Returns false on timeout or a broken connection. */
 static bool wait_for_result(PGconn *conn, int64_t deadline_ns)
 {
-    while (PQisBusy(conn)) {
+    while (real.PQisBusy(conn)) {
         int64_t left_ms = (deadline_ns - monotonic_ns() + NS_PER_MS - 1) / NS_PER_MS;
         if (left_ms <= 0)
             return false;
-        struct pollfd pfd = { .fd = PQsocket(conn), .events = POLLIN };
+        struct pollfd pfd = { .fd = real.PQsocket(conn), .events = POLLIN };
         int ready = poll(&pfd, 1, left_ms > INT32_MAX ? INT32_MAX : (int) left_ms);
         if (ready < 0 && errno != EINTR)
             return false;
-        if (ready > 0 && PQconsumeInput(conn) == 0)
+        if (ready > 0 && real.PQconsumeInput(conn) == 0)
             return false;
     }
     return true;
@@ -79,7 +116,7 @@ static bool collect_results(PGconn *conn, int64_t deadline_ns)
     for (;;) {
         if (!wait_for_result(conn, deadline_ns))
             return false;
-        PGresult *res = PQgetResult(conn);
+        PGresult *res = real.PQgetResult(conn);
         if (res == NULL)
             return ok;
         ExecStatusType status = PQresultStatus(res);
@@ -104,21 +141,17 @@ bool session_start_reset(PGconn *conn, const char *reset_query, enum reset_pendi
         return false;
 
     /* Client side first: nothing of the app may run from here on. */
-    PQsetNoticeReceiver(conn, silent_receiver, server_closing);
-    PQsetNoticeProcessor(conn, default_processor, NULL);
-    PQuntrace(conn);
-    PQsetErrorVerbosity(conn, PQERRORS_DEFAULT);
-    PQsetErrorContextVisibility(conn, PQSHOW_CONTEXT_ERRORS);
-    if (PQsetnonblocking(conn, 0) != 0)
+    if (!session_clear_client_state(conn))
         return false;
+    real.PQsetNoticeReceiver(conn, silent_receiver, server_closing);
 
-    PGTransactionStatusType txn = PQtransactionStatus(conn);
+    PGTransactionStatusType txn = real.PQtransactionStatus(conn);
     if (txn == PQTRANS_INTRANS || txn == PQTRANS_INERROR) {
         *pending = PENDING_ROLLBACK;
         return real.PQsendQuery(conn, "ROLLBACK") == 1;
     }
     /* Without a reset query, an empty one still clears the last holder's error text. */
-    const char *query = reset_query[0] != '\0' ? reset_query : PQerrorMessage(conn)[0] != '\0' ? "" : NULL;
+    const char *query = reset_query[0] != '\0' ? reset_query : real.PQerrorMessage(conn)[0] != '\0' ? "" : NULL;
     if (query != NULL) {
         *pending = PENDING_RESET;
         return real.PQsendQuery(conn, query) == 1;
@@ -129,7 +162,7 @@ bool session_start_reset(PGconn *conn, const char *reset_query, enum reset_pendi
 bool session_reset_arrived(PGconn *conn)
 {
     /* What an earlier look already read answers without a syscall. */
-    return PQisBusy(conn) == 0 || PQconsumeInput(conn) == 0 || PQisBusy(conn) == 0;
+    return real.PQisBusy(conn) == 0 || real.PQconsumeInput(conn) == 0 || real.PQisBusy(conn) == 0;
 }
 
 bool session_finish_reset(PGconn *conn, enum reset_pending pending, const char *reset_query,
@@ -142,18 +175,18 @@ bool session_finish_reset(PGconn *conn, enum reset_pending pending, const char *
         ok = round_trip(conn, "", timeout_ns);
 
     PGnotify *notify;
-    while ((notify = PQnotifies(conn)) != NULL)
+    while ((notify = real.PQnotifies(conn)) != NULL)
         PQfreemem(notify);
-    PQsetNoticeReceiver(conn, default_receiver, NULL);
-    return ok && !*server_closing && PQstatus(conn) == CONNECTION_OK &&
-           PQtransactionStatus(conn) == PQTRANS_IDLE;
+    real.PQsetNoticeReceiver(conn, default_receiver, NULL);
+    return ok && !*server_closing && real.PQstatus(conn) == CONNECTION_OK &&
+           real.PQtransactionStatus(conn) == PQTRANS_IDLE;
 }
 
 bool session_looks_alive(PGconn *conn)
 {
-    if (PQstatus(conn) != CONNECTION_OK || PQtransactionStatus(conn) != PQTRANS_IDLE)
+    if (real.PQstatus(conn) != CONNECTION_OK || real.PQtransactionStatus(conn) != PQTRANS_IDLE)
         return false;
-    struct pollfd pfd = { .fd = PQsocket(conn), .events = POLLIN };
+    struct pollfd pfd = { .fd = real.PQsocket(conn), .events = POLLIN };
     if (pfd.fd < 0)
         return false;
     int saved_errno = errno;
@@ -165,16 +198,10 @@ bool session_looks_alive(PGconn *conn)
     return ready == 0;
 }
 
-bool session_is_shareable(PGconn *conn)
-{
-    return PQstatus(conn) == CONNECTION_OK && PQtransactionStatus(conn) == PQTRANS_IDLE &&
-           !PQisnonblocking(conn) && PQpipelineStatus(conn) == PQ_PIPELINE_OFF;
-}
-
 /* True when parameter `name` was reported with value `want`. */
 static bool reported(PGconn *conn, const char *name, const char *want)
 {
-    const char *value = PQparameterStatus(conn, name);
+    const char *value = real.PQparameterStatus(conn, name);
     return value != NULL && strcmp(value, want) == 0;
 }
 
@@ -207,7 +234,7 @@ bool session_read_idle_timeout(PGconn *conn, int64_t timeout_ns, int64_t *out_ns
     for (;;) {
         if (!wait_for_result(conn, deadline))
             return false;
-        PGresult *res = PQgetResult(conn);
+        PGresult *res = real.PQgetResult(conn);
         if (res == NULL)
             break;
         if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
@@ -218,7 +245,7 @@ bool session_read_idle_timeout(PGconn *conn, int64_t timeout_ns, int64_t *out_ns
         }
         PQclear(res);
     }
-    return ok && PQstatus(conn) == CONNECTION_OK && PQtransactionStatus(conn) == PQTRANS_IDLE;
+    return ok && real.PQstatus(conn) == CONNECTION_OK && real.PQtransactionStatus(conn) == PQTRANS_IDLE;
 }
 
 uint64_t session_parameters_fingerprint(PGconn *conn)
@@ -231,7 +258,7 @@ uint64_t session_parameters_fingerprint(PGconn *conn)
     };
     uint64_t hash = UINT64_C(14695981039346656037); /* FNV-1a */
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
-        const char *value = PQparameterStatus(conn, names[i]);
+        const char *value = real.PQparameterStatus(conn, names[i]);
         for (const char *c = value ? value : "\x01"; ; c++) {
             hash = (hash ^ (unsigned char) *c) * UINT64_C(1099511628211);
             if (*c == '\0')
@@ -243,37 +270,43 @@ uint64_t session_parameters_fingerprint(PGconn *conn)
 
 bool session_refused_for_slots(PGconn *failed)
 {
-    const char *msg = PQerrorMessage(failed);
+    const char *msg = real.PQerrorMessage(failed);
     return msg != NULL && (strstr(msg, "too many clients already") != NULL ||
-                           strstr(msg, "remaining connection slots are reserved") != NULL);
+                           strstr(msg, "remaining connection slots are reserved") != NULL ||
+                           strstr(msg, "too many connections for role") != NULL ||
+                           strstr(msg, "too many connections for database") != NULL);
 }
 
 void session_close_quietly(PGconn *conn)
 {
-    PQsetNoticeReceiver(conn, silent_receiver, NULL);
+    real.PQsetNoticeReceiver(conn, silent_receiver, NULL);
     /* Read what has arrived: closing a socket with unread data resets it, and the
      * server would log an abnormal disconnection. Never blocks. */
-    if (PQstatus(conn) == CONNECTION_OK)
-        PQconsumeInput(conn);
+    if (real.PQstatus(conn) == CONNECTION_OK)
+        real.PQconsumeInput(conn);
     real.PQfinish(conn);
+}
+
+bool session_detach_inherited(PGconn *conn)
+{
+    int saved_errno = errno;
+    int sock = real.PQsocket(conn);
+    bool ok = true;
+    if (sock >= 0) {
+        int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+        ok = devnull >= 0 && dup2(devnull, sock) >= 0;
+        if (!ok)
+            log_msg(LOG_WARN, "cannot detach an inherited connection's socket (%s); leaving it open",
+                    strerror(errno));
+        if (devnull >= 0)
+            close(devnull);
+    }
+    errno = saved_errno;
+    return ok;
 }
 
 void session_close_inherited(PGconn *conn)
 {
-    int saved_errno = errno;
-    int sock = PQsocket(conn);
-    if (sock >= 0) {
-        int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
-        if (devnull < 0 || dup2(devnull, sock) < 0) {
-            log_msg(LOG_WARN, "cannot detach an inherited connection's socket (%s); leaving it open",
-                    strerror(errno));
-            if (devnull >= 0)
-                close(devnull);
-            errno = saved_errno;
-            return;
-        }
-        close(devnull);
-    }
-    session_close_quietly(conn);
-    errno = saved_errno;
+    if (session_detach_inherited(conn))
+        session_close_quietly(conn);
 }

@@ -1,18 +1,48 @@
-/* session.h: what pqdedup does to one connection between two holders. */
+/* session.h: what pqdedup does to one server connection between two handles. */
 #ifndef PQDEDUP_SESSION_H
 #define PQDEDUP_SESSION_H
 
 #include <libpq-fe.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 
-/* Remembers libpq's default notice hooks from a connection libpq just made.
- * Callers serialize it (the pool calls it under its lock). */
-void session_capture_default_hooks(PGconn *fresh);
+/* What an app sets on a connection that libpq keeps on the client side. A handle keeps its
+ * own (handle.h); it is applied to a server connection while bound. */
+struct client_state {
+    PQnoticeReceiver receiver;
+    void *receiver_arg;
+    PQnoticeProcessor processor;
+    void *processor_arg;
+    PGVerbosity verbosity;
+    PGContextVisibility context;
+    FILE *trace;
+    int trace_flags;
+    bool nonblocking;
+    bool changed; /* something differs from libpq's defaults (nothing to apply otherwise) */
+};
 
-/* Puts the notice receiver and processor back to libpq's defaults, dropping any
- * pointer into the app. */
-void session_restore_default_hooks(PGconn *conn);
+/* Learns libpq's default notice hooks from a connection object that never connects.
+ * Returns false when libpq could not make one (out of memory): nothing may be pooled then.
+ * Called once, before any handle exists. */
+bool session_init(void);
+
+/* libpq's defaults, as a fresh connection has them. */
+void session_default_client_state(struct client_state *state);
+
+/* Applies a handle's client-side state to the connection it is being bound to (nothing when
+ * it has only defaults). Returns false when nonblocking mode could not be set. */
+bool session_apply_client_state(PGconn *conn, const struct client_state *state);
+
+/* Puts the client-side state back to libpq's defaults (notice hooks, blocking mode, error
+ * verbosity, context visibility, tracing), dropping every pointer into the app, so that no
+ * app callback runs while pqdedup owns the connection. Returns false when blocking mode
+ * could not be set (the connection must then be closed). */
+bool session_clear_client_state(PGconn *conn);
+
+/* True when the connection is OK, idle outside a transaction with nothing in flight, and not
+ * in pipeline mode: what a handle must be for its server connection to move. */
+bool session_is_idle(PGconn *conn);
 
 /* True when the connection may be kept at all: CONNECTION_OK, no query or COPY in
  * flight, not in pipeline mode. Reads state only. */
@@ -26,8 +56,7 @@ enum reset_pending {
 };
 
 /* First half of making a finished connection fit for the next holder: client-side
- * state back to libpq's defaults (notice hooks, blocking mode, error verbosity,
- * context visibility, tracing), then a ROLLBACK of an open or aborted transaction,
+ * state back to libpq's defaults (session_clear_client_state), then a ROLLBACK of an open or aborted transaction,
  * else `reset_query` (none when empty), is sent without waiting, as plain libpq's
  * PQfinish does not wait; with no reset query, an empty query is sent if the last
  * holder's error text must be cleared. No app callback runs from here on: what the
@@ -56,10 +85,6 @@ bool session_finish_reset(PGconn *conn, enum reset_pending pending, const char *
  * going away). */
 bool session_looks_alive(PGconn *conn);
 
-/* True when another handle of the same thread may share this held connection:
- * status OK, idle outside a transaction, blocking, no pipeline. */
-bool session_is_shareable(PGconn *conn);
-
 /* True when the connection is still what target_session_attrs asked for ("" or
  * "any": always), judged as libpq does from what the server last reported
  * (default_transaction_read_only, in_hot_standby); call it right after a round
@@ -78,12 +103,18 @@ bool session_read_idle_timeout(PGconn *conn, int64_t timeout_ns, int64_t *out_ns
  * see in the SQL. */
 uint64_t session_parameters_fingerprint(PGconn *conn);
 
-/* True when a failed connect was refused for lack of server connection slots. */
+/* True when a failed connect was refused for lack of server connection slots (the server's
+ * max_connections, or a role's or database's connection limit). */
 bool session_refused_for_slots(PGconn *failed);
 
 /* Closes a connection of this process (Terminate is sent) without calling any app
  * notice hook, after reading whatever the server already sent. Frees conn. */
 void session_close_quietly(PGconn *conn);
+
+/* Points the socket of a connection inherited from a parent process at /dev/null, so that
+ * nothing this process does with the connection (a close, a reset) reaches the parent's
+ * session. Returns false, logged, when that cannot be done. Preserves errno. */
+bool session_detach_inherited(PGconn *conn);
 
 /* Frees a connection inherited from a parent process without sending anything on
  * its socket: the socket is first pointed at /dev/null. If that cannot be done,

@@ -15,7 +15,7 @@
 
 struct pqdedup_settings settings = {
     .disabled = false,
-    .share_after = 0,
+    .unbind_after_ns = 100 * NS_PER_MS,
     .max_per_key = 0,
     .max_wait_ns = 5 * NS_PER_SEC,
     .keep_per_key = 16,
@@ -108,7 +108,7 @@ static const struct setting {
     const char *expect; /* said in the warning for a bad value */
 } setting_table[] = {
     { "PQDEDUP_DISABLE", KIND_BOOL, &settings.disabled, "1 or 0" },
-    { "PQDEDUP_SHARE_AFTER", KIND_COUNT, &settings.share_after, "a count, 0 = off" },
+    { "PQDEDUP_UNBIND_AFTER", KIND_DURATION, &settings.unbind_after_ns, "a duration such as 100ms" },
     { "PQDEDUP_MAX_PER_KEY", KIND_COUNT, &settings.max_per_key, "a count, 0 = off" },
     { "PQDEDUP_MAX_WAIT", KIND_DURATION, &settings.max_wait_ns, "a duration such as 5s or 200ms" },
     { "PQDEDUP_KEEP_PER_KEY", KIND_COUNT, &settings.keep_per_key, "a count, 0 = keep none" },
@@ -163,31 +163,34 @@ int settings_check(const char *name, const char *value, const char **expect)
     return -1;
 }
 
+/* Names of the variables whose values were bad, for settings_report. */
+static const char *bad_names[sizeof setting_table / sizeof setting_table[0]];
+static int nbad;
+
 void settings_load(void)
 {
-    const char *bad[sizeof setting_table / sizeof setting_table[0]];
-    int nbad = 0;
-
     for (size_t i = 0; i < sizeof setting_table / sizeof setting_table[0]; i++) {
         const struct setting *s = &setting_table[i];
         const char *text = getenv(s->name);
         if (text == NULL)
             continue;
         if (parse_setting(s, text, s->target) != 0)
-            bad[nbad++] = s->name;
+            bad_names[nbad++] = s->name;
         else if (s->target == &settings.log_level)
             settings.log_level_given = true;
     }
     if (settings.log_file != NULL && settings.log_file[0] == '\0')
         settings.log_file = NULL;
+}
 
-    /* Warnings wait until the log destination is known. */
+void settings_report(void)
+{
     log_open();
     for (int i = 0; i < nbad; i++) {
         for (size_t j = 0; j < sizeof setting_table / sizeof setting_table[0]; j++) {
-            if (setting_table[j].name == bad[i])
+            if (setting_table[j].name == bad_names[i])
                 log_setting_warning("ignoring %s: not %s; using the default",
-                                    bad[i], setting_table[j].expect);
+                                    bad_names[i], setting_table[j].expect);
         }
     }
 }

@@ -9,7 +9,8 @@ enum log_level { LOG_OFF = 0, LOG_ERROR, LOG_WARN, LOG_INFO, LOG_DEBUG };
 
 struct pqdedup_settings {
     bool disabled;             /* PQDEDUP_DISABLE: pure pass-through */
-    int share_after;           /* PQDEDUP_SHARE_AFTER: 0 = off */
+    int64_t unbind_after_ns;   /* PQDEDUP_UNBIND_AFTER: an idle, clean handle's server connection
+                                  may move to a handle that needs one after this long */
     int max_per_key;           /* PQDEDUP_MAX_PER_KEY: 0 = off */
     int64_t max_wait_ns;       /* PQDEDUP_MAX_WAIT: wait for a finish at the cap */
     int keep_per_key;          /* PQDEDUP_KEEP_PER_KEY: idle connections kept per key */
@@ -30,10 +31,15 @@ struct pqdedup_settings {
 
 extern struct pqdedup_settings settings;
 
-/* Reads every PQDEDUP_* variable into `settings`. A bad value is reported once
- * (see log.h) and its default is used; it never fails. Strings it keeps are
- * copies owned by `settings` for the life of the process. */
+/* Reads every PQDEDUP_* variable into `settings` (a bad value leaves its default). Strings it
+ * keeps are copies owned by `settings` for the life of the process. Prints nothing: see
+ * settings_report. Never fails. */
 void settings_load(void);
+
+/* Opens the log destination and reports each bad value read by settings_load, once per
+ * process (see log.h). Called at the first libpq call, so that programs that never use libpq
+ * print nothing and create no log file. */
+void settings_report(void);
 
 /* Checks `value` for the variable `name` (e.g. "PQDEDUP_MAX_WAIT") without storing
  * it. Returns 0 when valid, -1 when bad or when `name` is not a pqdedup setting;

@@ -7,15 +7,16 @@
 
 #define STATS_COUNTERS(X) \
     X(connects)      /* connects the app asked for (not passed through) */ \
-    X(opened)        /* server connections opened for the app */ \
-    X(reused)        /* connects answered with a kept connection */ \
-    X(shared)        /* connects answered with a connection another handle holds */ \
-    X(resets)        /* connections cleaned and kept at finish */ \
-    X(dead)          /* kept connections found dead and discarded */ \
+    X(opened)        /* server connections opened */ \
+    X(reused)        /* handles given a free server connection */ \
+    X(moved)         /* handles given the server connection of an idle handle */ \
+    X(resets)        /* server connections reset for the next handle */ \
+    X(dead)          /* server connections found dead or failing their reset, discarded */ \
     X(closed)        /* server connections pqdedup really closed */ \
-    X(cap_waits)     /* connects that waited at PQDEDUP_MAX_PER_KEY */ \
-    X(cap_failures)  /* connects refused at PQDEDUP_MAX_PER_KEY */ \
-    X(passthrough)   /* connects and finishes handed to libpq untouched */
+    X(refusals)      /* new connections the server refused for lack of slots */ \
+    X(waits)         /* connects and rebinds that waited for a server connection */ \
+    X(wait_failures) /* ... and got none within PQDEDUP_MAX_WAIT */ \
+    X(passthrough)   /* connects handed to libpq untouched */
 
 struct pqdedup_stats {
 #define STATS_FIELD(name) _Atomic uint64_t name;

@@ -34,7 +34,7 @@
 
 #define EXPORT __attribute__((visibility("default")))
 
-#define NAME_STRING(name) #name,
+#define NAME_STRING(name, ...) #name,
 static const char *const wrapped_names[] = { PQDEDUP_INTERCEPTED(NAME_STRING) };
 #define N_WRAPPED ((int) (sizeof wrapped_names / sizeof wrapped_names[0]))
 

@@ -1,0 +1,384 @@
+/* handle.c: the table of handles the app holds, their states, and the entry to every call. */
+#define _GNU_SOURCE
+#include "handle.h"
+#include "clock.h"
+#include "log.h"
+#include "pool.h"
+#include "real.h"
+#include "session.h"
+#include "slots.h"
+#include "sql_class.h"
+#include "stats.h"
+
+#include <errno.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Handles live in one reserved address range, a slot each (slots.h), so that telling a handle
+ * from libpq's own PGconn, the one question every wrapper asks, is a range check. A stale
+ * pointer to a finished handle still reads a FREE slot: finished slots are reused only after
+ * 64 others. */
+#define SLOT_BYTES 256
+#define MAX_HANDLES 262144 /* alive at once: 64 MiB of address space */
+_Static_assert(sizeof(struct handle) <= SLOT_BYTES, "struct handle outgrew its slot");
+
+static struct slots handle_slots = SLOTS_INIT(SLOT_BYTES, MAX_HANDLES, 64);
+static _Atomic bool slots_full_logged;
+
+struct handle *handle_of(const PGconn *conn)
+{
+    return slots_find(&handle_slots, conn);
+}
+
+/* A recursive lock: a notice callback that calls back into libpq on the same handle must not
+ * deadlock its own thread. */
+static void init_handle_lock(struct handle *h)
+{
+    pthread_mutexattr_t attr;
+    pthread_mutexattr_init(&attr);
+    pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_RECURSIVE);
+    pthread_mutex_init(&h->lock, &attr);
+    pthread_mutexattr_destroy(&attr);
+}
+
+struct handle *handle_new(void)
+{
+    bool fresh;
+    struct handle *h = slots_take(&handle_slots, &fresh);
+    if (h == NULL) {
+        if (!atomic_exchange(&slots_full_logged, true))
+            log_msg(LOG_WARN, "%d connections are open at once; further connects go to libpq untouched",
+                    MAX_HANDLES);
+        return NULL;
+    }
+    if (fresh)
+        init_handle_lock(h);
+    pthread_mutex_lock(&h->lock);
+    /* The lock, the generation and the cancel count (which a late PQcancel of the slot's last
+     * handle may still touch: cancel.c) survive; everything else starts from zero. */
+    atomic_fetch_add(&h->generation, 1);
+    memset((char *) h + offsetof(struct handle, owner), 0, sizeof *h - offsetof(struct handle, owner));
+    h->owner = pthread_self();
+    h->depth = 1;
+    h->state = HANDLE_FREE;
+    h->fd = -1;
+    session_default_client_state(&h->client);
+    h->opened_ns = monotonic_ns();
+    return h;
+}
+
+void handle_release(struct handle *h)
+{
+    h->depth = 0;
+    pthread_mutex_unlock(&h->lock);
+    slots_give_back(&handle_slots, h);
+}
+
+bool handle_set_state(struct handle *h, enum handle_state next)
+{
+    static const char *const names[] = {
+        [HANDLE_FREE] = "FREE", [HANDLE_STARTED] = "STARTED", [HANDLE_CONNECTING] = "CONNECTING",
+        [HANDLE_BOUND] = "BOUND", [HANDLE_UNBOUND] = "UNBOUND", [HANDLE_DIRECT] = "DIRECT",
+    };
+    /* allowed[from] is the set of states `from` may move to */
+    static const unsigned allowed[] = {
+        [HANDLE_FREE] = 1u << HANDLE_STARTED | 1u << HANDLE_CONNECTING | 1u << HANDLE_BOUND,
+        [HANDLE_STARTED] = 1u << HANDLE_BOUND | 1u << HANDLE_FREE,
+        [HANDLE_CONNECTING] = 1u << HANDLE_BOUND | 1u << HANDLE_DIRECT | 1u << HANDLE_FREE,
+        [HANDLE_BOUND] = 1u << HANDLE_UNBOUND | 1u << HANDLE_DIRECT | 1u << HANDLE_FREE,
+        [HANDLE_UNBOUND] = 1u << HANDLE_BOUND | 1u << HANDLE_DIRECT | 1u << HANDLE_FREE,
+        [HANDLE_DIRECT] = 1u << HANDLE_BOUND | 1u << HANDLE_FREE,
+    };
+    if ((allowed[h->state] & (1u << next)) == 0) {
+        log_msg(LOG_ERROR, "bug: a handle cannot go from %s to %s; left %s", names[h->state],
+                names[next], names[h->state]);
+        return false;
+    }
+    h->state = next;
+    if (next != HANDLE_BOUND)
+        atomic_store_explicit(&h->idle_since_ns, 0, memory_order_relaxed);
+    return true;
+}
+
+/* ---- a finished handle ---- */
+
+static pthread_once_t stand_in_once = PTHREAD_ONCE_INIT;
+static PGconn *stand_in;
+
+static void make_stand_in(void)
+{
+    /* libpq reports an unknown keyword by its name: the name is the sentence. */
+    static const char *const keywords[] = {
+        "pqdedup: this connection was already finished with PQfinish; using it is a bug in the program",
+        NULL,
+    };
+    static const char *const values[] = { "", NULL };
+    stand_in = real.PQconnectStartParams(keywords, values, 0);
+}
+
+PGconn *handle_finished_stand_in(void)
+{
+    pthread_once(&stand_in_once, make_stand_in);
+    return stand_in;
+}
+
+/* ---- one call of the app ---- */
+
+static void lock_handle(struct handle *h)
+{
+    pthread_mutex_lock(&h->lock);
+    if (h->depth++ == 0)
+        h->owner = pthread_self();
+}
+
+PGconn *handle_enter(struct handle *h, bool need_server)
+{
+    lock_handle(h);
+    switch (h->state) {
+    case HANDLE_BOUND:
+        if (h->depth == 1 && pool_server_is_inherited(h))
+            pool_leave_inherited(h); /* forked child: BOUND becomes UNBOUND or DIRECT */
+        break;
+    case HANDLE_UNBOUND:
+        break;
+    case HANDLE_STARTED:
+    case HANDLE_CONNECTING:
+    case HANDLE_DIRECT:
+        return h->conn;
+    case HANDLE_FREE: {
+        static _Atomic bool said;
+        if (!atomic_exchange(&said, true))
+            log_msg(LOG_WARN, "a libpq call on a connection the program already finished (PQfinish); "
+                              "it fails as on a failed connection");
+        return handle_finished_stand_in();
+    }
+    }
+    if (h->state == HANDLE_UNBOUND) {
+        if (!need_server)
+            return NULL;
+        pool_rebind(h); /* BOUND, or DIRECT on a failed connection */
+    }
+    return h->conn;
+}
+
+void handle_leave(struct handle *h)
+{
+    if (h->depth == 1 && h->state == HANDLE_BOUND) {
+        bool idle = !h->sticky && session_is_idle(h->conn);
+        int64_t since = atomic_load_explicit(&h->idle_since_ns, memory_order_relaxed);
+        if (idle && since == 0) {
+            atomic_store_explicit(&h->idle_since_ns, monotonic_ns(), memory_order_relaxed);
+            pool_note_idle(h);
+        } else if (!idle && since != 0) {
+            atomic_store_explicit(&h->idle_since_ns, 0, memory_order_relaxed);
+        }
+    }
+    h->depth--;
+    pthread_mutex_unlock(&h->lock);
+}
+
+void handle_note_sql(struct handle *h, const char *sql, const char *statement_name)
+{
+    if (h->sticky)
+        return;
+    bool named = statement_name != NULL && statement_name[0] != '\0';
+    if (named || !sql_is_session_clean(sql))
+        handle_make_sticky(h);
+}
+
+void handle_note_events(struct handle *h)
+{
+    h->events = true;
+    handle_make_sticky(h);
+}
+
+void handle_make_sticky(struct handle *h)
+{
+    h->sticky = true;
+    atomic_store_explicit(&h->idle_since_ns, 0, memory_order_relaxed);
+}
+
+/* ---- the view of an unbound handle ---- */
+
+/* Every parameter the server reports when it changes (GUC_REPORT in PostgreSQL 15). */
+static const char *const reported_parameters[] = {
+    "application_name", "client_encoding", "DateStyle", "default_transaction_read_only",
+    "in_hot_standby", "integer_datetimes", "IntervalStyle", "is_superuser", "server_encoding",
+    "server_version", "session_authorization", "standard_conforming_strings", "TimeZone",
+};
+#define N_REPORTED (sizeof reported_parameters / sizeof reported_parameters[0])
+_Static_assert(N_REPORTED <= 16, "struct session_view holds 16 parameters");
+
+/* The strings a view holds, read from a connection, in a fixed order. */
+struct view_strings {
+    const char *text[8 + N_REPORTED];
+};
+enum { DB, USER, PASS, HOST, HOSTADDR, PORT, TTY, OPTIONS, PARAMETERS };
+
+static void read_strings(PGconn *c, struct view_strings *v)
+{
+    v->text[DB] = real.PQdb(c);
+    v->text[USER] = real.PQuser(c);
+    v->text[PASS] = real.PQpass(c);
+    v->text[HOST] = real.PQhost(c);
+    v->text[HOSTADDR] = real.PQhostaddr(c);
+    v->text[PORT] = real.PQport(c);
+    v->text[TTY] = real.PQtty(c);
+    v->text[OPTIONS] = real.PQoptions(c);
+    for (size_t i = 0; i < N_REPORTED; i++)
+        v->text[PARAMETERS + i] = real.PQparameterStatus(c, reported_parameters[i]);
+}
+
+static bool same_text(const char *a, const char *b)
+{
+    return a == b || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+/* True when `view` says what connection c says. */
+static bool view_matches(const struct session_view *view, PGconn *c, const struct view_strings *now)
+{
+    const char *const held[] = { view->db, view->user, view->pass, view->host, view->hostaddr,
+                                 view->port, view->tty, view->options };
+    for (int i = 0; i < PARAMETERS; i++)
+        if (!same_text(held[i], now->text[i]))
+            return false;
+    int n = 0;
+    for (size_t i = 0; i < N_REPORTED; i++) {
+        const char *value = now->text[PARAMETERS + i];
+        if (value == NULL)
+            continue;
+        if (n >= view->nparameters || view->parameter_names[n] != reported_parameters[i] ||
+            strcmp(view->parameter_values[n], value) != 0)
+            return false;
+        n++;
+    }
+    return n == view->nparameters && view->protocol_version == real.PQprotocolVersion(c) &&
+           view->server_version == real.PQserverVersion(c) &&
+           view->client_encoding == real.PQclientEncoding(c) &&
+           view->used_password == real.PQconnectionUsedPassword(c) &&
+           view->ssl_in_use == real.PQsslInUse(c) && view->gss_in_use == real.PQgssEncInUse(c);
+}
+
+/* Appends a copy of `text` (NULL kept as NULL) at *cursor; returns the copy. */
+static char *copy_into(char **cursor, const char *text)
+{
+    if (text == NULL)
+        return NULL;
+    size_t len = strlen(text) + 1;
+    char *copy = memcpy(*cursor, text, len);
+    *cursor += len;
+    return copy;
+}
+
+/* A new view of connection c (one reference), or NULL when out of memory. */
+static struct session_view *make_view(PGconn *c, const struct view_strings *now)
+{
+    size_t bytes = sizeof(struct session_view);
+    for (size_t i = 0; i < sizeof now->text / sizeof now->text[0]; i++)
+        bytes += now->text[i] != NULL ? strlen(now->text[i]) + 1 : 0;
+    struct session_view *v = malloc(bytes);
+    if (v == NULL)
+        return NULL;
+    char *cursor = (char *) (v + 1);
+    atomic_init(&v->refs, 1);
+    v->db = copy_into(&cursor, now->text[DB]);
+    v->user = copy_into(&cursor, now->text[USER]);
+    v->pass = copy_into(&cursor, now->text[PASS]);
+    v->host = copy_into(&cursor, now->text[HOST]);
+    v->hostaddr = copy_into(&cursor, now->text[HOSTADDR]);
+    v->port = copy_into(&cursor, now->text[PORT]);
+    v->tty = copy_into(&cursor, now->text[TTY]);
+    v->options = copy_into(&cursor, now->text[OPTIONS]);
+    v->nparameters = 0;
+    for (size_t i = 0; i < N_REPORTED; i++) {
+        if (now->text[PARAMETERS + i] == NULL)
+            continue;
+        v->parameter_names[v->nparameters] = reported_parameters[i];
+        v->parameter_values[v->nparameters++] = copy_into(&cursor, now->text[PARAMETERS + i]);
+    }
+    v->protocol_version = real.PQprotocolVersion(c);
+    v->server_version = real.PQserverVersion(c);
+    v->client_encoding = real.PQclientEncoding(c);
+    v->used_password = real.PQconnectionUsedPassword(c);
+    v->ssl_in_use = real.PQsslInUse(c);
+    v->gss_in_use = real.PQgssEncInUse(c);
+    return v;
+}
+
+void session_view_release(struct session_view *view)
+{
+    if (view != NULL && atomic_fetch_sub(&view->refs, 1) == 1)
+        free(view);
+}
+
+bool handle_remember_view(struct handle *h, struct session_view **shared)
+{
+    PGconn *c = h->conn;
+    struct view_strings now;
+    read_strings(c, &now);
+    struct session_view *view = *shared;
+    if (view != NULL && view_matches(view, c, &now)) {
+        atomic_fetch_add(&view->refs, 1);
+    } else if ((view = make_view(c, &now)) != NULL) {
+        session_view_release(*shared);
+        atomic_fetch_add(&view->refs, 1); /* one for *shared, one for h */
+        *shared = view;
+    } else {
+        return false;
+    }
+    const char *error = real.PQerrorMessage(c);
+    char *last_error = NULL;
+    if (error != NULL && error[0] != '\0' && (last_error = strdup(error)) == NULL) {
+        session_view_release(view);
+        return false;
+    }
+    handle_forget_view(h);
+    h->view = view;
+    h->last_error = last_error;
+    h->last_backend_pid = real.PQbackendPID(c);
+    return true;
+}
+
+void handle_forget_view(struct handle *h)
+{
+    session_view_release(h->view);
+    h->view = NULL;
+    free(h->last_error);
+    h->last_error = NULL;
+}
+
+const char *handle_unbound_parameter(const struct handle *h, const char *name)
+{
+    if (name == NULL)
+        return NULL;
+    for (int i = 0; i < h->view->nparameters; i++)
+        if (strcmp(h->view->parameter_names[i], name) == 0)
+            return h->view->parameter_values[i];
+    return NULL;
+}
+
+/* ---- fork ---- */
+
+void handle_lock_for_fork(void)
+{
+    slots_lock_for_fork(&handle_slots);
+}
+
+/* A handle another parent thread was inside: its lock is made usable, the handle stays busy. */
+static void reclaim_lock_of_lost_thread(void *slot)
+{
+    struct handle *h = slot;
+    if (h->depth > 0 && !pthread_equal(h->owner, pthread_self())) {
+        init_handle_lock(h);
+        h->depth = 0;
+        atomic_store_explicit(&h->idle_since_ns, 0, memory_order_relaxed);
+    }
+}
+
+void handle_unlock_after_fork(bool in_child)
+{
+    if (in_child)
+        slots_for_each(&handle_slots, reclaim_lock_of_lost_thread);
+    slots_unlock_after_fork(&handle_slots);
+}

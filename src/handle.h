@@ -1,0 +1,149 @@
+/* handle.h: the PGconn * pqdedup hands the app: one per connect, bound to a server connection
+ * only while it needs one. */
+#ifndef PQDEDUP_HANDLE_H
+#define PQDEDUP_HANDLE_H
+
+#include "session.h"
+
+#include <libpq-fe.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+struct server_conn;
+struct pool_bucket;
+
+/* Every handle is in exactly one state; handle_set_state() is the one place that changes it
+ * and checks the transition. */
+enum handle_state {
+    HANDLE_FREE,       /* the slot is not in use (never connected, or finished) */
+    HANDLE_STARTED,    /* PQconnectStart* answered with a pooled server connection: bound, but
+                          until the app's first PQconnectPoll it reads CONNECTION_STARTED */
+    HANDLE_CONNECTING, /* PQconnectStart* opening a new server connection: `conn` is libpq's
+                          connection in progress, not yet in the pool (its bucket counts it) */
+    HANDLE_BOUND,      /* `server` is bound: calls go to its connection */
+    HANDLE_UNBOUND,    /* no server connection: reads are answered from `unbound`; the next
+                          call that needs the server binds one */
+    HANDLE_DIRECT,     /* `conn` is a connection outside the pool for the rest of the handle's
+                          life: a connect or rebind that failed (status BAD, its error), or, in a
+                          forked child, the parent's connection that was in use at fork */
+};
+
+/* What every clean session of a key reports to the app (the same on any of its server
+ * connections), remembered for handles that are unbound: immutable once made, shared by
+ * reference count (the key's bucket keeps the newest one). The strings point inside it. */
+struct session_view {
+    _Atomic int refs;
+    char *db, *user, *pass, *host, *hostaddr, *port, *tty, *options;
+    int protocol_version, server_version, client_encoding, used_password;
+    int ssl_in_use, gss_in_use;
+    int nparameters;
+    const char *parameter_names[16];
+    char *parameter_values[16];
+};
+
+struct handle {
+    pthread_mutex_t lock;         /* recursive; held by a thread while it is inside a libpq call
+                                     on this handle; the pool only ever tries it */
+    _Atomic uint32_t generation;  /* bumped each time the slot is reused (cancel objects check it) */
+    _Atomic int cancelling;       /* PQcancel calls through this handle under way (cancel.c) */
+    /* Everything from here on starts from zero in a new handle. */
+    pthread_t owner;              /* the thread holding `lock` (valid while depth > 0) */
+    int depth;                    /* nesting of the owner's calls (a notice callback may call in) */
+    enum handle_state state;
+    PGconn *conn;                 /* where calls go: BOUND/STARTED the server connection's,
+                                     CONNECTING/DIRECT the handle's own; NULL otherwise */
+    struct server_conn *server;   /* BOUND/STARTED: the pooled connection bound to it */
+    struct pool_bucket *bucket;   /* its key's bucket (the handle holds a reference) */
+    bool sticky;                  /* it left state on its server connection that pqdedup cannot
+                                     vouch for (SQL, events, encoding, ...): it keeps the connection */
+    bool events;                  /* the app registered event procedures: sticky, and its server
+                                     connection is closed when it finishes */
+    bool wants_cancel;            /* the app asked for a cancel object (cancel.c) */
+    bool inherited;               /* DIRECT on a connection inherited from the parent process */
+    _Atomic int64_t idle_since_ns;/* when its last call left it idle and clean (0: busy, sticky or
+                                     not bound); written by the owner, read by the pool */
+    struct client_state client;
+    struct session_view *view;    /* UNBOUND: what it answers, with these two: */
+    char *last_error;             /* the error message of its last command (NULL: none) */
+    int last_backend_pid;         /* the backend it last ran on */
+    int fd;                       /* its own descriptor for PQsocket (-1 until first asked) */
+    _Atomic(PGcancel *) cancel_target; /* the bound server connection's cancel object, for
+                                     PQcancel from any thread or a signal handler; NULL unbound */
+    int64_t opened_ns;
+    struct handle *prev, *next;   /* on its bucket's list of bound handles (pool.c) */
+};
+
+/* The handle behind an app's PGconn *, or NULL when the pointer is not one of pqdedup's (a
+ * connection libpq made for a call pqdedup passed through, libpq's own inner calls, NULL).
+ * A range check: no lock, no lookup. */
+struct handle *handle_of(const PGconn *conn);
+
+/* The app's PGconn * for a handle. */
+static inline PGconn *handle_as_conn(struct handle *h)
+{
+    return (PGconn *) (void *) h;
+}
+
+/* A new handle, still FREE until the caller moves it to STARTED, CONNECTING or BOUND (or gives
+ * it back), locked by the caller's thread, with libpq's default client state. Returns NULL
+ * when no slot is left (the caller then passes the connect to libpq). */
+struct handle *handle_new(void);
+
+/* Gives the slot back (the handle must be FREE and locked by the caller; unlocks it). */
+void handle_release(struct handle *h);
+
+/* h registered libpq event procedures: sticky, and its connection is never reused. */
+void handle_note_events(struct handle *h);
+
+/* Moves h to `next`; logs and refuses (returns false) a transition the model does not have.
+ * Caller holds h's lock (and the pool's when h is on a bucket list). */
+bool handle_set_state(struct handle *h, enum handle_state next);
+
+/* Begins one of the app's libpq calls on h: takes h's lock. Returns the connection the call
+ * goes to: the bound server connection's (an UNBOUND handle is bound first when need_server;
+ * if that fails, h becomes DIRECT on the failed connection, whose error the call then
+ * reports), the handle's own (CONNECTING, DIRECT), libpq's failed stand-in for a finished
+ * handle (logged once), or NULL when an UNBOUND handle answers without a server connection.
+ * Always pair with handle_leave. */
+PGconn *handle_enter(struct handle *h, bool need_server);
+
+/* Ends the call: when it was the outermost, notes whether h is now idle and clean (the pool
+ * may then move its server connection to a handle that needs one), and unlocks h. */
+void handle_leave(struct handle *h);
+
+/* The SQL and prepared-statement name a call is about to send on h: a statement the
+ * classifier cannot vouch for makes h sticky. */
+void handle_note_sql(struct handle *h, const char *sql, const char *statement_name);
+
+/* h leaves state pqdedup cannot follow: it keeps its server connection until it finishes. */
+void handle_make_sticky(struct handle *h);
+
+/* What PQparameterStatus answers for an unbound handle. */
+const char *handle_unbound_parameter(const struct handle *h, const char *name);
+
+/* Remembers what h's bound connection reports, to answer from while h is unbound: the view
+ * in *shared when it matches (a clean session's), else a new one that replaces *shared, plus
+ * h's own last error and backend. Returns false when out of memory (then h must stay bound).
+ * Caller holds h's lock, and whatever guards *shared (the pool's lock). */
+bool handle_remember_view(struct handle *h, struct session_view **shared);
+
+/* Drops what h remembered (when it is bound again, and when it finishes). */
+void handle_forget_view(struct handle *h);
+
+/* Drops one reference to a view; frees it with the last. NULL is allowed. */
+void session_view_release(struct session_view *view);
+
+/* A failed PGconn libpq made, whose PQerrorMessage says why, for calls on a handle that was
+ * already finished. Process-wide, never freed. */
+PGconn *handle_finished_stand_in(void);
+
+/* Fork handlers: the slot table's lock is held across fork(). In the child, the locks of
+ * handles another parent thread was inside are made usable again (such a handle was busy, so
+ * at its next call it keeps the parent's connection as DIRECT, inherited: pool.c). */
+void handle_lock_for_fork(void);
+void handle_unlock_after_fork(bool in_child);
+
+#endif

@@ -1,0 +1,77 @@
+/* slots.c: fixed-size slots in one reserved address range (see slots.h). */
+#define _GNU_SOURCE
+#include "slots.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+
+/* Reserves the range on first use. Caller holds s->lock. Returns false when it cannot. */
+static bool reserve(struct slots *s)
+{
+    if (atomic_load_explicit(&s->base, memory_order_relaxed) != 0)
+        return true;
+    void *range = mmap(NULL, s->slot_size * s->count, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (range == MAP_FAILED)
+        return false;
+    s->ring = malloc(s->count * sizeof *s->ring);
+    if (s->ring == NULL) {
+        munmap(range, s->slot_size * s->count);
+        return false;
+    }
+    atomic_store_explicit(&s->base, (uintptr_t) range, memory_order_release);
+    return true;
+}
+
+static void *slot_at(struct slots *s, uint32_t i)
+{
+    return (void *) (atomic_load_explicit(&s->base, memory_order_relaxed) + (uintptr_t) i * s->slot_size);
+}
+
+void *slots_take(struct slots *s, bool *fresh)
+{
+    int saved_errno = errno;
+    void *slot = NULL;
+    *fresh = false;
+    pthread_mutex_lock(&s->lock);
+    if (reserve(s)) {
+        if (s->waiting > s->quarantine || (s->used == s->count && s->waiting > 0)) {
+            slot = slot_at(s, s->ring[s->head]);
+            s->head = (uint32_t) ((s->head + 1) % s->count);
+            s->waiting--;
+        } else if (s->used < s->count) {
+            slot = slot_at(s, s->used++);
+            *fresh = true;
+        }
+    }
+    pthread_mutex_unlock(&s->lock);
+    errno = saved_errno;
+    return slot;
+}
+
+void slots_give_back(struct slots *s, void *slot)
+{
+    uint32_t index = (uint32_t) (((uintptr_t) slot - atomic_load_explicit(&s->base, memory_order_relaxed)) /
+                                 s->slot_size);
+    pthread_mutex_lock(&s->lock);
+    s->ring[(s->head + s->waiting) % s->count] = index;
+    s->waiting++;
+    pthread_mutex_unlock(&s->lock);
+}
+
+void slots_for_each(struct slots *s, void (*fn)(void *slot))
+{
+    for (uint32_t i = 0; i < s->used; i++)
+        fn(slot_at(s, i));
+}
+
+void slots_lock_for_fork(struct slots *s)
+{
+    pthread_mutex_lock(&s->lock);
+}
+
+void slots_unlock_after_fork(struct slots *s)
+{
+    pthread_mutex_unlock(&s->lock);
+}

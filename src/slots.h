@@ -1,0 +1,51 @@
+/* slots.h: fixed-size slots in one reserved address range, so that "is this one of ours?" is a
+ * range check that needs no lock (and may be asked from a signal handler). */
+#ifndef PQDEDUP_SLOTS_H
+#define PQDEDUP_SLOTS_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+/* One range. Define with SLOTS_INIT(size, count); the range is reserved at the first
+ * slots_take (MAP_NORESERVE: pages are backed when first used) and never unmapped, so a
+ * pointer to a slot that was given back still points at readable memory. Given-back slots
+ * are reused first-in first-out once `quarantine` of them wait. */
+struct slots {
+    uintptr_t slot_size, count, quarantine;
+    _Atomic uintptr_t base;  /* 0 until reserved */
+    pthread_mutex_t lock;
+    uint32_t used;           /* slots ever taken: [0, used) */
+    uint32_t *ring;          /* given-back slots, oldest first */
+    uint32_t head, waiting;
+};
+
+#define SLOTS_INIT(size, number, quarantined) \
+    { .slot_size = (size), .count = (number), .quarantine = (quarantined), .lock = PTHREAD_MUTEX_INITIALIZER }
+
+/* A slot (zero-filled the first time; as it was left when given back afterwards), and whether
+ * it is new in *fresh. Returns NULL when the range cannot be reserved or every slot is taken. */
+void *slots_take(struct slots *s, bool *fresh);
+
+/* Gives a slot back. */
+void slots_give_back(struct slots *s, void *slot);
+
+/* The slot `p` points at the start of, or NULL when it is not one of this range's. */
+static inline void *slots_find(struct slots *s, const void *p)
+{
+    uintptr_t base = atomic_load_explicit(&s->base, memory_order_relaxed);
+    uintptr_t offset = (uintptr_t) p - base;
+    if (base == 0 || offset >= s->slot_size * s->count || offset % s->slot_size != 0)
+        return NULL;
+    return (void *) (uintptr_t) p;
+}
+
+/* Calls fn on every slot ever taken (fork handling; no other thread may run). */
+void slots_for_each(struct slots *s, void (*fn)(void *slot));
+
+/* Fork handlers: the range's lock is held across fork() and released after. */
+void slots_lock_for_fork(struct slots *s);
+void slots_unlock_after_fork(struct slots *s);
+
+#endif

@@ -1,0 +1,65 @@
+/* wrappers.c: the libpq functions whose handling is a row of intercepted.h, generated from it. */
+#include "handle.h"
+#include "real.h"
+
+#define EXPORT __attribute__((visibility("default")))
+
+/*
+ * Each row becomes, for example (PQsendQuery: BIND, SQL(query, NULL)):
+ *
+ *     int PQsendQuery(PGconn *conn, const char *query)
+ *     {
+ *         struct handle *h = handle_of(conn);
+ *         if (h == NULL)                          // libpq's own connection: pass through
+ *             return real.PQsendQuery(conn, query);
+ *         PGconn *server = handle_enter(h, true);  // binds an unbound handle first
+ *         int result;
+ *         if (server == NULL) {
+ *             result = <the IDLE value>;           // only for IDLE rows
+ *         } else {
+ *             conn = server;
+ *             handle_note_sql(h, query, NULL);      // the effect
+ *             result = real.PQsendQuery(conn, query);
+ *         }
+ *         handle_leave(h);
+ *         return result;
+ *     }
+ *
+ * The `unbound` column expands to two arguments (needs a server?, value when unbound) and
+ * the `effect` column to a statement. Rows marked CUSTOM are written by hand elsewhere
+ * (intercepted.h says where); here they only get checked to exist.
+ */
+#define BIND 1, 0
+#define IDLE(value) 0, (value)
+#define CUSTOM 2, 0
+#define NONE (void) 0
+#define SQL(sql, statement) handle_note_sql(h, (sql), (statement))
+#define STICKY handle_make_sticky(h)
+#define EVENTS handle_note_events(h)
+
+#define WRAPPER(name, ret, params, args, unbound, effect) WRAPPER_(name, ret, params, args, unbound, effect)
+#define WRAPPER_(name, ret, params, args, kind, value, effect) WRAPPER_##kind(name, ret, params, args, value, effect)
+#define WRAPPER_0(name, ret, params, args, value, effect) GENERATED(name, ret, params, args, false, value, effect)
+#define WRAPPER_1(name, ret, params, args, value, effect) GENERATED(name, ret, params, args, true, value, effect)
+#define WRAPPER_2(name, ret, params, args, value, effect) /* hand-written */
+
+#define GENERATED(name, ret, params, args, need_server, value, effect) \
+    EXPORT ret name params                                              \
+    {                                                                   \
+        struct handle *h = handle_of(conn);                             \
+        if (h == NULL)                                                  \
+            return real.name args;                                      \
+        PGconn *server = handle_enter(h, need_server);                  \
+        ret result;                                                     \
+        if (server == NULL) {                                           \
+            result = value;                                             \
+        } else {                                                        \
+            conn = server;                                              \
+            effect;                                                     \
+            result = real.name args;                                    \
+        }                                                               \
+        handle_leave(h);                                                \
+        return result;                                                  \
+    }
+
+PQDEDUP_INTERCEPTED(WRAPPER)
