@@ -25,8 +25,10 @@
 #include <utlist.h>
 
 /* After the server refuses a connection for lack of slots, connects of the key take a free
- * or idle handle's connection or wait for one this long before the server is asked again. */
-#define REFUSAL_BACKOFF_NS (100 * NS_PER_MS)
+ * or idle handle's connection or wait for one; one of them asks the server again after this
+ * long, twice as long after each further refusal, up to the maximum. */
+#define REFUSAL_BACKOFF_NS (50 * NS_PER_MS)
+#define REFUSAL_BACKOFF_MAX_NS NS_PER_SEC
 /* How often a key's reference fingerprint of reported parameters is refreshed. */
 #define BASELINE_REFRESH_NS NS_PER_SEC
 
@@ -63,6 +65,7 @@ struct pool_bucket {
     int nhandles;                 /* handles of this key (each holds a reference) */
     _Atomic int waiters;          /* connects waiting for a server connection */
     int64_t refused_until_ns;     /* no new connection is tried before this (after a refusal) */
+    int64_t backoff_ns;           /* the back-off after the next refusal (0: the first one) */
     uint64_t baseline;            /* reported parameters of a clean session of this key */
     int64_t baseline_ns;          /* when it was taken (0 = never) */
     char target[16];              /* target_session_attrs of the key ("" = any) */
@@ -697,6 +700,9 @@ static enum acquired acquire(struct handle *h, const struct connect_call *call, 
             continue;
         }
         if (!pressure) {
+            /* After a refusal only one connect at a time asks the server again. */
+            if (b->backoff_ns != 0)
+                b->refused_until_ns = now + b->backoff_ns;
             b->open++;
             unlock_pool();
             PGconn *conn = connect_call_open(call);
@@ -723,6 +729,8 @@ static enum acquired acquire(struct handle *h, const struct connect_call *call, 
                 break;
             }
             if (fresh != NULL) {
+                b->backoff_ns = 0;
+                b->refused_until_ns = 0;
                 note_baseline(b, fingerprint, now);
                 bind(h, fresh, false);
                 result = ACQUIRED_BOUND;
@@ -734,7 +742,10 @@ static enum acquired acquire(struct handle *h, const struct connect_call *call, 
                 stats_add(refusals);
                 log_msg(LOG_INFO, "the server refused a new connection for lack of slots; taking an idle "
                                   "handle's connection or waiting for one");
-                b->refused_until_ns = now + REFUSAL_BACKOFF_NS;
+                b->backoff_ns = b->backoff_ns == 0 ? REFUSAL_BACKOFF_NS
+                                : b->backoff_ns * 2 > REFUSAL_BACKOFF_MAX_NS ? REFUSAL_BACKOFF_MAX_NS
+                                                                              : b->backoff_ns * 2;
+                b->refused_until_ns = now + b->backoff_ns;
                 if (refusal != NULL) {
                     unlock_pool();
                     real.PQfinish(refusal);
