@@ -1,11 +1,11 @@
 /* launcher.c: `pqdedup [options] [--] command [args...]` runs a program with libpqdedup.so preloaded
  * and its loader auditor, libpqdedup-audit.so, in LD_AUDIT. */
 #define _GNU_SOURCE
+#include "locate.h"
 #include "settings.h"
 
 #include <errno.h>
 #include <getopt.h>
-#include <libgen.h>
 #include <limits.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -96,27 +96,6 @@ static int usage_error(const char *fmt, const char *arg)
     return EXIT_USAGE;
 }
 
-/* Finds libpqdedup.so beside the launcher's own executable (a build tree), else
- * where it was installed. Never looks in the current directory. Returns a
- * malloc'd path or NULL. */
-static char *find_library(void)
-{
-    char self[PATH_MAX];
-    ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
-    if (len > 0) {
-        self[len] = '\0';
-        char *path = NULL;
-        if (asprintf(&path, "%s/libpqdedup.so", dirname(self)) >= 0) {
-            if (access(path, R_OK) == 0)
-                return path;
-            free(path);
-        }
-    }
-    if (access(PQDEDUP_INSTALLED_LIBRARY, R_OK) == 0)
-        return strdup(PQDEDUP_INSTALLED_LIBRARY);
-    return NULL;
-}
-
 /* True for a sanitizer runtime, which must stay first in LD_PRELOAD. */
 static bool is_sanitizer_runtime(const char *entry, size_t len)
 {
@@ -191,23 +170,6 @@ static int make_room_for_sanitizer_tls(void)
     }
     free(value);
     return 0;
-}
-
-/* The auditor beside the library that was found (so both are of one build), or NULL when
- * it is missing: the library then works as plain LD_PRELOAD and says so at PQDEDUP_LOG=info.
- * Returns a malloc'd path or NULL. */
-static char *find_auditor(const char *library)
-{
-    char *copy = strdup(library);
-    char *path = NULL;
-    if (copy != NULL && asprintf(&path, "%s/libpqdedup-audit.so", dirname(copy)) < 0)
-        path = NULL;
-    free(copy);
-    if (path != NULL && access(path, R_OK) != 0) {
-        free(path);
-        path = NULL;
-    }
-    return path;
 }
 
 /* Puts the library first in LD_PRELOAD, after any leading sanitizer runtimes,
@@ -303,10 +265,10 @@ int main(int argc, char **argv)
     if (optind >= argc)
         return usage_error("%s", "no command given");
 
-    char *library = find_library();
+    char *library = locate_library();
     if (library == NULL) {
-        fprintf(stderr, "pqdedup: libpqdedup.so not found beside the launcher nor at %s\n",
-                PQDEDUP_INSTALLED_LIBRARY);
+        fprintf(stderr, "pqdedup: libpqdedup.so not found; looked in:\n");
+        locate_print_candidates(stderr, "  ");
         return EXIT_LAUNCHER_FAILED;
     }
     int rc = prepend_preload(library);
@@ -315,7 +277,7 @@ int main(int argc, char **argv)
     const char *audit_setting = getenv("PQDEDUP_AUDIT");
     if (audit_setting != NULL && settings_parse_bool(audit_setting, &audit) != 0)
         audit = true; /* a bad value: the library warns about it and uses the default */
-    char *auditor = rc == 0 && audit ? find_auditor(library) : NULL;
+    char *auditor = rc == 0 && audit ? locate_auditor(library) : NULL;
     if (auditor != NULL)
         rc = prepend_audit(auditor);
     if (auditor != NULL && rc == 0)
