@@ -1,6 +1,7 @@
 /* launcher.c: `pqdedup [options] [--] command [args...]` runs a program with libpqdedup.so preloaded
  * and its loader auditor, libpqdedup-audit.so, in LD_AUDIT. */
 #define _GNU_SOURCE
+#include "check.h"
 #include "locate.h"
 #include "settings.h"
 
@@ -20,6 +21,7 @@
 
 static const char usage_text[] =
     "Usage: pqdedup [options] [--] command [args...]\n"
+    "       pqdedup [options] --check program [args...]\n"
     "Runs command with libpqdedup.so preloaded (and libpqdedup-audit.so in LD_AUDIT,\n"
     "for modules that bypass LD_PRELOAD): libpq connections it opens are kept\n"
     "open when it finishes them and handed back on its next connect with the same\n"
@@ -53,6 +55,10 @@ static const char usage_text[] =
     "      --no-audit            PQDEDUP_AUDIT=0: do not put libpqdedup-audit.so in\n"
     "                            LD_AUDIT; modules loaded with RTLD_DEEPBIND and libpq\n"
     "                            functions found with dlsym then use plain libpq\n"
+    "      --check PROGRAM       run nothing: say whether pqdedup would reach PROGRAM (found\n"
+    "                            on PATH, through #! lines): set-ID, static or dynamic,\n"
+    "                            libpq linked and which file, the auditor; exit 0 when\n"
+    "                            it would (or may at run time), 1 when it would not\n"
     "  -h, --help                show this help and exit\n"
     "  -V, --version             show the version and exit\n"
     "\n"
@@ -87,6 +93,8 @@ static const struct launcher_option launcher_options[] = {
 
 /* --no-audit sets PQDEDUP_AUDIT=0, a value no launcher_options row gives. */
 #define OPTION_NO_AUDIT 1100
+/* --check runs nothing: it reports on the command instead (check.c). */
+#define OPTION_CHECK 1101
 
 static int usage_error(const char *fmt, const char *arg)
 {
@@ -208,7 +216,7 @@ static int prepend_preload(const char *library)
 
 int main(int argc, char **argv)
 {
-    struct option long_options[N_LAUNCHER_OPTIONS + 4];
+    struct option long_options[N_LAUNCHER_OPTIONS + 5];
     char short_options[64] = "+hV";
     size_t n = 0;
     for (; n < N_LAUNCHER_OPTIONS; n++) {
@@ -223,11 +231,13 @@ int main(int argc, char **argv)
         }
     }
     long_options[n++] = (struct option) { "no-audit", no_argument, NULL, OPTION_NO_AUDIT };
+    long_options[n++] = (struct option) { "check", no_argument, NULL, OPTION_CHECK };
     long_options[n++] = (struct option) { "help", no_argument, NULL, 'h' };
     long_options[n++] = (struct option) { "version", no_argument, NULL, 'V' };
     long_options[n] = (struct option) { 0 };
 
     int c;
+    bool check = false;
     opterr = 0;
     while ((c = getopt_long(argc, argv, short_options, long_options, NULL)) != -1) {
         if (c == 'h') {
@@ -237,6 +247,10 @@ int main(int argc, char **argv)
         if (c == 'V') {
             printf("pqdedup %s\n", PQDEDUP_VERSION);
             return 0;
+        }
+        if (c == OPTION_CHECK) {
+            check = true;
+            continue;
         }
         if (c == OPTION_NO_AUDIT) {
             if (setenv("PQDEDUP_AUDIT", "0", 1) != 0) {
@@ -263,7 +277,14 @@ int main(int argc, char **argv)
         }
     }
     if (optind >= argc)
-        return usage_error("%s", "no command given");
+        return usage_error("%s", check ? "--check needs a program" : "no command given");
+    /* The auditor, unless PQDEDUP_AUDIT (or --no-audit) turned it off. */
+    bool audit = true;
+    const char *audit_setting = getenv("PQDEDUP_AUDIT");
+    if (audit_setting != NULL && settings_parse_bool(audit_setting, &audit) != 0)
+        audit = true; /* a bad value: the library warns about it and uses the default */
+    if (check)
+        return check_program(argv[optind], audit);
 
     char *library = locate_library();
     if (library == NULL) {
@@ -272,11 +293,6 @@ int main(int argc, char **argv)
         return EXIT_LAUNCHER_FAILED;
     }
     int rc = prepend_preload(library);
-    /* The auditor, unless PQDEDUP_AUDIT (or --no-audit) turned it off. */
-    bool audit = true;
-    const char *audit_setting = getenv("PQDEDUP_AUDIT");
-    if (audit_setting != NULL && settings_parse_bool(audit_setting, &audit) != 0)
-        audit = true; /* a bad value: the library warns about it and uses the default */
     char *auditor = rc == 0 && audit ? locate_auditor(library) : NULL;
     if (auditor != NULL)
         rc = prepend_audit(auditor);
