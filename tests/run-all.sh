@@ -22,7 +22,8 @@ ALL_FLAVOURS=(plain address thread valgrind)
 VALGRIND_WRAPPER="valgrind;--error-exitcode=99;--leak-check=full;--errors-for-leak-kinds=definite;--track-fds=no;--num-callers=30"
 PACKAGES=(postgresql postgresql-15 libpq-dev uthash-dev cmake make gcc libc6-dev pkg-config
           valgrind openssl python3-psycopg2 pgbouncer python3-psycopg libdbd-pg-perl php-cli
-          php-pgsql ruby ruby-pg clang libclang-rt-14-dev)
+          php-pgsql ruby ruby-pg clang libclang-rt-14-dev
+          dpkg-dev debhelper lintian man-db groff-base busybox-static php-fpm)
 
 say() { echo "run-all: $*"; }
 die() { echo "run-all: ERROR: $*" >&2; exit 1; }
