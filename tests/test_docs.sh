@@ -3,7 +3,7 @@
 #
 # Run by ctest (tests/docs.cmake) with PQD_TEST_LAUNCHER, PQD_TEST_SOURCE_DIR and
 # PQD_DOCS_SETTINGS (tests/docs_settings.c, which prints src/settings.c's names and
-# defaults). Needs no server. Usage: test_docs.sh GROUP... (man_renders, settings_drift).
+# defaults). Needs no server. Usage: test_docs.sh GROUP... (man_renders, version, settings_drift).
 set -euo pipefail
 
 L=${PQD_TEST_LAUNCHER:?PQD_TEST_LAUNCHER is not set}
@@ -28,6 +28,18 @@ group_man_renders() {
   local section
   for section in NAME SYNOPSIS DESCRIPTION OPTIONS ENVIRONMENT "EXIT STATUS" FILES EXAMPLES LIMITS "SEE ALSO"; do
     grep -qx "$section" <<<"$text" && pass || fail "man -l shows the $section section"
+  done
+}
+
+# The version in CMakeLists.txt is the man page's and the one README's .deb commands name.
+group_version() {
+  local version
+  version=$(sed -n 's/^project(pqdedup VERSION \([0-9.]*\) .*/\1/p' "$ROOT/CMakeLists.txt")
+  [[ -n $version ]] && pass || fail "CMakeLists.txt's project() has a version"
+  grep -q "^\.TH PQDEDUP 1 .*\"pqdedup $version\"" "$MAN" && pass || fail "the man page's .TH names pqdedup $version: $(grep '^\.TH' "$MAN")"
+  local named
+  for named in $(grep -o 'pqdedup_[0-9.]*_' "$README" | sort -u); do
+    [[ $named == "pqdedup_${version}_" ]] && pass || fail "README names the package ${named}*.deb, not pqdedup_${version}_*.deb"
   done
 }
 
@@ -139,7 +151,7 @@ group_settings_drift() {
   done
 }
 
-[[ $# -gt 0 ]] || set -- man_renders settings_drift
+[[ $# -gt 0 ]] || set -- man_renders version settings_drift
 for g in "$@"; do
   "group_$g"
 done
