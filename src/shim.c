@@ -87,6 +87,14 @@ static void shim_init(void)
             settings.reset_query[0] ? settings.reset_query : "(none)");
 }
 
+/* Reads the settings when the library is loaded, so a worker forked by a program that
+ * empties its environment (PHP-FPM's clear_env) keeps them. (Expected from the lead's
+ * handle-model change; kept minimal here so it can be dropped on merge.) */
+__attribute__((constructor)) static void shim_load(void)
+{
+    pthread_once(&init_once, shim_init);
+}
+
 /* True when this call should go through the pool. */
 static bool intercepting(void)
 {
