@@ -1,4 +1,5 @@
 # tests/checks.sh: pass/fail counting for the test scripts (sourced, not run).
+# shellcheck shell=bash
 #
 # Usage: CONDITION && pass || fail "what should have held"; end the script with
 # `checks_done NAME`, which prints "NAME: N passed, N failed" and returns 0 only when
