@@ -120,7 +120,8 @@ expect 2 'needs a program' "--check with no program"
 printf '#!/bin/sh\necho "ran the command named check"\n' >"$T/bin/check"
 chmod 755 "$T/bin/check"
 rc=0
-out=$(PATH="$T/bin:/usr/bin:/bin" "$L" check 2>&1) || rc=$?
+# (In sanitizer builds the runtime leads LD_PRELOAD, as the library needs it first.)
+out=$(env ${PQD_TEST_SANITIZER_RUNTIME:+LD_PRELOAD=$PQD_TEST_SANITIZER_RUNTIME} PATH="$T/bin:/usr/bin:/bin" "$L" check 2>&1) || rc=$?
 [[ $rc -eq 0 && $out == "ran the command named check" ]] && pass || fail "'pqdedup check' runs a command named check (rc $rc): $out"
 
 checks_done test_check
