@@ -1,11 +1,12 @@
 /* launcher.c: `pqdedup [options] [--] command [args...]` runs a program with libpqdedup.so preloaded
  * and its loader auditor, libpqdedup-audit.so, in LD_AUDIT. */
 #define _GNU_SOURCE
+#include "check.h"
+#include "locate.h"
 #include "settings.h"
 
 #include <errno.h>
 #include <getopt.h>
-#include <libgen.h>
 #include <limits.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -20,6 +21,7 @@
 
 static const char usage_text[] =
     "Usage: pqdedup [options] [--] command [args...]\n"
+    "       pqdedup [options] --check program [args...]\n"
     "Runs command with libpqdedup.so preloaded (and libpqdedup-audit.so in LD_AUDIT,\n"
     "for modules that bypass LD_PRELOAD). Each libpq connection the command opens is\n"
     "its own session, served by a PostgreSQL connection that pqdedup keeps open: when\n"
@@ -57,6 +59,10 @@ static const char usage_text[] =
     "      --no-audit            PQDEDUP_AUDIT=0: do not put libpqdedup-audit.so in\n"
     "                            LD_AUDIT; modules loaded with RTLD_DEEPBIND and libpq\n"
     "                            functions found with dlsym then use plain libpq\n"
+    "      --check PROGRAM       run nothing: say whether pqdedup would reach PROGRAM (found\n"
+    "                            on PATH, through #! lines): set-ID, static or dynamic,\n"
+    "                            libpq linked and which file, the auditor; exit 0 when\n"
+    "                            it would (or may at run time), 1 when it would not\n"
     "  -h, --help                show this help and exit\n"
     "  -V, --version             show the version and exit\n"
     "\n"
@@ -91,6 +97,8 @@ static const struct launcher_option launcher_options[] = {
 
 /* --no-audit sets PQDEDUP_AUDIT=0, a value no launcher_options row gives. */
 #define OPTION_NO_AUDIT 1100
+/* --check runs nothing: it reports on the command instead (check.c). */
+#define OPTION_CHECK 1101
 
 static int usage_error(const char *fmt, const char *arg)
 {
@@ -98,27 +106,6 @@ static int usage_error(const char *fmt, const char *arg)
     fprintf(stderr, fmt, arg);
     fprintf(stderr, "\nTry 'pqdedup --help' for more information.\n");
     return EXIT_USAGE;
-}
-
-/* Finds libpqdedup.so beside the launcher's own executable (a build tree), else
- * where it was installed. Never looks in the current directory. Returns a
- * malloc'd path or NULL. */
-static char *find_library(void)
-{
-    char self[PATH_MAX];
-    ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
-    if (len > 0) {
-        self[len] = '\0';
-        char *path = NULL;
-        if (asprintf(&path, "%s/libpqdedup.so", dirname(self)) >= 0) {
-            if (access(path, R_OK) == 0)
-                return path;
-            free(path);
-        }
-    }
-    if (access(PQDEDUP_INSTALLED_LIBRARY, R_OK) == 0)
-        return strdup(PQDEDUP_INSTALLED_LIBRARY);
-    return NULL;
 }
 
 /* True for a sanitizer runtime, which must stay first in LD_PRELOAD. */
@@ -197,23 +184,6 @@ static int make_room_for_sanitizer_tls(void)
     return 0;
 }
 
-/* The auditor beside the library that was found (so both are of one build), or NULL when
- * it is missing: the library then works as plain LD_PRELOAD and says so at PQDEDUP_LOG=info.
- * Returns a malloc'd path or NULL. */
-static char *find_auditor(const char *library)
-{
-    char *copy = strdup(library);
-    char *path = NULL;
-    if (copy != NULL && asprintf(&path, "%s/libpqdedup-audit.so", dirname(copy)) < 0)
-        path = NULL;
-    free(copy);
-    if (path != NULL && access(path, R_OK) != 0) {
-        free(path);
-        path = NULL;
-    }
-    return path;
-}
-
 /* Puts the library first in LD_PRELOAD, after any leading sanitizer runtimes,
  * keeping everything that was there. Returns 0 or an exit code. */
 static int prepend_preload(const char *library)
@@ -250,7 +220,7 @@ static int prepend_preload(const char *library)
 
 int main(int argc, char **argv)
 {
-    struct option long_options[N_LAUNCHER_OPTIONS + 4];
+    struct option long_options[N_LAUNCHER_OPTIONS + 5];
     char short_options[64] = "+hV";
     size_t n = 0;
     for (; n < N_LAUNCHER_OPTIONS; n++) {
@@ -265,11 +235,13 @@ int main(int argc, char **argv)
         }
     }
     long_options[n++] = (struct option) { "no-audit", no_argument, NULL, OPTION_NO_AUDIT };
+    long_options[n++] = (struct option) { "check", no_argument, NULL, OPTION_CHECK };
     long_options[n++] = (struct option) { "help", no_argument, NULL, 'h' };
     long_options[n++] = (struct option) { "version", no_argument, NULL, 'V' };
     long_options[n] = (struct option) { 0 };
 
     int c;
+    bool check = false;
     opterr = 0;
     while ((c = getopt_long(argc, argv, short_options, long_options, NULL)) != -1) {
         if (c == 'h') {
@@ -279,6 +251,10 @@ int main(int argc, char **argv)
         if (c == 'V') {
             printf("pqdedup %s\n", PQDEDUP_VERSION);
             return 0;
+        }
+        if (c == OPTION_CHECK) {
+            check = true;
+            continue;
         }
         if (c == OPTION_NO_AUDIT) {
             if (setenv("PQDEDUP_AUDIT", "0", 1) != 0) {
@@ -305,21 +281,23 @@ int main(int argc, char **argv)
         }
     }
     if (optind >= argc)
-        return usage_error("%s", "no command given");
-
-    char *library = find_library();
-    if (library == NULL) {
-        fprintf(stderr, "pqdedup: libpqdedup.so not found beside the launcher nor at %s\n",
-                PQDEDUP_INSTALLED_LIBRARY);
-        return EXIT_LAUNCHER_FAILED;
-    }
-    int rc = prepend_preload(library);
+        return usage_error("%s", check ? "--check needs a program" : "no command given");
     /* The auditor, unless PQDEDUP_AUDIT (or --no-audit) turned it off. */
     bool audit = true;
     const char *audit_setting = getenv("PQDEDUP_AUDIT");
     if (audit_setting != NULL && settings_parse_bool(audit_setting, &audit) != 0)
         audit = true; /* a bad value: the library warns about it and uses the default */
-    char *auditor = rc == 0 && audit ? find_auditor(library) : NULL;
+    if (check)
+        return check_program(argv[optind], audit);
+
+    char *library = locate_library();
+    if (library == NULL) {
+        fprintf(stderr, "pqdedup: libpqdedup.so not found; looked in:\n");
+        locate_print_candidates(stderr, "  ");
+        return EXIT_LAUNCHER_FAILED;
+    }
+    int rc = prepend_preload(library);
+    char *auditor = rc == 0 && audit ? locate_auditor(library) : NULL;
     if (auditor != NULL)
         rc = prepend_audit(auditor);
     if (auditor != NULL && rc == 0)

@@ -14,14 +14,8 @@ SRC=${PQD_TEST_SOURCE_DIR:-$(cd "$(dirname "$0")" && pwd)}
 # The real psql, not Debian's perl wrapper /usr/bin/psql (perl deadlocks in newlocale under ASan).
 PSQL=${PQD_TEST_PSQL:-/usr/lib/postgresql/15/bin/psql}
 
-passed=0
-failed=0
-# Usage: CONDITION && pass || fail "what should have held"
-pass() { passed=$((passed + 1)); }
-fail() {
-  failed=$((failed + 1))
-  echo "FAIL: $*" >&2
-}
+# shellcheck source=tests/checks.sh
+. "$(dirname "${BASH_SOURCE[0]}")/checks.sh"
 
 # Nothing of the caller's pqdedup settings leaks into these tests.
 for v in $(env | sed -n 's/^\(PQDEDUP_[A-Z_]*\)=.*/\1/p'); do unset "$v"; done
@@ -376,5 +370,4 @@ groups=("$@")
 for g in "${groups[@]}"; do
   "group_$g"
 done
-echo "test_launcher: $passed passed, $failed failed"
-[[ $failed -eq 0 && $passed -gt 0 ]]
+checks_done test_launcher
