@@ -106,6 +106,7 @@ static void announce(void)
 {
     pthread_once(&load_once, start_up);
     settings_report();
+    stats_mark_used();
     switch (start_state) {
     case OFF_NO_LIBPQ:
         log_msg(LOG_ERROR, "cannot find libpq's own functions; passing every call through");
@@ -224,33 +225,16 @@ EXPORT PGconn *PQsetdbLogin(const char *pghost, const char *pgport, const char *
                           : real.PQsetdbLogin(pghost, pgport, pgoptions, pgtty, dbName, login, pwd);
 }
 
-/* A handle answered by a pooled connection is connected at its first poll; one opening a new
- * connection polls libpq's, and joins the pool when that is done. */
+/* A handle answered by a pooled connection is connected at its first poll; one the pool
+ * prepares a connection for, or that waits for one, or that opens a new one, is polled by the
+ * pool (pool_connect_poll), which never blocks. */
 EXPORT PostgresPollingStatusType PQconnectPoll(PGconn *conn)
 {
     struct handle *h = handle_of(conn);
     if (h == NULL)
         return real.PQconnectPoll(conn);
-    PGconn *server = handle_enter(h, false);
-    PostgresPollingStatusType result;
-    switch (h->state) {
-    case HANDLE_STARTED:
-        pool_connect_seen(h);
-        result = PGRES_POLLING_OK;
-        break;
-    case HANDLE_CONNECTING:
-        result = real.PQconnectPoll(server);
-        if (result == PGRES_POLLING_OK || result == PGRES_POLLING_FAILED)
-            pool_connect_finished(h);
-        break;
-    case HANDLE_BOUND:
-    case HANDLE_UNBOUND:
-        result = PGRES_POLLING_OK;
-        break;
-    default:
-        result = real.PQconnectPoll(server);
-        break;
-    }
+    handle_enter(h, false);
+    PostgresPollingStatusType result = pool_connect_poll(h);
     handle_leave(h);
     return result;
 }

@@ -19,8 +19,8 @@
  * from libpq's own PGconn, the one question every wrapper asks, is a range check. A stale
  * pointer to a finished handle still reads a FREE slot: finished slots are reused only after
  * 64 others. */
-#define SLOT_BYTES 256
-#define MAX_HANDLES 262144 /* alive at once: 64 MiB of address space */
+#define SLOT_BYTES 384
+#define MAX_HANDLES 262144 /* alive at once: 96 MiB of address space */
 _Static_assert(sizeof(struct handle) <= SLOT_BYTES, "struct handle outgrew its slot");
 
 static struct slots handle_slots = SLOTS_INIT(SLOT_BYTES, MAX_HANDLES, 64);
@@ -63,6 +63,7 @@ struct handle *handle_new(void)
     h->depth = 1;
     h->state = HANDLE_FREE;
     h->fd = -1;
+    h->wait_fd = -1;
     session_default_client_state(&h->client);
     h->opened_ns = monotonic_ns();
     return h;
@@ -79,13 +80,19 @@ bool handle_set_state(struct handle *h, enum handle_state next)
 {
     static const char *const names[] = {
         [HANDLE_FREE] = "FREE", [HANDLE_STARTED] = "STARTED", [HANDLE_CONNECTING] = "CONNECTING",
-        [HANDLE_BOUND] = "BOUND", [HANDLE_UNBOUND] = "UNBOUND", [HANDLE_DIRECT] = "DIRECT",
+        [HANDLE_PREPARING] = "PREPARING", [HANDLE_WAITING] = "WAITING", [HANDLE_BOUND] = "BOUND",
+        [HANDLE_UNBOUND] = "UNBOUND", [HANDLE_DIRECT] = "DIRECT",
     };
+    /* An asynchronous connect may go from any of its states to any other while it is polled. */
+    const unsigned connecting = 1u << HANDLE_STARTED | 1u << HANDLE_CONNECTING | 1u << HANDLE_PREPARING |
+                                1u << HANDLE_WAITING;
     /* allowed[from] is the set of states `from` may move to */
-    static const unsigned allowed[] = {
-        [HANDLE_FREE] = 1u << HANDLE_STARTED | 1u << HANDLE_CONNECTING | 1u << HANDLE_BOUND,
+    const unsigned allowed[] = {
+        [HANDLE_FREE] = connecting | 1u << HANDLE_BOUND | 1u << HANDLE_DIRECT,
         [HANDLE_STARTED] = 1u << HANDLE_BOUND | 1u << HANDLE_FREE,
-        [HANDLE_CONNECTING] = 1u << HANDLE_BOUND | 1u << HANDLE_DIRECT | 1u << HANDLE_FREE,
+        [HANDLE_CONNECTING] = connecting | 1u << HANDLE_BOUND | 1u << HANDLE_DIRECT | 1u << HANDLE_FREE,
+        [HANDLE_PREPARING] = connecting | 1u << HANDLE_BOUND | 1u << HANDLE_DIRECT | 1u << HANDLE_FREE,
+        [HANDLE_WAITING] = connecting | 1u << HANDLE_BOUND | 1u << HANDLE_DIRECT | 1u << HANDLE_FREE,
         [HANDLE_BOUND] = 1u << HANDLE_UNBOUND | 1u << HANDLE_DIRECT | 1u << HANDLE_FREE,
         [HANDLE_UNBOUND] = 1u << HANDLE_BOUND | 1u << HANDLE_DIRECT | 1u << HANDLE_FREE,
         [HANDLE_DIRECT] = 1u << HANDLE_BOUND | 1u << HANDLE_FREE,
@@ -144,6 +151,8 @@ PGconn *handle_enter(struct handle *h, bool need_server)
         break;
     case HANDLE_STARTED:
     case HANDLE_CONNECTING:
+    case HANDLE_PREPARING:
+    case HANDLE_WAITING:
     case HANDLE_DIRECT:
         return h->conn;
     case HANDLE_FREE: {
@@ -165,7 +174,7 @@ PGconn *handle_enter(struct handle *h, bool need_server)
 void handle_leave(struct handle *h)
 {
     if (h->depth == 1 && h->state == HANDLE_BOUND) {
-        bool idle = !h->sticky && session_is_idle(h->conn);
+        bool idle = !handle_is_sticky(h) && session_is_idle(h->conn);
         int64_t since = atomic_load_explicit(&h->idle_since_ns, memory_order_relaxed);
         if (idle && since == 0) {
             atomic_store_explicit(&h->idle_since_ns, monotonic_ns(), memory_order_relaxed);
@@ -178,13 +187,66 @@ void handle_leave(struct handle *h)
     pthread_mutex_unlock(&h->lock);
 }
 
-void handle_note_sql(struct handle *h, const char *sql, const char *statement_name)
+/* sql_class.c's callback: a named prepared statement created or dropped on h. Out of memory
+ * to remember one, h becomes sticky. */
+static void note_statement_name(void *arg, bool prepared, const char *name, size_t len)
+{
+    struct handle *h = arg;
+    if (!prepared && len == 0) { /* DEALLOCATE ALL */
+        handle_forget_statements(h);
+        return;
+    }
+    for (int i = 0; i < h->nstatements; i++) {
+        if (strlen(h->statements[i]) == len && memcmp(h->statements[i], name, len) == 0) {
+            if (!prepared) {
+                free(h->statements[i]);
+                h->statements[i] = h->statements[--h->nstatements];
+            }
+            return;
+        }
+    }
+    if (!prepared)
+        return;
+    if (h->nstatements == h->statements_size) {
+        int size = h->statements_size ? 2 * h->statements_size : 4;
+        char **grown = realloc(h->statements, (size_t) size * sizeof *grown);
+        if (grown == NULL) {
+            handle_make_sticky(h);
+            return;
+        }
+        h->statements = grown;
+        h->statements_size = size;
+    }
+    char *copy = strndup(name, len);
+    if (copy == NULL)
+        handle_make_sticky(h);
+    else
+        h->statements[h->nstatements++] = copy;
+}
+
+void handle_note_sql(struct handle *h, const char *sql)
 {
     if (h->sticky)
         return;
-    bool named = statement_name != NULL && statement_name[0] != '\0';
-    if (named || !sql_is_session_clean(sql))
+    struct sql_statement_names names = { .note = note_statement_name, .arg = h };
+    if (!sql_is_session_clean_but_names(sql, &names))
         handle_make_sticky(h);
+}
+
+void handle_note_prepare(struct handle *h, const char *sql, const char *name)
+{
+    handle_note_sql(h, sql);
+    if (!h->sticky && name != NULL && name[0] != '\0')
+        note_statement_name(h, true, name, strlen(name));
+}
+
+void handle_forget_statements(struct handle *h)
+{
+    for (int i = 0; i < h->nstatements; i++)
+        free(h->statements[i]);
+    free(h->statements);
+    h->statements = NULL;
+    h->nstatements = h->statements_size = 0;
 }
 
 void handle_note_events(struct handle *h)

@@ -23,6 +23,12 @@ enum handle_state {
                           until the app's first PQconnectPoll it reads CONNECTION_STARTED */
     HANDLE_CONNECTING, /* PQconnectStart* opening a new server connection: `conn` is libpq's
                           connection in progress, not yet in the pool (its bucket counts it) */
+    HANDLE_PREPARING,  /* PQconnectStart* given a pooled connection whose reset or check is
+                          still in flight: bound, the app polls its socket */
+    HANDLE_WAITING,    /* PQconnectStart* for which no server connection can be had now: the
+                          app polls `wait_fd`, which turns readable when one may be; `conn` is
+                          a failed connection saying why (the server's refusal), reported if
+                          none comes within PQDEDUP_MAX_WAIT */
     HANDLE_BOUND,      /* `server` is bound: calls go to its connection */
     HANDLE_UNBOUND,    /* no server connection: reads are answered from `unbound`; the next
                           call that needs the server binds one */
@@ -59,6 +65,9 @@ struct handle {
     struct pool_bucket *bucket;   /* its key's bucket (the handle holds a reference) */
     bool sticky;                  /* it left state on its server connection that pqdedup cannot
                                      vouch for (SQL, events, encoding, ...): it keeps the connection */
+    char **statements;            /* the named prepared statements it has (PREPARE, PQprepare, not
+                                     yet DEALLOCATEd): while it has any it keeps its connection */
+    int nstatements, statements_size;
     bool events;                  /* the app registered event procedures: sticky, and its server
                                      connection is closed when it finishes */
     bool wants_cancel;            /* the app asked for a cancel object (cancel.c) */
@@ -70,6 +79,9 @@ struct handle {
     char *last_error;             /* the error message of its last command (NULL: none) */
     int last_backend_pid;         /* the backend it last ran on */
     int fd;                       /* its own descriptor for PQsocket (-1 until first asked) */
+    int wait_fd;                  /* WAITING: a timerfd the pool arms and fires (-1 otherwise) */
+    int64_t wait_deadline_ns;     /* an asynchronous connect's PQDEDUP_MAX_WAIT deadline (0: none yet) */
+    struct handle *wait_prev, *wait_next; /* WAITING: on its bucket's list of waiting connects */
     _Atomic(PGcancel *) cancel_target; /* the bound server connection's cancel object, for
                                      PQcancel from any thread or a signal handler; NULL unbound */
     int64_t opened_ns;
@@ -80,6 +92,13 @@ struct handle {
  * connection libpq made for a call pqdedup passed through, libpq's own inner calls, NULL).
  * A range check: no lock, no lookup. */
 struct handle *handle_of(const PGconn *conn);
+
+/* True while an asynchronous connect is answered by the pool rather than by libpq's own
+ * connection: STARTED, PREPARING or WAITING (they read CONNECTION_STARTED). */
+static inline bool handle_is_pooled_connect(const struct handle *h)
+{
+    return h->state == HANDLE_STARTED || h->state == HANDLE_PREPARING || h->state == HANDLE_WAITING;
+}
 
 /* The app's PGconn * for a handle. */
 static inline PGconn *handle_as_conn(struct handle *h)
@@ -114,9 +133,22 @@ PGconn *handle_enter(struct handle *h, bool need_server);
  * may then move its server connection to a handle that needs one), and unlocks h. */
 void handle_leave(struct handle *h);
 
-/* The SQL and prepared-statement name a call is about to send on h: a statement the
- * classifier cannot vouch for makes h sticky. */
-void handle_note_sql(struct handle *h, const char *sql, const char *statement_name);
+/* The SQL a call is about to send on h: a statement the classifier cannot vouch for makes h
+ * sticky; PREPARE and DEALLOCATE change its set of named prepared statements. */
+void handle_note_sql(struct handle *h, const char *sql);
+
+/* PQprepare / PQsendPrepare of `sql` as statement `name` ("" or NULL: the unnamed one). */
+void handle_note_prepare(struct handle *h, const char *sql, const char *name);
+
+/* True when h must keep its server connection whatever it does next: sticky, or it has named
+ * prepared statements. */
+static inline bool handle_is_sticky(const struct handle *h)
+{
+    return h->sticky || h->nstatements > 0;
+}
+
+/* Forgets h's named prepared statements (at finish). */
+void handle_forget_statements(struct handle *h);
 
 /* h leaves state pqdedup cannot follow: it keeps its server connection until it finishes. */
 void handle_make_sticky(struct handle *h);

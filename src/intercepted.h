@@ -15,9 +15,11 @@
  *                         handle `h` and the parameters) without a server connection
  *            CUSTOM       hand-written wrapper
  *   effect   NONE         nothing more
- *            SQL(sql, statement)  the SQL and prepared-statement name the call sends: a
- *                         statement the classifier cannot vouch for ties the handle to its
- *                         server connection until it finishes (sql_class.h)
+ *            SQL(sql)     the SQL the call sends: a statement the classifier cannot vouch
+ *                         for ties the handle to its server connection until it finishes
+ *                         (sql_class.h); PREPARE / DEALLOCATE change its named statements
+ *            PREPARE(sql, name)  as SQL, and the handle has one more named prepared
+ *                         statement (it keeps its server connection while it has any)
  *            STICKY       the call leaves state on the server connection pqdedup cannot
  *                         undo or follow (client encoding, large objects, the fast path):
  *                         the handle keeps its server connection
@@ -113,36 +115,36 @@
     X(PQsetTraceFlags, void, (PGconn *conn, int flags), (conn, flags), CUSTOM, NONE)               \
     X(PQsetnonblocking, int, (PGconn *conn, int arg), (conn, arg), CUSTOM, NONE)                   \
     /* queries */                                                                                  \
-    X(PQexec, PGresult *, (PGconn *conn, const char *query), (conn, query), BIND, SQL(query, NULL)) \
+    X(PQexec, PGresult *, (PGconn *conn, const char *query), (conn, query), BIND, SQL(query)) \
     X(PQexecParams, PGresult *,                                                                    \
       (PGconn *conn, const char *command, int nParams, const Oid *paramTypes,                      \
        const char *const *paramValues, const int *paramLengths, const int *paramFormats,           \
        int resultFormat),                                                                          \
       (conn, command, nParams, paramTypes, paramValues, paramLengths, paramFormats, resultFormat), \
-      BIND, SQL(command, NULL))                                                                    \
+      BIND, SQL(command))                                                                    \
     X(PQprepare, PGresult *,                                                                       \
       (PGconn *conn, const char *stmtName, const char *query, int nParams, const Oid *paramTypes), \
-      (conn, stmtName, query, nParams, paramTypes), BIND, SQL(query, stmtName))                    \
+      (conn, stmtName, query, nParams, paramTypes), BIND, PREPARE(query, stmtName))                    \
     X(PQexecPrepared, PGresult *,                                                                  \
       (PGconn *conn, const char *stmtName, int nParams, const char *const *paramValues,            \
        const int *paramLengths, const int *paramFormats, int resultFormat),                        \
       (conn, stmtName, nParams, paramValues, paramLengths, paramFormats, resultFormat), BIND,      \
-      SQL("", stmtName))                                                                           \
-    X(PQsendQuery, int, (PGconn *conn, const char *query), (conn, query), BIND, SQL(query, NULL))  \
+      NONE)                                                                           \
+    X(PQsendQuery, int, (PGconn *conn, const char *query), (conn, query), BIND, SQL(query))  \
     X(PQsendQueryParams, int,                                                                      \
       (PGconn *conn, const char *command, int nParams, const Oid *paramTypes,                      \
        const char *const *paramValues, const int *paramLengths, const int *paramFormats,           \
        int resultFormat),                                                                          \
       (conn, command, nParams, paramTypes, paramValues, paramLengths, paramFormats, resultFormat), \
-      BIND, SQL(command, NULL))                                                                    \
+      BIND, SQL(command))                                                                    \
     X(PQsendPrepare, int,                                                                          \
       (PGconn *conn, const char *stmtName, const char *query, int nParams, const Oid *paramTypes), \
-      (conn, stmtName, query, nParams, paramTypes), BIND, SQL(query, stmtName))                    \
+      (conn, stmtName, query, nParams, paramTypes), BIND, PREPARE(query, stmtName))                    \
     X(PQsendQueryPrepared, int,                                                                    \
       (PGconn *conn, const char *stmtName, int nParams, const char *const *paramValues,            \
        const int *paramLengths, const int *paramFormats, int resultFormat),                        \
       (conn, stmtName, nParams, paramValues, paramLengths, paramFormats, resultFormat), BIND,      \
-      SQL("", stmtName))                                                                           \
+      NONE)                                                                           \
     X(PQdescribePrepared, PGresult *, (PGconn *conn, const char *stmt), (conn, stmt), BIND, NONE)  \
     X(PQdescribePortal, PGresult *, (PGconn *conn, const char *portal), (conn, portal), BIND, NONE) \
     X(PQsendDescribePrepared, int, (PGconn *conn, const char *stmt), (conn, stmt), BIND, NONE)     \

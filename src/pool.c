@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -72,6 +73,7 @@ struct pool_bucket {
     pthread_cond_t changed;       /* a connection was freed or closed, or a handle went idle */
     struct server_conn *free;     /* LIFO: head is the most recently freed */
     struct handle *bound;         /* handles bound to one of its connections */
+    struct handle *waiting;       /* asynchronous connects waiting (their timerfds fire on a change) */
     struct session_view *view;    /* what its clean sessions report (handle.h), shared by the
                                      unbound handles of the key */
     UT_hash_handle hh;
@@ -152,6 +154,7 @@ static struct server_conn *forget_parent_pool(void)
         atomic_store(&b->waiters, 0);
         b->free = NULL;
         b->bound = NULL;
+        b->waiting = NULL;
     }
     pool_pid = current_pid;
     return to_free;
@@ -219,7 +222,8 @@ static struct pool_bucket *bucket_for(const char *key)
 /* Frees a bucket no handle, connection or waiter uses any more. */
 static void bucket_drop_if_unused(struct pool_bucket *b)
 {
-    if (b->open > 0 || b->nhandles > 0 || atomic_load(&b->waiters) > 0 || b->free != NULL || b->bound != NULL)
+    if (b->open > 0 || b->nhandles > 0 || atomic_load(&b->waiters) > 0 || b->free != NULL || b->bound != NULL ||
+        b->waiting != NULL)
         return;
     HASH_DEL(buckets, b);
     pthread_cond_destroy(&b->changed);
@@ -229,9 +233,23 @@ static void bucket_drop_if_unused(struct pool_bucket *b)
     free(b);
 }
 
+/* Fires h's timerfd at `when` (monotonic ns; 0: at once). */
+static void arm_wait_fd(struct handle *h, int64_t when)
+{
+    struct itimerspec at = { .it_value = { .tv_sec = when / NS_PER_SEC, .tv_nsec = when % NS_PER_SEC } };
+    if (when <= 0)
+        at.it_value = (struct timespec) { .tv_nsec = 1 }; /* zero would disarm it */
+    timerfd_settime(h->wait_fd, when <= 0 ? 0 : TFD_TIMER_ABSTIME, &at, NULL);
+}
+
+/* Something changed in b: connects waiting for a server connection look again (blocking ones
+ * wake up, asynchronous ones find their descriptor readable). Caller holds pool_lock. */
 static void wake_waiters(struct pool_bucket *b)
 {
     pthread_cond_broadcast(&b->changed);
+    struct handle *h;
+    DL_FOREACH2(b->waiting, h, wait_next)
+        arm_wait_fd(h, 0);
 }
 
 /* ---- server connection records (caller holds pool_lock) -------------------------- */
@@ -377,9 +395,10 @@ static void exit_hook_after_first_ssl(PGconn *conn)
 
 /* ---- binding a handle ----------------------------------------------------------- */
 
-/* Makes s serve h: both BOUND (h STARTED when `started`), h on the bucket's bound list.
- * Caller holds pool_lock and h's lock; bind_finish() then does the work that needs no lock. */
-static void bind(struct handle *h, struct server_conn *s, bool started)
+/* Makes s serve h: s BOUND, h in `state` (BOUND, or STARTED / PREPARING for an asynchronous
+ * connect) and on the bucket's bound list. Caller holds pool_lock and h's lock; bind_finish()
+ * then does the work that needs no lock. */
+static void bind(struct handle *h, struct server_conn *s, enum handle_state state)
 {
     struct pool_bucket *b = s->bucket;
     s->state = SERVER_BOUND;
@@ -387,7 +406,7 @@ static void bind(struct handle *h, struct server_conn *s, bool started)
     s->last_thread = pthread_self();
     h->server = s;
     h->conn = s->conn;
-    handle_set_state(h, started ? HANDLE_STARTED : HANDLE_BOUND);
+    handle_set_state(h, state);
     DL_APPEND(b->bound, h);
     b->nbound++;
 }
@@ -664,7 +683,7 @@ static enum acquired acquire(struct handle *h, const struct connect_call *call, 
         bool victim_dirty = false;
         if (victim != NULL) {
             struct server_conn *taken = victim->server;
-            victim_dirty = victim->sticky;
+            victim_dirty = handle_is_sticky(victim);
             if (unbind(victim)) {
                 s = taken;
                 s->freed_ns = atomic_load_explicit(&victim->idle_since_ns, memory_order_relaxed);
@@ -686,7 +705,7 @@ static enum acquired acquire(struct handle *h, const struct connect_call *call, 
             if (usable) {
                 if (refresh)
                     note_baseline(b, fingerprint, now);
-                bind(h, s, started);
+                bind(h, s, started ? HANDLE_STARTED : HANDLE_BOUND);
                 if (victim != NULL)
                     stats_add(moved);
                 else
@@ -732,7 +751,7 @@ static enum acquired acquire(struct handle *h, const struct connect_call *call, 
                 b->backoff_ns = 0;
                 b->refused_until_ns = 0;
                 note_baseline(b, fingerprint, now);
-                bind(h, fresh, false);
+                bind(h, fresh, HANDLE_BOUND);
                 result = ACQUIRED_BOUND;
                 break;
             }
@@ -783,6 +802,257 @@ static enum acquired acquire(struct handle *h, const struct connect_call *call, 
     return result;
 }
 
+
+/* ---- asynchronous connects ---------------------------------------------------------
+ * PQconnectStart* must never block the app's event loop, so its handle goes through states
+ * the app's PQconnectPoll loop drives: STARTED (a ready free connection: OK at the first poll),
+ * PREPARING (a pooled connection whose reset or check is in flight: poll its socket),
+ * CONNECTING (libpq's new connection), WAITING (none can be had now: poll h->wait_fd). A
+ * refusal for lack of slots during the poll is handled as for a blocking connect: another
+ * handle's idle connection, a wait, and only after PQDEDUP_MAX_WAIT the server's error. */
+
+/* A failed connection, made by libpq itself, whose PQerrorMessage says why a connect waits. */
+static PGconn *explained(const char *why)
+{
+    const char *const keywords[] = { why, NULL };
+    const char *const values[] = { "", NULL };
+    return real.PQconnectStartParams(keywords, values, 0);
+}
+
+/* Takes h off its bucket's waiting list (it is WAITING). Caller holds pool_lock. */
+static void stop_waiting(struct handle *h)
+{
+    struct pool_bucket *b = h->bucket;
+    DL_DELETE2(b->waiting, h, wait_prev, wait_next);
+    atomic_fetch_sub(&b->waiters, 1);
+    close(h->wait_fd);
+    h->wait_fd = -1;
+}
+
+/* What the app's PQconnectPoll reports for h's state now. */
+static PostgresPollingStatusType poll_status(const struct handle *h)
+{
+    switch (h->state) {
+    case HANDLE_BOUND:
+    case HANDLE_STARTED:
+        return PGRES_POLLING_OK;
+    case HANDLE_CONNECTING:
+        return PGRES_POLLING_WRITING; /* as after PQconnectStart: libpq's own first wait */
+    case HANDLE_PREPARING:
+    case HANDLE_WAITING:
+        return PGRES_POLLING_READING;
+    default:
+        return PGRES_POLLING_FAILED;
+    }
+}
+
+/*
+ * Looks for a server connection for the asynchronous connect h (locked, not bound; h->bucket
+ * set; h->conn is NULL or a failed connection saying why it waits) without blocking, in the
+ * order acquire() uses, and leaves h:
+ *   STARTED or, when `polled` (inside PQconnectPoll), BOUND: a ready free connection;
+ *   PREPARING: a free one whose reset is still in flight, or an idle handle's, reset sent now,
+ *     or one idle long enough to need a check (an empty query sent);
+ *   CONNECTING: a new one from `call` (NULL: the key's);
+ *   WAITING: none now (its timerfd fires at the back-off's end, the deadline, or a change);
+ *   DIRECT: libpq's connect failed at once (not for lack of slots), or PQDEDUP_MAX_WAIT passed:
+ *     h->conn says why.
+ */
+static void acquire_async(struct handle *h, const struct connect_call *call, bool polled)
+{
+    struct pool_bucket *b = h->bucket;
+    struct server_conn *to_close = NULL;
+    lock_pool();
+    if (h->state == HANDLE_WAITING)
+        stop_waiting(h);
+    int64_t now = monotonic_ns();
+    if (h->wait_deadline_ns == 0)
+        h->wait_deadline_ns = now + settings.max_wait_ns;
+    sweep_expired(now, &to_close);
+    bool pressure = at_cap(b) || now < b->refused_until_ns;
+    struct server_conn *s = shutting_down ? NULL : pick_free(b, now, pressure, &to_close);
+    struct handle *victim = s == NULL && b->free == NULL && !shutting_down ? pick_idle_handle(b, now, pressure) : NULL;
+    PGconn *reason = h->conn; /* the last refusal, if any: no longer needed unless h waits */
+    h->conn = NULL;
+    const char *send = NULL;  /* what to send on s once unlocked */
+    if (victim != NULL) {
+        struct server_conn *taken = victim->server;
+        bool dirty = handle_is_sticky(victim);
+        if (unbind(victim)) {
+            s = taken;
+            s->freed_ns = now;
+            send = !settings.reset_only_dirty || dirty ? settings.reset_query : "";
+            stats_add(moved);
+        }
+        pthread_mutex_unlock(&victim->lock);
+    } else if (s != NULL) {
+        int64_t idle = now - s->freed_ns;
+        bool check = idle >= settings.check_after_ns || b->target[0] != '\0' ||
+                     (s->server_idle_limit_ns > 0 && idle >= s->server_idle_limit_ns / 2);
+        if (s->pending == PENDING_NONE && check)
+            send = "check";
+        stats_add(reused);
+    }
+    if (s != NULL) {
+        if (s->pending == PENDING_NONE && send == NULL) {
+            bind(h, s, polled ? HANDLE_BOUND : HANDLE_STARTED);
+        } else {
+            if (send != NULL)
+                s->reset_needed = false; /* what is sent now is the whole reset */
+            bind(h, s, HANDLE_PREPARING); /* not idle until its reset is collected */
+        }
+    } else if (!pressure && !shutting_down) {
+        if (b->backoff_ns != 0)
+            b->refused_until_ns = now + b->backoff_ns;
+        b->open++;
+        unlock_pool();
+        struct connect_call by_key = { .shape = CALL_CONNINFO, .blocking = false, .conninfo = b->conninfo };
+        PGconn *conn = connect_call_open(call != NULL ? call : &by_key);
+        lock_pool();
+        if (conn != NULL && real.PQstatus(conn) != CONNECTION_BAD) {
+            h->conn = conn;
+            handle_set_state(h, HANDLE_CONNECTING);
+        } else {
+            b->open--;
+            wake_waiters(b);
+            h->conn = conn != NULL ? conn : explained("pqdedup: out of memory");
+            handle_set_state(h, HANDLE_DIRECT);
+        }
+    } else if (now < h->wait_deadline_ns && !shutting_down) {
+        h->wait_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+        if (reason == NULL)
+            reason = at_cap(b) ? refused_at_cap()
+                               : explained("pqdedup: the server refused new connections for lack of slots "
+                                           "and none was freed in time");
+        h->conn = reason;
+        reason = NULL;
+        if (h->wait_fd >= 0) {
+            DL_APPEND2(b->waiting, h, wait_prev, wait_next);
+            atomic_fetch_add(&b->waiters, 1);
+            int64_t when = h->wait_deadline_ns;
+            if (b->refused_until_ns > now && b->refused_until_ns < when)
+                when = b->refused_until_ns;
+            arm_wait_fd(h, when);
+            handle_set_state(h, HANDLE_WAITING);
+            if (polled)
+                stats_add(waits);
+        } else {
+            handle_set_state(h, HANDLE_DIRECT);
+        }
+    } else {
+        stats_add(wait_failures);
+        if (reason == NULL)
+            reason = at_cap(b) ? refused_at_cap() : explained("pqdedup: exit under way");
+        h->conn = reason;
+        reason = NULL;
+        handle_set_state(h, HANDLE_DIRECT);
+    }
+    bool direct = h->state == HANDLE_DIRECT;
+    if (direct) {
+        b->nhandles--;
+        bucket_drop_if_unused(b);
+    }
+    unlock_pool();
+    if (direct)
+        h->bucket = NULL;
+    if (reason != NULL)
+        real.PQfinish(reason);
+    close_list(to_close);
+    if (h->state == HANDLE_PREPARING && send != NULL) {
+        /* An idle handle's session is reset; a free one idle long is checked (an empty query,
+         * which also restarts the server's idle_session_timeout). A send that fails shows as a
+         * failure at the next step. */
+        struct server_conn *taken = h->server;
+        bool sent = strcmp(send, "check") == 0
+                        ? real.PQsendQuery(taken->conn, "") == 1
+                        : session_start_reset(taken->conn, send, &taken->pending, &taken->server_closing);
+        if (!sent || strcmp(send, "check") == 0)
+            taken->pending = PENDING_RESET;
+    } else if (h->state == HANDLE_BOUND || h->state == HANDLE_STARTED) {
+        bind_finish(h);
+    }
+}
+
+/* Lets go of h's server connection after it failed to prepare (PREPARING): closed. */
+static void drop_preparing(struct handle *h)
+{
+    struct server_conn *s = h->server, *to_close = NULL;
+    lock_pool();
+    DL_DELETE(s->bucket->bound, h);
+    s->bucket->nbound--;
+    h->server = NULL;
+    h->conn = NULL;
+    stats_add(dead);
+    push_to_close(&to_close, s);
+    unlock_pool();
+    close_list(to_close);
+}
+
+PostgresPollingStatusType pool_connect_poll(struct handle *h)
+{
+    struct pool_bucket *b = h->bucket;
+    switch (h->state) {
+    case HANDLE_STARTED:
+        handle_set_state(h, HANDLE_BOUND);
+        return PGRES_POLLING_OK;
+    case HANDLE_PREPARING: {
+        struct server_conn *s = h->server;
+        enum session_step step = session_reset_step(s->conn, &s->pending,
+                                                    s->reset_needed ? settings.reset_query : "", &s->server_closing);
+        if (step == SESSION_STEP_WAIT)
+            return PGRES_POLLING_READING;
+        if (step == SESSION_STEP_DONE && session_matches_target(s->conn, b->target)) {
+            handle_set_state(h, HANDLE_BOUND);
+            bind_finish(h);
+            return PGRES_POLLING_OK;
+        }
+        drop_preparing(h);
+        handle_set_state(h, HANDLE_FREE);
+        acquire_async(h, NULL, true);
+        return poll_status(h);
+    }
+    case HANDLE_CONNECTING: {
+        PostgresPollingStatusType result = real.PQconnectPoll(h->conn);
+        if (result != PGRES_POLLING_FAILED || !session_refused_for_slots(h->conn)) {
+            if (result == PGRES_POLLING_OK || result == PGRES_POLLING_FAILED)
+                pool_connect_finished(h);
+            return result;
+        }
+        /* Refused for lack of slots: as a blocking connect, but without blocking. */
+        lock_pool();
+        stats_add(refusals);
+        b->open--;
+        int64_t now = monotonic_ns();
+        b->backoff_ns = b->backoff_ns == 0 ? REFUSAL_BACKOFF_NS
+                        : b->backoff_ns * 2 > REFUSAL_BACKOFF_MAX_NS ? REFUSAL_BACKOFF_MAX_NS
+                                                                      : b->backoff_ns * 2;
+        b->refused_until_ns = now + b->backoff_ns;
+        struct server_conn *to_close = NULL;
+        free_other_keys(b, &to_close);
+        wake_waiters(b);
+        unlock_pool();
+        close_list(to_close);
+        handle_set_state(h, HANDLE_FREE); /* h->conn: the refusal, kept to report if need be */
+        acquire_async(h, NULL, true);
+        return poll_status(h);
+    }
+    case HANDLE_WAITING: {
+        uint64_t fired;
+        ssize_t ignored = read(h->wait_fd, &fired, sizeof fired);
+        (void) ignored;
+        acquire_async(h, NULL, true);
+        return poll_status(h);
+    }
+    case HANDLE_BOUND:
+    case HANDLE_UNBOUND:
+        return PGRES_POLLING_OK;
+    case HANDLE_DIRECT:
+    case HANDLE_FREE:
+        break;
+    }
+    return real.PQconnectPoll(h->conn);
+}
+
 /* ---- the public entry points ------------------------------------------------------ */
 
 enum connect_outcome pool_connect(struct handle *h, const char *key, const struct connect_call *call,
@@ -797,7 +1067,17 @@ enum connect_outcome pool_connect(struct handle *h, const char *key, const struc
     if (b == NULL)
         return CONNECT_PASSTHROUGH;
     h->bucket = b;
-    switch (acquire(h, call, !call->blocking, failed)) {
+    if (!call->blocking) {
+        acquire_async(h, call, false);
+        if (h->state != HANDLE_DIRECT)
+            return CONNECT_BOUND;
+        /* libpq's own connect failed at once: the app gets libpq's connection, as plain. */
+        *failed = h->conn;
+        h->conn = NULL;
+        handle_set_state(h, HANDLE_FREE);
+        return CONNECT_FAILED; /* pool_connect_async already let go of the bucket */
+    }
+    switch (acquire(h, call, false, failed)) {
     case ACQUIRED_BOUND:
         return CONNECT_BOUND;
     case ACQUIRED_OPENING:
@@ -854,7 +1134,7 @@ void pool_connect_finished(struct handle *h)
         s = new_server(b, h->conn);
     if (s != NULL) {
         note_baseline(b, fingerprint, monotonic_ns());
-        bind(h, s, false);
+        bind(h, s, HANDLE_BOUND);
         unlock_pool();
         bind_finish(h);
         return;
@@ -948,7 +1228,7 @@ void pool_finish(struct handle *h)
         bool worth_keeping = !shutting_down && !h->events && b->nfree < settings.keep_per_key &&
                              !is_expired(s, now);
         unlock_pool();
-        reset_and_keep(s, worth_keeping, h->sticky, now);
+        reset_and_keep(s, worth_keeping, handle_is_sticky(h), now);
         return;
     }
     case HANDLE_CONNECTING:
@@ -960,6 +1240,22 @@ void pool_finish(struct handle *h)
         wake_waiters(b);
         bucket_drop_if_unused(b);
         unlock_pool();
+        break;
+    case HANDLE_PREPARING: /* its connection's reset is half done: closed */
+        drop_preparing(h);
+        lock_pool();
+        b->nhandles--;
+        bucket_drop_if_unused(b);
+        unlock_pool();
+        break;
+    case HANDLE_WAITING:
+        lock_pool();
+        stop_waiting(h);
+        b->nhandles--;
+        bucket_drop_if_unused(b);
+        unlock_pool();
+        real.PQfinish(h->conn);
+        h->conn = NULL;
         break;
     case HANDLE_UNBOUND:
         lock_pool();

@@ -42,6 +42,12 @@ void pool_connect_finished(struct handle *h);
 /* h (STARTED, locked) was polled for the first time: it is BOUND from now on. */
 void pool_connect_seen(struct handle *h);
 
+/* The app's PQconnectPoll of h (locked) while it connects asynchronously (STARTED, PREPARING,
+ * CONNECTING, WAITING): one step, never blocking; a refusal for lack of slots is answered as a
+ * blocking connect's would be. Returns what libpq's PQconnectPoll would: OK once h is bound,
+ * READING or WRITING to wait on PQsocket, FAILED (h is then DIRECT on the failure). */
+PostgresPollingStatusType pool_connect_poll(struct handle *h);
+
 /* The app's PQfinish of h (locked): its server connection is reset and kept, or closed;
  * then h is FREE (the caller gives the slot back). */
 void pool_finish(struct handle *h);

@@ -182,6 +182,50 @@ bool session_finish_reset(PGconn *conn, enum reset_pending pending, const char *
            real.PQtransactionStatus(conn) == PQTRANS_IDLE;
 }
 
+/* Reads every result that has arrived, without blocking. Returns 1 when the command is
+ * complete and succeeded, 0 when more is to come, -1 when a result failed. */
+static int collect_arrived(PGconn *conn)
+{
+    while (real.PQisBusy(conn) == 0) {
+        PGresult *res = real.PQgetResult(conn);
+        if (res == NULL)
+            return 1;
+        ExecStatusType status = PQresultStatus(res);
+        PQclear(res);
+        if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK && status != PGRES_EMPTY_QUERY)
+            return -1;
+    }
+    return 0;
+}
+
+enum session_step session_reset_step(PGconn *conn, enum reset_pending *pending, const char *reset_query,
+                                     const bool *server_closing)
+{
+    while (*pending != PENDING_NONE) {
+        if (real.PQconsumeInput(conn) == 0)
+            return SESSION_STEP_FAILED;
+        int collected = collect_arrived(conn);
+        if (collected < 0)
+            return SESSION_STEP_FAILED;
+        if (collected == 0)
+            return SESSION_STEP_WAIT;
+        if (*pending == PENDING_ROLLBACK && reset_query[0] != '\0') {
+            if (real.PQsendQuery(conn, reset_query) != 1)
+                return SESSION_STEP_FAILED;
+            *pending = PENDING_RESET;
+        } else {
+            *pending = PENDING_NONE;
+        }
+    }
+    PGnotify *notify;
+    while ((notify = real.PQnotifies(conn)) != NULL)
+        PQfreemem(notify);
+    real.PQsetNoticeReceiver(conn, default_receiver, NULL);
+    return !*server_closing && real.PQstatus(conn) == CONNECTION_OK && real.PQtransactionStatus(conn) == PQTRANS_IDLE
+               ? SESSION_STEP_DONE
+               : SESSION_STEP_FAILED;
+}
+
 bool session_looks_alive(PGconn *conn)
 {
     if (real.PQstatus(conn) != CONNECTION_OK || real.PQtransactionStatus(conn) != PQTRANS_IDLE)

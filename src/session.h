@@ -71,6 +71,20 @@ bool session_start_reset(PGconn *conn, const char *reset_query, enum reset_pendi
  * blocks. */
 bool session_reset_arrived(PGconn *conn);
 
+/* What session_reset_step found. */
+enum session_step {
+    SESSION_STEP_WAIT,   /* an answer is still to come: wait until the socket is readable */
+    SESSION_STEP_DONE,   /* everything collected: the connection is idle, OK and clean */
+    SESSION_STEP_FAILED, /* it must be closed */
+};
+
+/* The second half done without ever blocking, for asynchronous connects: reads what has
+ * arrived for *pending; after a ROLLBACK sends `reset_query` and waits for that too. Call
+ * again when the socket is readable until it returns DONE or FAILED. Once done, queued
+ * notifications are dropped and libpq's default notice hooks are back. */
+enum session_step session_reset_step(PGconn *conn, enum reset_pending *pending, const char *reset_query,
+                                     const bool *server_closing);
+
 /* Second half: collects what is in flight, then after a ROLLBACK runs the reset
  * query; with `check`, also makes one round trip (an empty query) to prove the
  * server still answers. Each round trip waits at most `timeout_ns`. Drops queued

@@ -63,7 +63,8 @@ void socket_close(struct handle *h)
 }
 
 /* While connecting, and for connections outside the pool, libpq's own socket (it may change
- * during a connect, as libpq documents). Once a handle is connected, a number of its own that
+ * during a connect, as libpq documents); while a connect waits for a server connection, a
+ * descriptor that turns readable when one may be had. Once a handle is connected, a number of its own that
  * stays valid for the handle's life, so event loops that keep it (Ruby's pg memoizes the IO
  * object) never watch another handle's connection. A broken bound connection reads -1, as
  * with libpq. */
@@ -91,7 +92,10 @@ EXPORT int PQsocket(const PGconn *conn)
         /* Out of descriptors: the connection's own, as plain libpq would give. */
         fd = h->fd >= 0 ? h->fd : server != NULL ? real.PQsocket(server) : -1;
         break;
-    default:
+    case HANDLE_WAITING:
+        fd = h->wait_fd;
+        break;
+    default: /* CONNECTING, PREPARING (the connection's own, as it may change), DIRECT, FREE */
         fd = real.PQsocket(server);
         break;
     }

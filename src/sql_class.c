@@ -96,7 +96,44 @@ static const char *skip_quoted(const char *p)
     return p;
 }
 
-bool sql_is_session_clean(const char *sql)
+/* Reads the name after PREPARE or DEALLOCATE [PREPARE] at p into buf (folded or unquoted),
+ * "" for ALL. Returns the position after it, or NULL when there is no name there. */
+static const char *read_statement_name(const char *p, bool deallocate, char *buf, size_t size, size_t *len)
+{
+    while (isspace((unsigned char) *p))
+        p++;
+    if (deallocate && strncasecmp(p, "prepare", 7) == 0 && !isalnum((unsigned char) p[7]) && p[7] != '_') {
+        p += 7;
+        while (isspace((unsigned char) *p))
+            p++;
+    }
+    *len = 0;
+    if (*p == '"') {
+        for (p++; *p; p++) {
+            if (*p == '"' && p[1] == '"')
+                p++;
+            else if (*p == '"')
+                return *len > 0 ? p + 1 : NULL;
+            if (*len + 1 < size)
+                buf[(*len)++] = *p;
+        }
+        return NULL;
+    }
+    const char *start = p;
+    while (isalnum((unsigned char) *p) || *p == '_' || *p == '$') {
+        if (*len + 1 < size)
+            buf[(*len)++] = (char) tolower((unsigned char) *p);
+        p++;
+    }
+    if (p == start)
+        return NULL;
+    if (deallocate && *len == 3 && strncmp(buf, "all", 3) == 0)
+        *len = 0;
+    buf[*len] = '\0';
+    return p;
+}
+
+bool sql_is_session_clean_but_names(const char *sql, const struct sql_statement_names *names)
 {
     if (sql == NULL)
         return false;
@@ -124,8 +161,19 @@ bool sql_is_session_clean(const char *sql)
                 p++;
             size_t len = (size_t) (p - word);
             if (first == NULL) {
-                if (!word_is(word, len, clean_first_words, COUNT(clean_first_words)))
+                bool prepare = len == 7 && strncasecmp(word, "prepare", 7) == 0;
+                bool deallocate = len == 10 && strncasecmp(word, "deallocate", 10) == 0;
+                if (names != NULL && (prepare || deallocate)) {
+                    char name[128];
+                    size_t name_len;
+                    const char *next = read_statement_name(p, deallocate, name, sizeof name, &name_len);
+                    if (next == NULL || name_len + 1 >= sizeof name)
+                        return false; /* a name it cannot follow */
+                    names->note(names->arg, prepare, name, name_len);
+                    p = next;
+                } else if (!word_is(word, len, clean_first_words, COUNT(clean_first_words))) {
                     return false;
+                }
                 first = word;
                 first_len = len;
             } else if (word_is(word, len, dirty_words, COUNT(dirty_words)) ||
@@ -138,4 +186,9 @@ bool sql_is_session_clean(const char *sql)
         }
         p++;
     }
+}
+
+bool sql_is_session_clean(const char *sql)
+{
+    return sql_is_session_clean_but_names(sql, NULL);
 }

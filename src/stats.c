@@ -3,10 +3,17 @@
 #include "stats.h"
 #include "log.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <unistd.h>
 
 struct pqdedup_stats stats;
+static _Atomic bool libpq_used;
+
+void stats_mark_used(void)
+{
+    atomic_store(&libpq_used, true);
+}
 
 void stats_format(char *buf, unsigned long size)
 {
@@ -21,7 +28,7 @@ void stats_format(char *buf, unsigned long size)
 
 void stats_print_if_asked(void)
 {
-    if (!settings.stats)
+    if (!settings.stats || !atomic_load(&libpq_used))
         return;
     char line[512];
     stats_format(line, sizeof line);

@@ -31,7 +31,11 @@ extern struct pqdedup_stats stats;
 /* Formats "pqdedup_stats pid=N connects=N ..." into buf (always NUL-terminated). */
 void stats_format(char *buf, unsigned long size);
 
-/* Writes the stats line to the log destination when PQDEDUP_STATS is on. */
+/* The process made its first libpq connect or ping: from now on it has a stats line. */
+void stats_mark_used(void);
+
+/* Writes the stats line to the log destination when PQDEDUP_STATS is on and the process used
+ * libpq (a program that never did prints nothing). */
 void stats_print_if_asked(void);
 
 #endif

@@ -5,7 +5,7 @@
 #define EXPORT __attribute__((visibility("default")))
 
 /*
- * Each row becomes, for example (PQsendQuery: BIND, SQL(query, NULL)):
+ * Each row becomes, for example (PQsendQuery: BIND, SQL(query)):
  *
  *     int PQsendQuery(PGconn *conn, const char *query)
  *     {
@@ -18,7 +18,7 @@
  *             result = <the IDLE value>;           // only for IDLE rows
  *         } else {
  *             conn = server;
- *             handle_note_sql(h, query, NULL);      // the effect
+ *             handle_note_sql(h, query);            // the effect
  *             result = real.PQsendQuery(conn, query);
  *         }
  *         handle_leave(h);
@@ -33,7 +33,8 @@
 #define IDLE(value) 0, (value)
 #define CUSTOM 2, 0
 #define NONE (void) 0
-#define SQL(sql, statement) handle_note_sql(h, (sql), (statement))
+#define SQL(sql) handle_note_sql(h, (sql))
+#define PREPARE(sql, name) handle_note_prepare(h, (sql), (name))
 #define STICKY handle_make_sticky(h)
 #define EVENTS handle_note_events(h)
 

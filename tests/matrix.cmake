@@ -3,7 +3,7 @@
 # Each test is tests/matrix/run.sh CLIENT MODE EXPECT: the client program runs plain first (the
 # negative control: one backend per connect, or the server's refusal past max_connections),
 # then under the launcher, where EXPECT says what pqdedup does with it (reused, contained,
-# refused, passthrough, persistent; see run.sh). Both runs must answer every query, exit 0
+# passthrough, persistent; see run.sh). Both runs must answer every query, exit 0
 # with nothing on stderr, and leave no backend behind.
 # Registered NO_PRELOAD (the script preloads nothing into itself; the launcher does it for the
 # client) and NO_VALGRIND (the clients are python3, perl, php and ruby; the C ones are tiny and
@@ -15,7 +15,7 @@
 # PHP's pgsql/pdo_pgsql (loaded with RTLD_DEEPBIND), psycopg 3 and the dlopen C client (libpq's
 # functions from dlsym) are reached through the launcher's loader auditor; with --no-audit
 # (PQDEDUP_AUDIT=0, as with LD_PRELOAD alone) they are "passthrough": they must work exactly as
-# plain libpq, and pqdedup must never reuse or share what they open.
+# plain libpq, and pqdedup must never reuse or move what they open.
 
 set(_pqd_matrix ${CMAKE_CURRENT_SOURCE_DIR}/matrix)
 
@@ -59,23 +59,23 @@ pqdedup_matrix_test(c-dlopen leak passthrough SUFFIX _no_audit ENV "${_pqd_no_au
 # against PQDEDUP_MAX_PER_KEY (else the 4th connect fails in pqdedup's words) ...
 pqdedup_matrix_test(c-dlopen churn passthrough SUFFIX _no_audit_capped
                     ENV "MATRIX_PQD_ENV=PQDEDUP_AUDIT=0 PQDEDUP_MAX_PER_KEY=3 PQDEDUP_MAX_WAIT=200ms")
-# ... and with PQDEDUP_SHARE_AFTER=3: such a connection must never be handed to another connect
-# (the program would get one PGconn twice and free it twice).
-pqdedup_matrix_test(c-dlopen leak passthrough SUFFIX _no_audit_share_after
-                    ENV "MATRIX_PQD_ENV=PQDEDUP_AUDIT=0 PQDEDUP_SHARE_AFTER=3")
+# ... and with PQDEDUP_UNBIND_AFTER=0 (idle connections lend theirs at once): such a connection
+# is libpq's, not a handle, and must never be moved to another connect.
+pqdedup_matrix_test(c-dlopen leak passthrough SUFFIX _no_audit_unbind_now
+                    ENV "MATRIX_PQD_ENV=PQDEDUP_AUDIT=0 PQDEDUP_UNBIND_AFTER=0")
 
-# psycopg2 async connections (PQconnectStart + poll; nonblocking): reused; a leak is refused as
-# with plain libpq (an async connect learns of the refusal in PQconnectPoll, and nonblocking
-# connections are never shared).
+# psycopg2 async connections (PQconnectStart + poll; nonblocking): reused, contained (a refusal
+# arriving in PQconnectPoll is answered with an idle handle's server connection, or a wait the
+# poll loop drives).
 pqdedup_matrix_test(psycopg2-async churn reused)
-pqdedup_matrix_test(psycopg2-async leak refused)
+pqdedup_matrix_test(psycopg2-async leak contained)
 
 # psycopg 3, pure-Python implementation (ctypes: dlopen + dlsym; PQconnectStart + poll, then
-# nonblocking), sync and asyncio: reached through the auditor: reused; a leak is refused as
-# with plain libpq (async connect, nonblocking). Without the auditor: plain libpq.
+# nonblocking), sync and asyncio: reached through the auditor: reused, contained. Without the
+# auditor: plain libpq.
 foreach(v sync asyncio)
   pqdedup_matrix_test(psycopg3-${v} churn reused)
-  pqdedup_matrix_test(psycopg3-${v} leak refused)
+  pqdedup_matrix_test(psycopg3-${v} leak contained)
   pqdedup_matrix_test(psycopg3-${v} churn passthrough SUFFIX _no_audit ENV "${_pqd_no_audit}")
 endforeach()
 
@@ -89,23 +89,22 @@ foreach(v connect pdo)
   pqdedup_matrix_test(php-${v} churn reused)
   pqdedup_matrix_test(php-${v} leak contained)
 endforeach()
-# pg_connect with PGSQL_CONNECT_ASYNC (PQconnectStart + pg_connect_poll): reused; a leak is
-# refused as with plain libpq (the refusal arrives in PQconnectPoll).
+# pg_connect with PGSQL_CONNECT_ASYNC (PQconnectStart + pg_connect_poll): reused, contained.
 pqdedup_matrix_test(php-async churn reused)
-pqdedup_matrix_test(php-async leak refused)
+pqdedup_matrix_test(php-async leak contained)
 # pg_pconnect is PHP's own one-connection-per-string pool: one backend either way.
 pqdedup_matrix_test(php-pconnect churn persistent)
 pqdedup_matrix_test(php-pconnect leak persistent)
-# Without the auditor: plain libpq, also with a cap or SHARE_AFTER (PHP frees every handle at
-# exit: a PGconn handed out twice is freed twice there).
+# Without the auditor: plain libpq, also with a cap or with idle connections lending theirs at
+# once (PHP frees every connection at exit: one pqdedup had moved or freed would crash there).
 pqdedup_matrix_test(php-connect churn passthrough SUFFIX _no_audit ENV "${_pqd_no_audit}")
 pqdedup_matrix_test(php-connect leak passthrough SUFFIX _no_audit ENV "${_pqd_no_audit}")
 pqdedup_matrix_test(php-connect churn passthrough SUFFIX _no_audit_capped
                     ENV "MATRIX_PQD_ENV=PQDEDUP_AUDIT=0 PQDEDUP_MAX_PER_KEY=3 PQDEDUP_MAX_WAIT=200ms")
-pqdedup_matrix_test(php-connect leak passthrough SUFFIX _no_audit_share_after
-                    ENV "MATRIX_PQD_ENV=PQDEDUP_AUDIT=0 PQDEDUP_SHARE_AFTER=3")
+pqdedup_matrix_test(php-connect leak passthrough SUFFIX _no_audit_unbind_now
+                    ENV "MATRIX_PQD_ENV=PQDEDUP_AUDIT=0 PQDEDUP_UNBIND_AFTER=0")
 
-# Ruby pg (RTLD_GLOBAL extension; PQconnectStart + poll, then libpq nonblocking mode): reused; a
-# leak is refused as with plain libpq (async connect, nonblocking: never shared).
+# Ruby pg (RTLD_GLOBAL extension; PQconnectStart + poll, then libpq nonblocking mode): reused,
+# contained.
 pqdedup_matrix_test(ruby churn reused)
-pqdedup_matrix_test(ruby leak refused)
+pqdedup_matrix_test(ruby leak contained)

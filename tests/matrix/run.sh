@@ -7,14 +7,12 @@
 #         server's max_connections (40). Every client speaks one protocol (matrix_common.py).
 # EXPECT  what pqdedup does with the client under the launcher:
 #   reused       churn: every cycle works on at most 3 backends (pqdedup's stats: reused)
-#   contained    leak: all N connects work and every handle answers again, on at most
-#                max_connections backends (stats: shared), where plain libpq is refused
-#   refused      leak, not contained by design: the server's refusal reaches the program at
-#                the same point as with plain libpq (async connects learn of it in
-#                PQconnectPoll; nonblocking connections are never shared); everything else works
+#   contained    leak: all N connects work and every connection answers again, on at most
+#                max_connections backends (idle connections' server connections moved to new
+#                connects: stats `moved`), where plain libpq is refused
 #   passthrough  pqdedup cannot see the client's connect/finish: it behaves exactly as plain
 #                libpq (one backend per connect, the server's refusal) and nothing is reused
-#                or shared
+#                or moved
 #   persistent   PHP's own pg_pconnect pool: one backend, plain and under pqdedup
 # Plain (nothing preloaded) the script asserts plain libpq's behaviour first: churn uses N
 # backends; leak is refused by the server ("too many clients" / "remaining connection slots")
@@ -37,7 +35,7 @@ NAME="matrix $CLIENT $MODE"
 
 usage() { sed -n '2,/^# shellcheck/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2; }
 case $MODE in churn) N=100 ;; leak) N=60 ;; *) usage ;; esac
-case $EXPECT in reused|contained|refused|passthrough|persistent) ;; *) usage ;; esac
+case $EXPECT in reused|contained|passthrough|persistent) ;; *) usage ;; esac
 
 interpreter=0
 case $CLIENT in
@@ -174,7 +172,7 @@ sed 's/^/    pqdedup log: /' "$OUT/pqdedup.log" 2>/dev/null || true
 check "pqdedup: clean exit (status $RC, stderr empty)" clean_exit pqdedup
 check "pqdedup: the result line is there" test -n "$R_n"
 check "pqdedup: no error logged" eval '! grep -q ": error: " "$OUT/pqdedup.log" 2>/dev/null'
-reused=$(stat reused); shared=$(stat shared)
+reused=$(stat reused); moved=$(stat moved)
 case $MODE:$EXPECT in
   churn:reused)
     check "pqdedup: $R_ok of $N cycles answered, on $R_pids distinct backends (at most 3)" \
@@ -187,8 +185,8 @@ case $MODE:$EXPECT in
   churn:passthrough)
     check "pqdedup: $R_ok of $N cycles answered, on $R_pids distinct backends, as plain libpq" \
       eval 'is "$R_ok" -eq "$N" && is "$R_pids" -eq "$N"'
-    check "pqdedup: nothing reused or shared (stats: reused=${reused:-none} shared=${shared:-none})" \
-      eval '[[ ${reused:-0} -eq 0 && ${shared:-0} -eq 0 ]]' ;;
+    check "pqdedup: nothing reused or moved (stats: reused=${reused:-none} moved=${moved:-none})" \
+      eval '[[ ${reused:-0} -eq 0 && ${moved:-0} -eq 0 ]]' ;;
   leak:contained)
     check "pqdedup: all $N connects answered ($R_ok), refused at ${R_refused_at:-?} (0: never)" \
       eval 'is "$R_ok" -eq "$N" && is "$R_refused_at" -eq 0'
@@ -196,11 +194,11 @@ case $MODE:$EXPECT in
       eval 'is "$R_recheck" -eq "$N"'
     check "pqdedup: $R_pids distinct backends, $R_backends open at the end, max_connections=$R_max_conn" \
       eval 'is "$R_pids" -le "$R_max_conn" && is "$R_backends" -le "$R_max_conn" && is "$R_pids" -lt "$N"'
-    check "pqdedup: stats say ${shared:-?} connects shared a held connection (at least $((N - R_pids)))" \
-      eval 'is "$shared" -ge "$N - $R_pids"' ;;
-  leak:refused|leak:passthrough)
+    check "pqdedup: stats say ${moved:-?} server connections moved from idle connections (at least $((N - R_pids)))" \
+      eval 'is "$moved" -ge "$N - $R_pids"' ;;
+  leak:passthrough)
     check_refused pqdedup
-    check "pqdedup: nothing shared (stats: shared=${shared:-none})" eval '[[ ${shared:-0} -eq 0 ]]' ;;
+    check "pqdedup: nothing moved (stats: moved=${moved:-none})" eval '[[ ${moved:-0} -eq 0 ]]' ;;
   leak:persistent)
     check "pqdedup: $R_ok of $N connects answered (and $R_recheck again), all on $R_pids backend" \
       eval 'is "$R_ok" -eq "$N" && is "$R_recheck" -eq "$N" && is "$R_pids" -eq 1' ;;
