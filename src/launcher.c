@@ -47,7 +47,7 @@ static const char usage_text[] =
     "                            reset or check before another is used (5s)\n"
     "  -u, --unbind-after T      PQDEDUP_UNBIND_AFTER: a connection idle this long,\n"
     "                            outside a transaction and with no session state, may\n"
-    "                            lend its server connection to one that needs it (100ms)\n"
+    "                            lend its server connection to one that needs it (10ms)\n"
     "  -m, --max-per-key N       PQDEDUP_MAX_PER_KEY: at most N server connections per key\n"
     "                            in the process (0 = off)\n"
     "  -w, --max-wait T          PQDEDUP_MAX_WAIT: how long a connect waits for a server\n"

@@ -15,7 +15,7 @@
 
 struct pqdedup_settings settings = {
     .disabled = false,
-    .unbind_after_ns = 100 * NS_PER_MS,
+    .unbind_after_ns = 10 * NS_PER_MS,
     .max_per_key = 0,
     .max_wait_ns = 5 * NS_PER_SEC,
     .keep_per_key = 16,
@@ -108,7 +108,7 @@ static const struct setting {
     const char *expect; /* said in the warning for a bad value */
 } setting_table[] = {
     { "PQDEDUP_DISABLE", KIND_BOOL, &settings.disabled, "1 or 0" },
-    { "PQDEDUP_UNBIND_AFTER", KIND_DURATION, &settings.unbind_after_ns, "a duration such as 100ms" },
+    { "PQDEDUP_UNBIND_AFTER", KIND_DURATION, &settings.unbind_after_ns, "a duration such as 10ms" },
     { "PQDEDUP_MAX_PER_KEY", KIND_COUNT, &settings.max_per_key, "a count, 0 = off" },
     { "PQDEDUP_MAX_WAIT", KIND_DURATION, &settings.max_wait_ns, "a duration such as 5s or 200ms" },
     { "PQDEDUP_KEEP_PER_KEY", KIND_COUNT, &settings.keep_per_key, "a count, 0 = keep none" },

@@ -32,13 +32,15 @@ if [[ -n ${PQD_TEST_SANITIZER_RUNTIME:-} ]]; then
   exit 77
 fi
 
-ROLE=pqd_seed_$$
-OUT=$(mktemp -d "${TMPDIR:-/tmp}/pqdt-seed.XXXXXX")
-server_pid=
+SEED_DIR=$HERE
+SEED_ROLE=pqd_seed_$$
+SEED_OUT=$(mktemp -d "${TMPDIR:-/tmp}/pqdt-seed.XXXXXX")
+# shellcheck source=tests/seed/lib.sh
+. "$HERE/lib.sh"
 cleanup() {
-  [[ -n $server_pid ]] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
-  "${PSQL[@]}" -c "DROP SCHEMA IF EXISTS $ROLE CASCADE" -c "DROP ROLE IF EXISTS $ROLE" >/dev/null 2>&1 || true
-  rm -rf -- "$OUT"
+  seed_stop_app
+  seed_drop_role "$SEED_ROLE"
+  rm -rf -- "$SEED_OUT"
 }
 trap cleanup EXIT
 
@@ -48,73 +50,33 @@ check() { # check DESCRIPTION COMMAND...: a failed command is a failed check
   if "$@"; then echo "seed: ok: $what"; else echo "seed: FAIL: $what" >&2; failures=$((failures + 1)); fi
 }
 
-"${PSQL[@]}" <<SQL
-CREATE ROLE $ROLE LOGIN PASSWORD 'seed_pw' CONNECTION LIMIT $SLOTS;
-CREATE SCHEMA $ROLE AUTHORIZATION $ROLE;
-ALTER ROLE $ROLE SET search_path = $ROLE;
-CREATE TABLE $ROLE.seed_items (rid text NOT NULL, backend int NOT NULL);
-ALTER TABLE $ROLE.seed_items OWNER TO $ROLE;
-SQL
-export SEED_DSN="postgresql+psycopg2://$ROLE:seed_pw@127.0.0.1:$PGPORT/${PGDATABASE:-postgres}"
-
-backends() { "${PSQL[@]}" -c "SELECT count(*) FROM pg_stat_activity WHERE usename = '$ROLE'"; }
-
-# run LABEL PREFIX [LAUNCHER...]: starts the app (under LAUNCHER if given), sends the load,
-# stops the app. Leaves the load's JSON in $OUT/PREFIX.json, the highest backend count seen in
-# $OUT/PREFIX.max and the app's stderr in $OUT/PREFIX.err.
-run() {
-  local label=$1 prefix=$2; shift 2
-  local port
-  port=$("$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-  env "$@" "$PYTHON" -m uvicorn app:app --app-dir "$HERE" --host 127.0.0.1 --port "$port" \
-    --log-level warning 2>"$OUT/$prefix.err" &
-  server_pid=$!
-  for _ in $(seq 200); do
-    "$PYTHON" -c "import urllib.request as u; u.urlopen('http://127.0.0.1:$port/health', timeout=1)" 2>/dev/null && break
-    kill -0 "$server_pid" 2>/dev/null || { cat "$OUT/$prefix.err" >&2; echo "seed: the app did not start" >&2; exit 1; }
-    sleep 0.05
-  done
-  # The highest backend count of the role while the load runs.
-  ( max=0; while :; do n=$(backends); (( n > max )) && { max=$n; echo "$max" >"$OUT/$prefix.max"; }; sleep 0.02; done ) &
-  local sampler=$!
-  echo 0 >"$OUT/$prefix.max"
-  "$PYTHON" "$HERE/load.py" "http://127.0.0.1:$port" "$REQUESTS" "$CLIENTS" "$prefix" >"$OUT/$prefix.json"
-  kill "$sampler"; wait "$sampler" 2>/dev/null || true
-  kill -TERM "$server_pid"; wait "$server_pid" 2>/dev/null || true
-  server_pid=
-  "$PYTHON" - "$OUT/$prefix.json" "$label" "$(cat "$OUT/$prefix.max")" <<'PY'
-import json, sys
-r = json.load(open(sys.argv[1]))
-print(f"seed: {sys.argv[2]}: {r['ok']} of {r['requests']} requests served, {r['failed']} failed, "
-      f"{r['requests_per_second']} requests/s, at most {sys.argv[3]} backends"
-      + (f"; first error: {r['first_error'][:200]}" if r['first_error'] else ""))
-PY
-}
-
-field() { "$PYTHON" -c "import json, sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$OUT/$1.json" "$2"; }
+seed_setup_role "$SEED_ROLE" "$SLOTS"
+export SEED_DSN="postgresql+psycopg2://$SEED_ROLE:seed_pw@127.0.0.1:$PGPORT/${PGDATABASE:-postgres}"
 
 # Every request that succeeded wrote exactly one row, and no request wrote two.
 writes_exactly_once() {
   local prefix=$1
-  "$PYTHON" -c "import json, sys; print('\n'.join(json.load(open(sys.argv[1]))['ok_rids']))" "$OUT/$prefix.json" |
-    sort >"$OUT/$prefix.ok"
-  "${PSQL[@]}" -c "SELECT rid FROM $ROLE.seed_items WHERE rid LIKE '$prefix-%' ORDER BY rid" | sort >"$OUT/$prefix.rows"
-  diff -q "$OUT/$prefix.ok" "$OUT/$prefix.rows" >/dev/null
+  "$PYTHON" -c "import json, sys; print('\n'.join(json.load(open(sys.argv[1]))['ok_rids']))" "$SEED_OUT/$prefix.json" |
+    sort >"$SEED_OUT/$prefix.ok"
+  "${PSQL[@]}" -c "SELECT rid FROM $SEED_ROLE.seed_items WHERE rid LIKE '$prefix-%' ORDER BY rid" | sort >"$SEED_OUT/$prefix.rows"
+  diff -q "$SEED_OUT/$prefix.ok" "$SEED_OUT/$prefix.rows" >/dev/null
 }
 
 echo "seed: $REQUESTS requests from $CLIENTS clients; the role may open $SLOTS connections"
-run "plain libpq" plain
+seed_run plain "$REQUESTS" "$CLIENTS"
+seed_summary plain "plain libpq"
 check "plain libpq: requests fail once the role's slots are used up (the problem exists)" \
-  test "$(field plain failed)" -gt 0
+  test "$(seed_field plain failed)" -gt 0
 check "plain libpq: every request that succeeded wrote its row exactly once" writes_exactly_once plain
 
 # shellcheck disable=SC2086  # SEED_PQD_ENV is a list of VAR=VALUE words
-run "under pqdedup" pqd ${SEED_PQD_ENV:-} PQDEDUP_STATS=1 "$PQD_TEST_LAUNCHER" --
-check "under pqdedup: every request succeeded" test "$(field pqd failed)" -eq 0
+seed_run pqd "$REQUESTS" "$CLIENTS" ${SEED_PQD_ENV:-} PQDEDUP_STATS=1 "$PQD_TEST_LAUNCHER" --
+seed_summary pqd "under pqdedup"
+check "under pqdedup: every request succeeded" test "$(seed_field pqd failed)" -eq 0
 check "under pqdedup: every write is committed exactly once" writes_exactly_once pqd
-check "under pqdedup: the role never had more than $SLOTS backends" test "$(cat "$OUT/pqd.max")" -le "$SLOTS"
+check "under pqdedup: the role never had more than $SLOTS backends" test "$(cat "$SEED_OUT/pqd.max")" -le "$SLOTS"
 check "under pqdedup: the app printed nothing but pqdedup's stats line" \
-  test "$(grep -vc '^pqdedup\[[0-9]*\]: stats ' "$OUT/pqd.err")" -eq 0
-grep '^pqdedup\[[0-9]*\]: stats ' "$OUT/pqd.err" | sed 's/^/seed: /' || true
+  test "$(grep -vc '^pqdedup\[[0-9]*\]: stats ' "$SEED_OUT/pqd.err")" -eq 0
+grep '^pqdedup\[[0-9]*\]: stats ' "$SEED_OUT/pqd.err" | sed 's/^/seed: /' || true
 echo "seed: $((failures == 0 ? 1 : 0)) of 1 runs passed (failures: $failures)"
 [[ $failures -eq 0 ]]
