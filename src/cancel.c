@@ -56,7 +56,7 @@ EXPORT PGcancel *PQgetCancel(PGconn *conn)
         result = real.PQgetCancel(server);
         break;
     }
-    handle_leave(h);
+    handle_leave(h, true);
     return result;
 }
 

@@ -20,7 +20,7 @@ EXPORT PGVerbosity PQsetErrorVerbosity(PGconn *conn, PGVerbosity verbosity)
     PGVerbosity previous = server != NULL ? real.PQsetErrorVerbosity(server, verbosity) : h->client.verbosity;
     h->client.verbosity = verbosity;
     h->client.changed = true;
-    handle_leave(h);
+    handle_leave(h, false);
     return previous;
 }
 
@@ -34,7 +34,7 @@ EXPORT PGContextVisibility PQsetErrorContextVisibility(PGconn *conn, PGContextVi
         server != NULL ? real.PQsetErrorContextVisibility(server, show_context) : h->client.context;
     h->client.context = show_context;
     h->client.changed = true;
-    handle_leave(h);
+    handle_leave(h, false);
     return previous;
 }
 
@@ -51,7 +51,7 @@ EXPORT PQnoticeReceiver PQsetNoticeReceiver(PGconn *conn, PQnoticeReceiver proc,
         h->client.receiver_arg = arg;
         h->client.changed = true;
     }
-    handle_leave(h);
+    handle_leave(h, false);
     return previous;
 }
 
@@ -68,7 +68,7 @@ EXPORT PQnoticeProcessor PQsetNoticeProcessor(PGconn *conn, PQnoticeProcessor pr
         h->client.processor_arg = arg;
         h->client.changed = true;
     }
-    handle_leave(h);
+    handle_leave(h, false);
     return previous;
 }
 
@@ -84,7 +84,7 @@ EXPORT void PQtrace(PGconn *conn, FILE *debug_port)
         real.PQtrace(server, debug_port);
     h->client.trace = debug_port;
     h->client.changed = true;
-    handle_leave(h);
+    handle_leave(h, false);
 }
 
 EXPORT void PQuntrace(PGconn *conn)
@@ -98,7 +98,7 @@ EXPORT void PQuntrace(PGconn *conn)
     if (server != NULL)
         real.PQuntrace(server);
     h->client.trace = NULL;
-    handle_leave(h);
+    handle_leave(h, false);
 }
 
 EXPORT void PQsetTraceFlags(PGconn *conn, int flags)
@@ -113,7 +113,7 @@ EXPORT void PQsetTraceFlags(PGconn *conn, int flags)
         real.PQsetTraceFlags(server, flags);
     h->client.trace_flags = flags;
     h->client.changed = true;
-    handle_leave(h);
+    handle_leave(h, false);
 }
 
 /* Returns 0 on success, -1 when libpq could not switch (output still unsent). */
@@ -128,6 +128,6 @@ EXPORT int PQsetnonblocking(PGconn *conn, int arg)
         h->client.nonblocking = arg != 0;
         h->client.changed = true;
     }
-    handle_leave(h);
+    handle_leave(h, false);
     return result;
 }

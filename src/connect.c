@@ -169,7 +169,7 @@ static PGconn *connect_through_pool(const struct connect_call *c)
     case CONNECT_BOUND:
     case CONNECT_OPENING:
         answer = handle_as_conn(h);
-        handle_leave(h);
+        handle_leave(h, false);
         break;
     case CONNECT_FAILED:
         handle_release(h);
@@ -235,7 +235,7 @@ EXPORT PostgresPollingStatusType PQconnectPoll(PGconn *conn)
         return real.PQconnectPoll(conn);
     handle_enter(h, false);
     PostgresPollingStatusType result = pool_connect_poll(h);
-    handle_leave(h);
+    handle_leave(h, false);
     return result;
 }
 
@@ -303,7 +303,7 @@ EXPORT void PQreset(PGconn *conn)
         real.PQreset(server);
         after_reset(h);
     }
-    handle_leave(h);
+    handle_leave(h, false);
 }
 
 EXPORT int PQresetStart(PGconn *conn)
@@ -315,7 +315,7 @@ EXPORT int PQresetStart(PGconn *conn)
     int result = server != NULL ? real.PQresetStart(server) : h->state == HANDLE_BOUND;
     if (server != NULL)
         h->client.nonblocking = false;
-    handle_leave(h);
+    handle_leave(h, false);
     return result;
 }
 
@@ -333,6 +333,6 @@ EXPORT PostgresPollingStatusType PQresetPoll(PGconn *conn)
         if (result == PGRES_POLLING_OK)
             after_reset(h);
     }
-    handle_leave(h);
+    handle_leave(h, false);
     return result;
 }

@@ -144,7 +144,8 @@ PGconn *handle_enter(struct handle *h, bool need_server)
     lock_handle(h);
     switch (h->state) {
     case HANDLE_BOUND:
-        if (h->depth == 1 && pool_server_is_inherited(h))
+        if (h->depth == 1 && atomic_load_explicit(&pool_forked, memory_order_relaxed) &&
+            pool_server_is_inherited(h))
             pool_leave_inherited(h); /* forked child: BOUND becomes UNBOUND or DIRECT */
         break;
     case HANDLE_UNBOUND:
@@ -171,9 +172,9 @@ PGconn *handle_enter(struct handle *h, bool need_server)
     return h->conn;
 }
 
-void handle_leave(struct handle *h)
+void handle_leave(struct handle *h, bool read_only)
 {
-    if (h->depth == 1 && h->state == HANDLE_BOUND) {
+    if (!read_only && h->depth == 1 && h->state == HANDLE_BOUND) {
         bool idle = !handle_is_sticky(h) && session_is_idle(h->conn);
         int64_t since = atomic_load_explicit(&h->idle_since_ns, memory_order_relaxed);
         if (idle && since == 0) {

@@ -129,9 +129,10 @@ bool handle_set_state(struct handle *h, enum handle_state next);
  * Always pair with handle_leave. */
 PGconn *handle_enter(struct handle *h, bool need_server);
 
-/* Ends the call: when it was the outermost, notes whether h is now idle and clean (the pool
- * may then move its server connection to a handle that needs one), and unlocks h. */
-void handle_leave(struct handle *h);
+/* Ends the call: when it was the outermost and could change the connection's state (not
+ * `read_only`), notes whether h is now idle and clean (the pool may then move its server
+ * connection to a handle that needs one); unlocks h. */
+void handle_leave(struct handle *h, bool read_only);
 
 /* The SQL a call is about to send on h: a statement the classifier cannot vouch for makes h
  * sticky; PREPARE and DEALLOCATE change its set of named prepared statements. */

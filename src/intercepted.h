@@ -15,6 +15,7 @@
  *                         handle `h` and the parameters) without a server connection
  *            CUSTOM       hand-written wrapper
  *   effect   NONE         nothing more
+ *            READ         the call only reads: it cannot change whether the handle is idle
  *            SQL(sql)     the SQL the call sends: a statement the classifier cannot vouch
  *                         for ties the handle to its server connection until it finishes
  *                         (sql_class.h); PREPARE / DEALLOCATE change its named statements
@@ -69,36 +70,36 @@
     X(PQstatus, ConnStatusType, (const PGconn *conn), (conn), CUSTOM, NONE)                        \
     X(PQtransactionStatus, PGTransactionStatusType, (const PGconn *conn), (conn), CUSTOM, NONE)    \
     X(PQsocket, int, (const PGconn *conn), (conn), CUSTOM, NONE)                                   \
-    X(PQdb, char *, (const PGconn *conn), (conn), IDLE(h->view->db), NONE)                      \
-    X(PQuser, char *, (const PGconn *conn), (conn), IDLE(h->view->user), NONE)                  \
-    X(PQpass, char *, (const PGconn *conn), (conn), IDLE(h->view->pass), NONE)                  \
-    X(PQhost, char *, (const PGconn *conn), (conn), IDLE(h->view->host), NONE)                  \
-    X(PQhostaddr, char *, (const PGconn *conn), (conn), IDLE(h->view->hostaddr), NONE)          \
-    X(PQport, char *, (const PGconn *conn), (conn), IDLE(h->view->port), NONE)                  \
-    X(PQtty, char *, (const PGconn *conn), (conn), IDLE(h->view->tty), NONE)                    \
-    X(PQoptions, char *, (const PGconn *conn), (conn), IDLE(h->view->options), NONE)            \
+    X(PQdb, char *, (const PGconn *conn), (conn), IDLE(h->view->db), READ)                      \
+    X(PQuser, char *, (const PGconn *conn), (conn), IDLE(h->view->user), READ)                  \
+    X(PQpass, char *, (const PGconn *conn), (conn), IDLE(h->view->pass), READ)                  \
+    X(PQhost, char *, (const PGconn *conn), (conn), IDLE(h->view->host), READ)                  \
+    X(PQhostaddr, char *, (const PGconn *conn), (conn), IDLE(h->view->hostaddr), READ)          \
+    X(PQport, char *, (const PGconn *conn), (conn), IDLE(h->view->port), READ)                  \
+    X(PQtty, char *, (const PGconn *conn), (conn), IDLE(h->view->tty), READ)                    \
+    X(PQoptions, char *, (const PGconn *conn), (conn), IDLE(h->view->options), READ)            \
     X(PQparameterStatus, const char *, (const PGconn *conn, const char *paramName),                \
-      (conn, paramName), IDLE(handle_unbound_parameter(h, paramName)), NONE)                       \
-    X(PQprotocolVersion, int, (const PGconn *conn), (conn), IDLE(h->view->protocol_version), NONE) \
-    X(PQserverVersion, int, (const PGconn *conn), (conn), IDLE(h->view->server_version), NONE)  \
-    X(PQerrorMessage, char *, (const PGconn *conn), (conn), IDLE(h->last_error != NULL ? h->last_error : (char *) ""), NONE) \
-    X(PQbackendPID, int, (const PGconn *conn), (conn), IDLE(h->last_backend_pid), NONE)        \
-    X(PQpipelineStatus, PGpipelineStatus, (const PGconn *conn), (conn), IDLE(PQ_PIPELINE_OFF), NONE) \
-    X(PQconnectionNeedsPassword, int, (const PGconn *conn), (conn), IDLE(0), NONE)                 \
+      (conn, paramName), IDLE(handle_unbound_parameter(h, paramName)), READ)                       \
+    X(PQprotocolVersion, int, (const PGconn *conn), (conn), IDLE(h->view->protocol_version), READ) \
+    X(PQserverVersion, int, (const PGconn *conn), (conn), IDLE(h->view->server_version), READ)  \
+    X(PQerrorMessage, char *, (const PGconn *conn), (conn), IDLE(h->last_error != NULL ? h->last_error : (char *) ""), READ) \
+    X(PQbackendPID, int, (const PGconn *conn), (conn), IDLE(h->last_backend_pid), READ)        \
+    X(PQpipelineStatus, PGpipelineStatus, (const PGconn *conn), (conn), IDLE(PQ_PIPELINE_OFF), READ) \
+    X(PQconnectionNeedsPassword, int, (const PGconn *conn), (conn), IDLE(0), READ)                 \
     X(PQconnectionUsedPassword, int, (const PGconn *conn), (conn),                                 \
-      IDLE(h->view->used_password), NONE)                                                       \
-    X(PQclientEncoding, int, (const PGconn *conn), (conn), IDLE(h->view->client_encoding), NONE) \
-    X(PQsslInUse, int, (PGconn *conn), (conn), IDLE(h->view->ssl_in_use), NONE)                 \
-    X(PQgssEncInUse, int, (PGconn *conn), (conn), IDLE(h->view->gss_in_use), NONE)              \
-    X(PQisnonblocking, int, (const PGconn *conn), (conn), IDLE(h->client.nonblocking), NONE)       \
-    X(PQinstanceData, void *, (const PGconn *conn, PGEventProc proc), (conn, proc), IDLE(NULL), NONE) \
-    X(PQconninfo, PQconninfoOption *, (PGconn *conn), (conn), BIND, NONE)                          \
-    X(PQsslStruct, void *, (PGconn *conn, const char *struct_name), (conn, struct_name), BIND, NONE) \
+      IDLE(h->view->used_password), READ)                                                       \
+    X(PQclientEncoding, int, (const PGconn *conn), (conn), IDLE(h->view->client_encoding), READ) \
+    X(PQsslInUse, int, (PGconn *conn), (conn), IDLE(h->view->ssl_in_use), READ)                 \
+    X(PQgssEncInUse, int, (PGconn *conn), (conn), IDLE(h->view->gss_in_use), READ)              \
+    X(PQisnonblocking, int, (const PGconn *conn), (conn), IDLE(h->client.nonblocking), READ)       \
+    X(PQinstanceData, void *, (const PGconn *conn, PGEventProc proc), (conn, proc), IDLE(NULL), READ) \
+    X(PQconninfo, PQconninfoOption *, (PGconn *conn), (conn), BIND, READ)                          \
+    X(PQsslStruct, void *, (PGconn *conn, const char *struct_name), (conn, struct_name), BIND, READ) \
     X(PQsslAttribute, const char *, (PGconn *conn, const char *attribute_name),                    \
-      (conn, attribute_name), BIND, NONE)                                                          \
-    X(PQsslAttributeNames, const char *const *, (PGconn *conn), (conn), BIND, NONE)                \
-    X(PQgetssl, void *, (PGconn *conn), (conn), BIND, NONE)                                        \
-    X(PQgetgssctx, void *, (PGconn *conn), (conn), BIND, NONE)                                     \
+      (conn, attribute_name), BIND, READ)                                                          \
+    X(PQsslAttributeNames, const char *const *, (PGconn *conn), (conn), BIND, READ)                \
+    X(PQgetssl, void *, (PGconn *conn), (conn), BIND, READ)                                        \
+    X(PQgetgssctx, void *, (PGconn *conn), (conn), BIND, READ)                                     \
     /* client-side state of the handle, applied to whichever connection it is bound to           \
      * (client_state.c) */                                                                         \
     X(PQsetClientEncoding, int, (PGconn *conn, const char *encoding), (conn, encoding), BIND, STICKY) \
@@ -181,13 +182,13 @@
     /* escaping: needs the session's encoding and standard_conforming_strings */                  \
     X(PQescapeStringConn, size_t,                                                                  \
       (PGconn *conn, char *to, const char *from, size_t length, int *error),                       \
-      (conn, to, from, length, error), BIND, NONE)                                                 \
-    X(PQescapeLiteral, char *, (PGconn *conn, const char *str, size_t len), (conn, str, len), BIND, NONE) \
+      (conn, to, from, length, error), BIND, READ)                                                 \
+    X(PQescapeLiteral, char *, (PGconn *conn, const char *str, size_t len), (conn, str, len), BIND, READ) \
     X(PQescapeIdentifier, char *, (PGconn *conn, const char *str, size_t len), (conn, str, len),   \
-      BIND, NONE)                                                                                  \
+      BIND, READ)                                                                                  \
     X(PQescapeByteaConn, unsigned char *,                                                          \
       (PGconn *conn, const unsigned char *from, size_t from_length, size_t *to_length),            \
-      (conn, from, from_length, to_length), BIND, NONE)                                            \
+      (conn, from, from_length, to_length), BIND, READ)                                            \
     X(PQencryptPasswordConn, char *,                                                               \
       (PGconn *conn, const char *passwd, const char *user, const char *algorithm),                 \
       (conn, passwd, user, algorithm), BIND, NONE)                                                 \

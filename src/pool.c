@@ -110,8 +110,11 @@ static void fork_parent(void)
     key_unlock_after_fork();
 }
 
+_Atomic bool pool_forked;
+
 static void fork_child(void)
 {
+    atomic_store_explicit(&pool_forked, true, memory_order_relaxed);
     current_pid = getpid();
     pthread_mutex_unlock(&pool_lock);
     handle_unlock_after_fork(true);

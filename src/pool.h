@@ -6,7 +6,12 @@
 #include "handle.h"
 
 #include <libpq-fe.h>
+#include <stdatomic.h>
 #include <stdbool.h>
+
+/* True in a process forked from one where pqdedup ran: connections may be inherited
+ * (pool_server_is_inherited is worth asking). */
+extern _Atomic bool pool_forked;
 
 /* Sets up fork handling and the exit hook; called once before any other call. */
 void pool_init(void);

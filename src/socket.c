@@ -99,6 +99,6 @@ EXPORT int PQsocket(const PGconn *conn)
         fd = real.PQsocket(server);
         break;
     }
-    handle_leave(h);
+    handle_leave(h, true);
     return fd;
 }

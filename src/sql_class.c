@@ -7,39 +7,51 @@
 #include <string.h>
 #include <strings.h>
 
+/* A word list entry: the word in lower case and its length (compared without strlen). */
+struct word {
+    const char *text;
+    unsigned char len;
+};
+#define WORD(w) { w, sizeof(w) - 1 }
+
 /* Statements that, by their first word, change no session-level state by themselves
  * (transaction-scoped effects end with the ROLLBACK or COMMIT that ends them). */
-static const char *const clean_first_words[] = {
-    "select", "insert", "update", "delete", "with", "values", "table", "show",
-    "begin", "start", "commit", "end", "rollback", "abort", "savepoint", "release",
+static const struct word clean_first_words[] = {
+    WORD("select"), WORD("insert"), WORD("update"), WORD("delete"), WORD("with"), WORD("values"),
+    WORD("table"), WORD("show"), WORD("begin"), WORD("start"), WORD("commit"), WORD("end"),
+    WORD("rollback"), WORD("abort"), WORD("savepoint"), WORD("release"),
 };
 
 /* Words that make any statement dirty: functions with session effects (settings,
  * session advisory locks, sequence state behind currval/lastval, large objects,
  * other servers) and temporary objects. */
-static const char *const dirty_words[] = {
-    "set_config", "nextval", "setval", "temp", "temporary",
+static const struct word dirty_words[] = {
+    WORD("set_config"), WORD("nextval"), WORD("setval"), WORD("temp"), WORD("temporary"),
 };
-static const char *const dirty_prefixes[] = { "pg_advisory", "pg_try_advisory", "lo_", "dblink" };
+static const struct word dirty_prefixes[] = {
+    WORD("pg_advisory"), WORD("pg_try_advisory"), WORD("lo_"), WORD("dblink"),
+};
 
 /* SELECT ... INTO creates a table. */
-static const char *const into_makes_dirty[] = { "select", "with", "values", "table" };
+static const struct word into_makes_dirty[] = { WORD("select"), WORD("with"), WORD("values"), WORD("table") };
 
-static bool word_is(const char *word, size_t len, const char *const *list, size_t n)
+/* True when `word` (len bytes, any case) is one of the list's. */
+static bool word_is(const char *word, size_t len, const struct word *list, size_t n)
 {
+    char first = (char) tolower((unsigned char) word[0]);
     for (size_t i = 0; i < n; i++)
-        if (strlen(list[i]) == len && strncasecmp(word, list[i], len) == 0)
+        if (list[i].len == len && list[i].text[0] == first && strncasecmp(word, list[i].text, len) == 0)
             return true;
     return false;
 }
 
-static bool word_has_prefix(const char *word, size_t len, const char *const *list, size_t n)
+/* True when `word` starts with one of the list's. */
+static bool word_has_prefix(const char *word, size_t len, const struct word *list, size_t n)
 {
-    for (size_t i = 0; i < n; i++) {
-        size_t plen = strlen(list[i]);
-        if (len >= plen && strncasecmp(word, list[i], plen) == 0)
+    char first = (char) tolower((unsigned char) word[0]);
+    for (size_t i = 0; i < n; i++)
+        if (len >= list[i].len && list[i].text[0] == first && strncasecmp(word, list[i].text, list[i].len) == 0)
             return true;
-    }
     return false;
 }
 
@@ -96,6 +108,32 @@ static const char *skip_quoted(const char *p)
     return p;
 }
 
+/* ASCII letters, digits, '_' and '$' make words (identifiers and keywords). */
+static bool is_word_start(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
+}
+
+static bool is_word_char(char c)
+{
+    return is_word_start(c) || (c >= '0' && c <= '9') || c == '$';
+}
+
+/* Characters at which the scan has something to do: the end, a statement boundary, a quote,
+ * a comment, a dollar quote, a word. */
+static const bool starts_something[256] = {
+    ['\0'] = true, [';'] = true, ['\''] = true, ['"'] = true, ['-'] = true, ['/'] = true, ['$'] = true,
+    ['_'] = true,
+    ['a'] = true, ['b'] = true, ['c'] = true, ['d'] = true, ['e'] = true, ['f'] = true, ['g'] = true,
+    ['h'] = true, ['i'] = true, ['j'] = true, ['k'] = true, ['l'] = true, ['m'] = true, ['n'] = true,
+    ['o'] = true, ['p'] = true, ['q'] = true, ['r'] = true, ['s'] = true, ['t'] = true, ['u'] = true,
+    ['v'] = true, ['w'] = true, ['x'] = true, ['y'] = true, ['z'] = true,
+    ['A'] = true, ['B'] = true, ['C'] = true, ['D'] = true, ['E'] = true, ['F'] = true, ['G'] = true,
+    ['H'] = true, ['I'] = true, ['J'] = true, ['K'] = true, ['L'] = true, ['M'] = true, ['N'] = true,
+    ['O'] = true, ['P'] = true, ['Q'] = true, ['R'] = true, ['S'] = true, ['T'] = true, ['U'] = true,
+    ['V'] = true, ['W'] = true, ['X'] = true, ['Y'] = true, ['Z'] = true,
+};
+
 /* Reads the name after PREPARE or DEALLOCATE [PREPARE] at p into buf (folded or unquoted),
  * "" for ALL. Returns the position after it, or NULL when there is no name there. */
 static const char *read_statement_name(const char *p, bool deallocate, char *buf, size_t size, size_t *len)
@@ -141,6 +179,9 @@ bool sql_is_session_clean_but_names(const char *sql, const struct sql_statement_
     const char *first = NULL;
     size_t first_len = 0;
     for (;;) {
+        /* Most characters start nothing: skipped without a call (ASCII, as SQL keywords are). */
+        while (!starts_something[(unsigned char) *p])
+            p++;
         const char *after = skip_quoted(p);
         if (after == NULL)
             return false; /* unterminated: cannot tell */
@@ -155,9 +196,9 @@ bool sql_is_session_clean_but_names(const char *sql, const struct sql_statement_
             p++;
             continue;
         }
-        if (isalpha((unsigned char) *p) || *p == '_') {
+        if (is_word_start(*p)) {
             const char *word = p;
-            while (isalnum((unsigned char) *p) || *p == '_' || *p == '$')
+            while (is_word_char(*p))
                 p++;
             size_t len = (size_t) (p - word);
             if (first == NULL) {

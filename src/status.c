@@ -16,7 +16,7 @@ EXPORT ConnStatusType PQstatus(const PGconn *conn)
     ConnStatusType status = handle_is_pooled_connect(h) ? CONNECTION_STARTED
                             : server == NULL            ? CONNECTION_OK
                                                         : real.PQstatus(server);
-    handle_leave(h);
+    handle_leave(h, true);
     return status;
 }
 
@@ -30,6 +30,6 @@ EXPORT PGTransactionStatusType PQtransactionStatus(const PGconn *conn)
     PGTransactionStatusType status = handle_is_pooled_connect(h) ? PQTRANS_UNKNOWN
                                      : server == NULL            ? PQTRANS_IDLE
                                                                  : real.PQtransactionStatus(server);
-    handle_leave(h);
+    handle_leave(h, true);
     return status;
 }

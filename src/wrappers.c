@@ -21,30 +21,35 @@
  *             handle_note_sql(h, query);            // the effect
  *             result = real.PQsendQuery(conn, query);
  *         }
- *         handle_leave(h);
+ *         handle_leave(h, false);                // true for a call that only reads
  *         return result;
  *     }
  *
  * The `unbound` column expands to two arguments (needs a server?, value when unbound) and
- * the `effect` column to a statement. Rows marked CUSTOM are written by hand elsewhere
+ * the `effect` column to two more (a statement, whether the call only reads). Rows marked CUSTOM are written by hand elsewhere
  * (intercepted.h says where); here they only get checked to exist.
  */
 #define BIND 1, 0
 #define IDLE(value) 0, (value)
 #define CUSTOM 2, 0
-#define NONE (void) 0
-#define SQL(sql) handle_note_sql(h, (sql))
-#define PREPARE(sql, name) handle_note_prepare(h, (sql), (name))
-#define STICKY handle_make_sticky(h)
-#define EVENTS handle_note_events(h)
+/* effect: (what runs before the call, whether the call only reads) */
+#define NONE (void) 0, false
+#define READ (void) 0, true
+#define SQL(sql) handle_note_sql(h, (sql)), false
+#define PREPARE(sql, name) handle_note_prepare(h, (sql), (name)), false
+#define STICKY handle_make_sticky(h), false
+#define EVENTS handle_note_events(h), false
 
 #define WRAPPER(name, ret, params, args, unbound, effect) WRAPPER_(name, ret, params, args, unbound, effect)
-#define WRAPPER_(name, ret, params, args, kind, value, effect) WRAPPER_##kind(name, ret, params, args, value, effect)
-#define WRAPPER_0(name, ret, params, args, value, effect) GENERATED(name, ret, params, args, false, value, effect)
-#define WRAPPER_1(name, ret, params, args, value, effect) GENERATED(name, ret, params, args, true, value, effect)
-#define WRAPPER_2(name, ret, params, args, value, effect) /* hand-written */
+#define WRAPPER_(name, ret, params, args, kind, value, effect, reads) \
+    WRAPPER_##kind(name, ret, params, args, value, effect, reads)
+#define WRAPPER_0(name, ret, params, args, value, effect, reads) \
+    GENERATED(name, ret, params, args, false, value, effect, reads)
+#define WRAPPER_1(name, ret, params, args, value, effect, reads) \
+    GENERATED(name, ret, params, args, true, value, effect, reads)
+#define WRAPPER_2(name, ret, params, args, value, effect, reads) /* hand-written */
 
-#define GENERATED(name, ret, params, args, need_server, value, effect) \
+#define GENERATED(name, ret, params, args, need_server, value, effect, reads) \
     EXPORT ret name params                                              \
     {                                                                   \
         struct handle *h = handle_of(conn);                             \
@@ -59,7 +64,7 @@
             effect;                                                     \
             result = real.name args;                                    \
         }                                                               \
-        handle_leave(h);                                                \
+        handle_leave(h, reads);                                         \
         return result;                                                  \
     }
 
