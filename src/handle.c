@@ -20,7 +20,7 @@
  * pointer to a finished handle still reads a FREE slot: finished slots are reused only after
  * 64 others. */
 #define SLOT_BYTES 384
-#define MAX_HANDLES 262144 /* alive at once: 96 MiB of address space */
+#define MAX_HANDLES (16 << 20) /* alive at once: 6 GiB of address space, backed as used */
 _Static_assert(sizeof(struct handle) <= SLOT_BYTES, "struct handle outgrew its slot");
 
 static struct slots handle_slots = SLOTS_INIT(SLOT_BYTES, MAX_HANDLES, 64);
@@ -48,8 +48,8 @@ struct handle *handle_new(void)
     struct handle *h = slots_take(&handle_slots, &fresh);
     if (h == NULL) {
         if (!atomic_exchange(&slots_full_logged, true))
-            log_msg(LOG_WARN, "%d connections are open at once; further connects go to libpq untouched",
-                    MAX_HANDLES);
+            log_msg(LOG_WARN, "no room for more connections (address space); further connects go to "
+                              "libpq untouched");
         return NULL;
     }
     if (fresh)
@@ -175,14 +175,12 @@ PGconn *handle_enter(struct handle *h, bool need_server)
 void handle_leave(struct handle *h, bool read_only)
 {
     if (!read_only && h->depth == 1 && h->state == HANDLE_BOUND) {
+        /* Idle since this call: a handle in use every few ms is never the longest idle. */
         bool idle = !handle_is_sticky(h) && session_is_idle(h->conn);
         int64_t since = atomic_load_explicit(&h->idle_since_ns, memory_order_relaxed);
-        if (idle && since == 0) {
-            atomic_store_explicit(&h->idle_since_ns, monotonic_ns(), memory_order_relaxed);
+        atomic_store_explicit(&h->idle_since_ns, idle ? monotonic_ns() : 0, memory_order_relaxed);
+        if (idle && since == 0)
             pool_note_idle(h);
-        } else if (!idle && since != 0) {
-            atomic_store_explicit(&h->idle_since_ns, 0, memory_order_relaxed);
-        }
     }
     h->depth--;
     pthread_mutex_unlock(&h->lock);
@@ -409,6 +407,10 @@ void handle_forget_view(struct handle *h)
     h->view = NULL;
     free(h->last_error);
     h->last_error = NULL;
+    free(h->failure);
+    h->failure = NULL;
+    free(h->failure_shown);
+    h->failure_shown = NULL;
 }
 
 const char *handle_unbound_parameter(const struct handle *h, const char *name)

@@ -77,6 +77,8 @@ struct handle {
     struct client_state client;
     struct session_view *view;    /* UNBOUND: what it answers, with these two: */
     char *last_error;             /* the error message of its last command (NULL: none) */
+    char *failure;                /* DIRECT after a failed rebind: why it failed (NULL: none) */
+    char *failure_shown;          /* what PQerrorMessage last answered with it (status.c) */
     int last_backend_pid;         /* the backend it last ran on */
     int fd;                       /* its own descriptor for PQsocket (-1 until first asked) */
     int wait_fd;                  /* WAITING: a timerfd the pool arms and fires (-1 otherwise) */

@@ -82,7 +82,7 @@
       (conn, paramName), IDLE(handle_unbound_parameter(h, paramName)), READ)                       \
     X(PQprotocolVersion, int, (const PGconn *conn), (conn), IDLE(h->view->protocol_version), READ) \
     X(PQserverVersion, int, (const PGconn *conn), (conn), IDLE(h->view->server_version), READ)  \
-    X(PQerrorMessage, char *, (const PGconn *conn), (conn), IDLE(h->last_error != NULL ? h->last_error : (char *) ""), READ) \
+    X(PQerrorMessage, char *, (const PGconn *conn), (conn), CUSTOM, NONE)                           \
     X(PQbackendPID, int, (const PGconn *conn), (conn), IDLE(h->last_backend_pid), READ)        \
     X(PQpipelineStatus, PGpipelineStatus, (const PGconn *conn), (conn), IDLE(PQ_PIPELINE_OFF), READ) \
     X(PQconnectionNeedsPassword, int, (const PGconn *conn), (conn), IDLE(0), READ)                 \

@@ -481,26 +481,39 @@ static bool at_cap(const struct pool_bucket *b)
     return settings.max_per_key > 0 && b->open >= settings.max_per_key;
 }
 
-/* Among the free connections that `self` served last (mine) or other threads did (!mine),
- * the most recently freed one whose reset has completed or was never sent; NULL when none
- * has. Newest first: the warmest backend, and the extra connections of a burst stay unused
- * and age out (PQDEDUP_IDLE_TIMEOUT). May read sockets (one per connection whose reset is in
- * flight, until one is done). */
+/* How many of the most recently freed connections of b a connect considers: as many as its
+ * key's bound handles, and two more. The older ones (what a burst left) are never taken while
+ * these are there, so they stay unused and age out (PQDEDUP_IDLE_TIMEOUT), however fast a
+ * program churns. */
+static int hot_free(const struct pool_bucket *b)
+{
+    return b->nbound + 2;
+}
+
+/* Among the hot free connections that `self` served last (mine) or other threads did
+ * (!mine), the most recently freed one whose reset has completed or was never sent; NULL when
+ * none has. Newest first: the warmest backend. May read sockets (one per connection whose
+ * reset is in flight, until one is done). */
 static struct server_conn *find_ready(struct pool_bucket *b, pthread_t self, bool mine)
 {
     struct server_conn *s;
-    DL_FOREACH(b->free, s)
+    int considered = 0;
+    DL_FOREACH(b->free, s) {
+        if (considered++ == hot_free(b))
+            break;
         if (pthread_equal(s->last_thread, self) == mine &&
             (s->pending == PENDING_NONE || session_reset_arrived(s->conn)))
             return s;
+    }
     return NULL;
 }
 
-/* Picks the free connection to bind: a ready one this thread's handles used last (a backend
- * that keeps talking to one thread stays on its CPU: bench/README.md), else a ready one of
- * another thread; failing that, when no spare may be opened (or none at all, under
- * `pressure`), the oldest one (its reset was sent first, so it is waited for the shortest).
- * Expired ones go to *to_close. Returns NULL when there is none to take; the pick is BUSY. */
+/* Picks the free connection to bind, among the hot ones (hot_free): a ready one this thread's
+ * handles used last (a backend that keeps talking to one thread stays on its CPU:
+ * bench/README.md), else a ready one of another thread; failing that, when no spare may be
+ * opened (or none at all, under `pressure`), the oldest hot one (its reset was sent first,
+ * so it is waited for the shortest). Expired ones go to *to_close. Returns NULL when there is
+ * none to take; the pick is BUSY. */
 static struct server_conn *pick_free(struct pool_bucket *b, int64_t now, bool pressure,
                                      struct server_conn **to_close)
 {
@@ -512,7 +525,9 @@ static struct server_conn *pick_free(struct pool_bucket *b, int64_t now, bool pr
     if ((s = find_ready(b, self, true)) == NULL && (s = find_ready(b, self, false)) == NULL) {
         if (b->free == NULL || (may_open_spare(b) && !pressure))
             return NULL;
-        s = b->free->prev;
+        int considered = 1;
+        for (s = b->free; s->next != NULL && considered < hot_free(b); s = s->next)
+            considered++;
     }
     take_free(s);
     return s;
@@ -774,7 +789,14 @@ static enum acquired acquire(struct handle *h, const struct connect_call *call, 
                     lock_pool();
                 }
                 refusal = conn;
-                free_other_keys(b, &to_close);
+                /* Their slots go back to the server now, before anyone waits. */
+                if (free_other_keys(b, &to_close) > 0) {
+                    unlock_pool();
+                    close_list(to_close);
+                    to_close = NULL;
+                    lock_pool();
+                }
+                now = monotonic_ns();
                 continue;
             }
             if (complete)
@@ -782,6 +804,15 @@ static enum acquired acquire(struct handle *h, const struct connect_call *call, 
             *failed = complete ? NULL : conn;
             result = complete ? ACQUIRED_PASSTHROUGH : ACQUIRED_FAILED;
             break;
+        }
+        if (to_close != NULL) {
+            /* Expired or dead ones give their slots back before the wait. */
+            unlock_pool();
+            close_list(to_close);
+            to_close = NULL;
+            lock_pool();
+            now = monotonic_ns();
+            continue;
         }
         if (!wait_for_release(b, now, &deadline)) {
             stats_add(wait_failures);
@@ -1113,8 +1144,10 @@ bool pool_rebind(struct handle *h)
     case ACQUIRED_FAILED:
         break;
     }
-    /* The app sees the failure on this handle, as on a plain connection that broke. */
+    /* The app sees the failure on this handle, as on a plain connection that broke, and why. */
     handle_forget_view(h);
+    const char *why = failed != NULL ? real.PQerrorMessage(failed) : NULL;
+    h->failure = why != NULL && why[0] != '\0' ? strdup(why) : NULL;
     h->conn = failed;
     handle_set_state(h, HANDLE_DIRECT);
     socket_follow(h);

@@ -6,21 +6,41 @@
 #include <stdlib.h>
 #include <sys/mman.h>
 
-/* Reserves the range on first use. Caller holds s->lock. Returns false when it cannot. */
+/* Reserves the range on first use: as much of it as the address space allows (RLIMIT_AS),
+ * down to 1/64 of it. Caller holds s->lock. Returns false when it cannot. */
 static bool reserve(struct slots *s)
 {
     if (atomic_load_explicit(&s->base, memory_order_relaxed) != 0)
         return true;
-    void *range = mmap(NULL, s->slot_size * s->count, PROT_READ | PROT_WRITE,
-                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (range == MAP_FAILED)
-        return false;
-    s->ring = malloc(s->count * sizeof *s->ring);
-    if (s->ring == NULL) {
-        munmap(range, s->slot_size * s->count);
-        return false;
+    for (uintptr_t count = s->count; count >= s->count / 64 && count > 0; count /= 8) {
+        void *range = mmap(NULL, s->slot_size * count, PROT_READ | PROT_WRITE,
+                           MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (range == MAP_FAILED)
+            continue;
+        s->count = count;
+        atomic_store_explicit(&s->bytes, s->slot_size * count, memory_order_relaxed);
+        atomic_store_explicit(&s->base, (uintptr_t) range, memory_order_release);
+        return true;
     }
-    atomic_store_explicit(&s->base, (uintptr_t) range, memory_order_release);
+    return false;
+}
+
+/* Makes room in the ring for one more given-back slot. Returns false when out of memory (the
+ * slot is then never reused). */
+static bool ring_room(struct slots *s)
+{
+    if (s->waiting < s->ring_size)
+        return true;
+    uint32_t size = s->ring_size ? 2 * s->ring_size : 1024;
+    uint32_t *grown = malloc(size * sizeof *grown);
+    if (grown == NULL)
+        return false;
+    for (uint32_t i = 0; i < s->waiting; i++)
+        grown[i] = s->ring[(s->head + i) % s->ring_size];
+    free(s->ring);
+    s->ring = grown;
+    s->ring_size = size;
+    s->head = 0;
     return true;
 }
 
@@ -38,7 +58,7 @@ void *slots_take(struct slots *s, bool *fresh)
     if (reserve(s)) {
         if (s->waiting > s->quarantine || (s->used == s->count && s->waiting > 0)) {
             slot = slot_at(s, s->ring[s->head]);
-            s->head = (uint32_t) ((s->head + 1) % s->count);
+            s->head = (s->head + 1) % s->ring_size;
             s->waiting--;
         } else if (s->used < s->count) {
             slot = slot_at(s, s->used++);
@@ -55,8 +75,10 @@ void slots_give_back(struct slots *s, void *slot)
     uint32_t index = (uint32_t) (((uintptr_t) slot - atomic_load_explicit(&s->base, memory_order_relaxed)) /
                                  s->slot_size);
     pthread_mutex_lock(&s->lock);
-    s->ring[(s->head + s->waiting) % s->count] = index;
-    s->waiting++;
+    if (ring_room(s)) {
+        s->ring[(s->head + s->waiting) % s->ring_size] = index;
+        s->waiting++;
+    }
     pthread_mutex_unlock(&s->lock);
 }
 

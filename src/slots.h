@@ -8,17 +8,19 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-/* One range. Define with SLOTS_INIT(size, count); the range is reserved at the first
- * slots_take (MAP_NORESERVE: pages are backed when first used) and never unmapped, so a
- * pointer to a slot that was given back still points at readable memory. Given-back slots
- * are reused first-in first-out once `quarantine` of them wait. */
+/* One range. Define with SLOTS_INIT(size, count, quarantine); the range is reserved at the
+ * first slots_take (MAP_NORESERVE: pages are backed when first used; when that much address
+ * space cannot be had, an eighth of it, and so on) and never unmapped, so a pointer to a
+ * slot that was given back still points at readable memory. Given-back slots are reused
+ * first-in first-out once `quarantine` of them wait. */
 struct slots {
     uintptr_t slot_size, count, quarantine;
     _Atomic uintptr_t base;  /* 0 until reserved */
+    _Atomic uintptr_t bytes; /* the size reserved */
     pthread_mutex_t lock;
     uint32_t used;           /* slots ever taken: [0, used) */
-    uint32_t *ring;          /* given-back slots, oldest first */
-    uint32_t head, waiting;
+    uint32_t *ring;          /* given-back slots, oldest first (a ring of ring_size) */
+    uint32_t ring_size, head, waiting;
 };
 
 #define SLOTS_INIT(size, number, quarantined) \
@@ -36,7 +38,8 @@ static inline void *slots_find(struct slots *s, const void *p)
 {
     uintptr_t base = atomic_load_explicit(&s->base, memory_order_relaxed);
     uintptr_t offset = (uintptr_t) p - base;
-    if (base == 0 || offset >= s->slot_size * s->count || offset % s->slot_size != 0)
+    if (base == 0 || offset >= atomic_load_explicit(&s->bytes, memory_order_relaxed) ||
+        offset % s->slot_size != 0)
         return NULL;
     return (void *) (uintptr_t) p;
 }

@@ -1,6 +1,11 @@
-/* status.c: PQstatus and PQtransactionStatus of a handle, as plain libpq would report them. */
+/* status.c: a handle's status, transaction status and error message, as plain libpq would report them. */
+#define _GNU_SOURCE
 #include "handle.h"
 #include "real.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #define EXPORT __attribute__((visibility("default")))
 
@@ -32,4 +37,32 @@ EXPORT PGTransactionStatusType PQtransactionStatus(const PGconn *conn)
                                                                  : real.PQtransactionStatus(server);
     handle_leave(h, true);
     return status;
+}
+
+/* An unbound handle's is its last command's. One whose server connection could not be found
+ * again (DIRECT after a failed rebind) says why first, then what libpq says of the call that
+ * failed on that account ("no connection to the server"), as a plain connection that broke
+ * would say why at its first failed call. */
+EXPORT char *PQerrorMessage(const PGconn *conn)
+{
+    struct handle *h = handle_of(conn);
+    if (h == NULL)
+        return real.PQerrorMessage(conn);
+    PGconn *server = handle_enter(h, false);
+    char *message;
+    if (server == NULL) {
+        message = h->last_error != NULL ? h->last_error : (char *) "";
+    } else {
+        message = real.PQerrorMessage(server);
+        if (h->state == HANDLE_DIRECT && h->failure != NULL && strstr(message, h->failure) == NULL) {
+            char *shown = NULL;
+            if (asprintf(&shown, "%s%s", h->failure, message) >= 0) {
+                free(h->failure_shown);
+                h->failure_shown = shown;
+                message = shown;
+            }
+        }
+    }
+    handle_leave(h, true);
+    return message;
 }
