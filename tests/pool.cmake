@@ -1,22 +1,32 @@
 # tests/pool.cmake: leak containment, caps, limits, credentials and every connect path.
 
 # --- Leak containment (test_leak.c): each saturates the server, so SERIAL ---------------------
-# Leaking past max_connections as a superuser ("too many clients already"): every connect
-# works, backends stay <= max_connections, finishing shared handles one by one is safe.
-pqdedup_add_test(NAME leak_past_max_superuser SOURCES test_leak.c ARGS superuser SERIAL
-                 LABELS pool)
+# PQDEDUP_UNBIND_AFTER=1h: an idle handle's connection moves only under pressure, so each leak
+# really fills the server before anything moves (the default setting is issue 9's test,
+# leak_threads_default); PQDEDUP_MAX_WAIT=1s keeps the waits for a refused connect short.
+set(_pqd_leak_env PQDEDUP_UNBIND_AFTER=1h PQDEDUP_MAX_WAIT=1s)
+# Leaking past max_connections as a superuser: every connect answers its queries, backends
+# stay <= max_connections, a connect for another key meanwhile gets the server's "too many
+# clients already" after PQDEDUP_MAX_WAIT, finishing half the handles leaves the rest working.
+pqdedup_add_test(NAME leak_past_max_superuser SOURCES test_leak.c ARGS superuser
+                 ENV ${_pqd_leak_env} SERIAL LABELS pool)
 # The same as an ordinary role over TCP with a password ("remaining connection slots are
 # reserved").
-pqdedup_add_test(NAME leak_past_max_role PROGRAM test_leak ARGS role SERIAL LABELS pool)
+pqdedup_add_test(NAME leak_past_max_role PROGRAM test_leak ARGS role ENV ${_pqd_leak_env}
+                 SERIAL LABELS pool)
 # A leak of async connects (PQconnectStart + PQconnectPoll loop; Ruby's pg connects only this
-# way): as documented, the refusal reaches the app as the server's error (no hang); a blocking
-# connect of the same thread then shares one of the held connections.
-pqdedup_add_test(NAME leak_async_refusal PROGRAM test_leak ARGS async SERIAL LABELS pool)
-# Connections held inside transactions are never shared: when the server is full the app sees
-# its error ("too many clients already"); an idle one is shared, but never with another thread.
-pqdedup_add_test(NAME leak_busy_not_shared PROGRAM test_leak ARGS busy SERIAL LABELS pool)
+# way): the refusal during PQconnectPoll reaches the app as the server's error (MODEL.md,
+# issue 10), nothing hangs; a blocking connect then takes an idle handle's connection.
+pqdedup_add_test(NAME leak_async_refusal PROGRAM test_leak ARGS async ENV ${_pqd_leak_env}
+                 SERIAL LABELS pool)
+# Handles inside transactions keep their backends and rows: with all of them busy a connect
+# gets the server's "too many clients already" after PQDEDUP_MAX_WAIT; one gone idle lends its
+# connection to another thread's connect at once, and then fails as a broken connection.
+pqdedup_add_test(NAME leak_busy_not_moved PROGRAM test_leak ARGS busy ENV ${_pqd_leak_env}
+                 SERIAL LABELS pool)
 # A leaking program that exits without finishing: the server has its slots back.
-pqdedup_add_test(NAME leak_exit_frees_slots PROGRAM test_leak ARGS exit SERIAL LABELS pool)
+pqdedup_add_test(NAME leak_exit_frees_slots PROGRAM test_leak ARGS exit ENV ${_pqd_leak_env}
+                 SERIAL LABELS pool)
 
 # --- Caps (test_cap.c) ----------------------------------------------------------------------
 # PQDEDUP_SHARE_AFTER=3: a leaking loop stays at exactly 3 backends per thread, and two
