@@ -29,34 +29,46 @@ pqdedup_add_test(NAME leak_exit_frees_slots PROGRAM test_leak ARGS exit ENV ${_p
                  SERIAL LABELS pool)
 
 # --- Caps (test_cap.c) ----------------------------------------------------------------------
-# PQDEDUP_SHARE_AFTER=3: a leaking loop stays at exactly 3 backends per thread, and two
-# leaking threads never get each other's backends.
-pqdedup_add_test(NAME cap_share_after SOURCES test_cap.c ARGS share-after 3
-                 ENV PQDEDUP_SHARE_AFTER=3 LABELS pool)
-# PQDEDUP_SHARE_AFTER=2: held connections inside a transaction or in nonblocking mode are not
-# shared (a new backend is opened); an idle blocking one is.
-pqdedup_add_test(NAME cap_share_after_busy PROGRAM test_cap ARGS share-after-busy 2
-                 ENV PQDEDUP_SHARE_AFTER=2 LABELS pool)
-# Leaking async connects (PQconnectStart + poll loop) stay at N backends with SHARE_AFTER=N ...
-pqdedup_add_test(NAME cap_share_after_async PROGRAM test_cap ARGS async-leak 3
-                 ENV PQDEDUP_SHARE_AFTER=3 LABELS pool)
-# ... and with MAX_PER_KEY=N.
+# PQDEDUP_UNBIND_AFTER=0: a leaking loop runs on exactly 1 backend; 3 threads leaking at once
+# on at most 3.
+pqdedup_add_test(NAME cap_unbind_after_0 SOURCES test_cap.c ARGS unbind0 3
+                 ENV PQDEDUP_UNBIND_AFTER=0 LABELS pool)
+# Default PQDEDUP_UNBIND_AFTER (100ms): a leak pausing 150ms between requests stays on 1
+# backend; a handle idle for less keeps its connection; 3 handles in transactions get 3.
+pqdedup_add_test(NAME cap_unbind_after_default PROGRAM test_cap ARGS unbind-default 3
+                 LABELS pool)
+# Default settings: 2 handles running a query every 10ms are never idle for 100ms, so a new
+# connect does not take their connections.
+pqdedup_add_test(NAME cap_unbind_after_active_kept PROGRAM test_cap ARGS unbind-active 2
+                 LABELS pool)
+# PQDEDUP_UNBIND_AFTER=1h: 3 idle handles keep their connections while 3 more connects open
+# new ones; at PQDEDUP_MAX_PER_KEY=6 the longest idle handle's connection moves at once.
+pqdedup_add_test(NAME cap_unbind_after_large PROGRAM test_cap ARGS unbind-large 3
+                 ENV PQDEDUP_UNBIND_AFTER=1h PQDEDUP_MAX_PER_KEY=6 PQDEDUP_MAX_WAIT=30s
+                 LABELS pool)
+# Leaking async connects (PQconnectStart + poll loop) run on 1 backend with
+# PQDEDUP_UNBIND_AFTER=0 ...
+pqdedup_add_test(NAME cap_unbind_after_0_async PROGRAM test_cap ARGS async-leak 1
+                 ENV PQDEDUP_UNBIND_AFTER=0 LABELS pool)
+# ... and on exactly N with PQDEDUP_MAX_PER_KEY=N.
 pqdedup_add_test(NAME cap_max_per_key_async PROGRAM test_cap ARGS async-leak 3
-                 ENV PQDEDUP_MAX_PER_KEY=3 LABELS pool)
-# PQDEDUP_MAX_PER_KEY=5: a leaking loop shares at the cap: exactly 5 backends, all queries work.
+                 ENV PQDEDUP_MAX_PER_KEY=3 PQDEDUP_UNBIND_AFTER=1h LABELS pool)
+# PQDEDUP_MAX_PER_KEY=5: a leaking loop moves idle handles' connections at the cap, at once:
+# exactly 5 backends, every query answered, no connect waits.
 pqdedup_add_test(NAME cap_max_per_key_leak PROGRAM test_cap ARGS max-leak 5
-                 ENV PQDEDUP_MAX_PER_KEY=5 LABELS pool)
-# At the cap with only busy (in-transaction) connections of this thread: wait 300ms, then a
-# failed connection whose message names PQDEDUP_MAX_PER_KEY; an idle one is shared at once.
+                 ENV PQDEDUP_MAX_PER_KEY=5 PQDEDUP_UNBIND_AFTER=1h PQDEDUP_MAX_WAIT=30s
+                 LABELS pool)
+# At the cap with only handles in transactions (this thread's): wait 300ms, then a failed
+# connection whose message names PQDEDUP_MAX_PER_KEY; an idle one's connection moves at once.
 pqdedup_add_test(NAME cap_max_per_key_busy PROGRAM test_cap ARGS max-busy 2
                  ENV PQDEDUP_MAX_PER_KEY=2 PQDEDUP_MAX_WAIT=300ms LABELS pool)
-# At the cap with connections held by other threads: never shared across threads; blocking and
-# async connects wait 300ms, then fail in words.
+# The same with the handles in transactions in other threads, blocking and async connects;
+# one that goes idle lends its connection across threads at once.
 pqdedup_add_test(NAME cap_max_per_key_threads PROGRAM test_cap ARGS max-threads 2
                  ENV PQDEDUP_MAX_PER_KEY=2 PQDEDUP_MAX_WAIT=300ms LABELS pool)
 # At the cap, another thread finishes during the wait: the waiting connect gets its backend.
 pqdedup_add_test(NAME cap_max_per_key_handoff PROGRAM test_cap ARGS max-handoff 2
-                 ENV PQDEDUP_MAX_PER_KEY=2 PQDEDUP_MAX_WAIT=5s LABELS pool)
+                 ENV PQDEDUP_MAX_PER_KEY=2 PQDEDUP_MAX_WAIT=30s LABELS pool)
 
 # pgbench's shape with default settings: each of 2 threads holds 4 live connections for one key
 # at once: 4 distinct, independent sessions (transaction, temp table, SET not seen across).
