@@ -71,21 +71,24 @@ pqdedup_add_test(NAME cap_max_per_key_handoff PROGRAM test_cap ARGS max-handoff 
                  ENV PQDEDUP_MAX_PER_KEY=2 PQDEDUP_MAX_WAIT=30s LABELS pool)
 
 # pgbench's shape with default settings: each of 2 threads holds 4 live connections for one key
-# at once: 4 distinct, independent sessions (transaction, temp table, SET not seen across).
+# at once: 4 independent sessions (4 backends while all are in transactions; a transaction, a
+# rollback, a temp table, a SET not seen across).
 pqdedup_add_test(NAME leak_pgbench_shape SOURCES test_leak_pgbench.c LABELS pool)
-# The same with PQDEDUP_SHARE_AFTER=5 (above 4): still 4 independent sessions.
-pqdedup_add_test(NAME leak_pgbench_shape_share_after PROGRAM test_leak_pgbench
-                 ENV PQDEDUP_SHARE_AFTER=5 LABELS pool)
+# The same with PQDEDUP_UNBIND_AFTER=0: idle handles lend their connections at once, and the
+# sessions are still independent.
+pqdedup_add_test(NAME leak_pgbench_shape_unbind_0 PROGRAM test_leak_pgbench
+                 ENV PQDEDUP_UNBIND_AFTER=0 LABELS pool)
 
 # --- Credentials (test_auth.c) ----------------------------------------------------------------
 # A wrong password (conninfo, URI, arrays, async, PGPASSWORD) fails while a good connection with
 # otherwise equal parameters is kept or held, and the good one is reused afterwards; users,
 # databases (also by PGUSER/PGDATABASE) and SSL modes never share a session.
 pqdedup_add_test(NAME auth_keys SOURCES test_auth.c LABELS pool)
-# The same where a thread's second connect for a key would share its first ...
-pqdedup_add_test(NAME auth_keys_share_after PROGRAM test_auth
-                 ENV PQDEDUP_SHARE_AFTER=1 LABELS pool)
-# ... and where one connection per key is the cap (a wrong key match would be shared).
+# The same where idle handles lend their connections at once (PQDEDUP_UNBIND_AFTER=0): never
+# to another key ...
+pqdedup_add_test(NAME auth_keys_unbind_0 PROGRAM test_auth ENV PQDEDUP_UNBIND_AFTER=0
+                 LABELS pool)
+# ... and where one connection per key is the cap (a wrong key match would be moved).
 pqdedup_add_test(NAME auth_keys_max_per_key PROGRAM test_auth
                  ENV PQDEDUP_MAX_PER_KEY=1 PQDEDUP_MAX_WAIT=200ms LABELS pool)
 
