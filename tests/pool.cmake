@@ -93,7 +93,8 @@ pqdedup_add_test(NAME auth_keys_max_per_key PROGRAM test_auth
                  ENV PQDEDUP_MAX_PER_KEY=1 PQDEDUP_MAX_WAIT=200ms LABELS pool)
 
 # --- Limits on what is kept (test_cap_limits.c) -------------------------------------------------
-# PQDEDUP_KEEP_PER_KEY=2: 5 finished at once leave 2 backends; the next 5 connects reuse those 2.
+# PQDEDUP_KEEP_PER_KEY=2: 5 in transactions finished at once leave 2 backends; the next 5
+# connects in transactions reuse those 2.
 pqdedup_add_test(NAME cap_keep_per_key_2 SOURCES test_cap_limits.c ARGS keep2
                  ENV PQDEDUP_KEEP_PER_KEY=2 LABELS pool)
 # PQDEDUP_KEEP_PER_KEY=0: nothing kept, every cycle a new backend, none left.
@@ -105,7 +106,8 @@ pqdedup_add_test(NAME cap_idle_timeout PROGRAM test_cap_limits ARGS idle
 # PQDEDUP_MAX_LIFETIME=1s: older than 1s is closed at finish and never reused.
 pqdedup_add_test(NAME cap_max_lifetime PROGRAM test_cap_limits ARGS lifetime
                  ENV PQDEDUP_MAX_LIFETIME=1s LABELS pool)
-# After a burst of 5, a churning loop reuses the most recently kept ones: the others expire.
+# After a burst of 5, a churning loop (each reset done before its next connect) reuses the most
+# recently kept one: every backend it leaves unused for longer than the timeout is closed.
 pqdedup_add_test(NAME cap_burst_ages_out PROGRAM test_cap_limits ARGS burst
                  ENV PQDEDUP_IDLE_TIMEOUT=1s LABELS pool)
 
