@@ -28,6 +28,14 @@ pqdedup_add_test(NAME leak_busy_not_moved PROGRAM test_leak ARGS busy ENV ${_pqd
 pqdedup_add_test(NAME leak_exit_frees_slots PROGRAM test_leak ARGS exit ENV ${_pqd_leak_env}
                  SERIAL LABELS pool)
 
+# Issue 9's acceptance test, default settings: 8 threads each leak connects (8 x 40 against
+# max_connections=40; connect, a query whose answer must be its own, never finish) while each
+# uses 4 live handles that stay independent throughout: a transaction keeps its backend and
+# its uncommitted row to itself, a rollback on one never loses another's committed rows, a
+# temporary table is seen by its handle only. Negative control first: the same leak under
+# PQDEDUP_DISABLE=1 fails with "too many clients already".
+pqdedup_add_test(NAME leak_threads_default SOURCES test_leak_threads.c SERIAL LABELS pool)
+
 # --- Caps (test_cap.c) ----------------------------------------------------------------------
 # PQDEDUP_UNBIND_AFTER=0: a leaking loop runs on exactly 1 backend; 3 threads leaking at once
 # on at most 3.
