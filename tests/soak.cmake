@@ -10,5 +10,6 @@ pqdedup_add_test(NAME soak_short SOURCES soak/soak.c ARGS --seconds 25
                  LABELS soak)
 
 # Connections kept for one key must not take the server slots another key needs: n connects
-# A, all finished, then n connects B (n = free slots - 2) all work, as with plain libpq.
+# A (busy), all finished, then n connects B (n = free slots - 2), all held busy at once inside
+# transactions with a write, all work on n distinct backends, as with plain libpq.
 pqdedup_add_test(NAME load_kept_yield_slots SOURCES soak/slots.c SERIAL LABELS soak)
