@@ -236,7 +236,7 @@ static long run_threads(struct worker *w)
  * is full. */
 static int plain_child(void)
 {
-    struct worker w[THREADS];
+    static struct worker w[THREADS]; /* reachable to the end: the program leaks on purpose */
     long ok = run_threads(w), failures = 0;
     const char *first = NULL;
 
@@ -257,7 +257,7 @@ static int plain_child(void)
 
 int main(int argc, char **argv)
 {
-    struct worker w[THREADS];
+    static struct worker w[THREADS]; /* reachable to the end: the program leaks on purpose */
     char sql[160], app[80];
     long ok, n;
 
