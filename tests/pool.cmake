@@ -66,14 +66,15 @@ pqdedup_add_test(NAME cap_max_per_key_async PROGRAM test_cap ARGS async-leak 3
 pqdedup_add_test(NAME cap_max_per_key_leak PROGRAM test_cap ARGS max-leak 5
                  ENV PQDEDUP_MAX_PER_KEY=5 PQDEDUP_UNBIND_AFTER=1h PQDEDUP_MAX_WAIT=30s
                  LABELS pool)
-# At the cap with only handles in transactions (this thread's): wait 300ms, then a failed
-# connection whose message names PQDEDUP_MAX_PER_KEY; an idle one's connection moves at once.
+# At the cap with only handles in transactions (this thread's): wait PQDEDUP_MAX_WAIT, then a
+# failed connection whose message names PQDEDUP_MAX_PER_KEY; an idle one's connection moves at
+# once (well within the wait).
 pqdedup_add_test(NAME cap_max_per_key_busy PROGRAM test_cap ARGS max-busy 2
-                 ENV PQDEDUP_MAX_PER_KEY=2 PQDEDUP_MAX_WAIT=300ms LABELS pool)
+                 ENV PQDEDUP_MAX_PER_KEY=2 PQDEDUP_MAX_WAIT=2s LABELS pool)
 # The same with the handles in transactions in other threads, blocking and async connects;
 # one that goes idle lends its connection across threads at once.
 pqdedup_add_test(NAME cap_max_per_key_threads PROGRAM test_cap ARGS max-threads 2
-                 ENV PQDEDUP_MAX_PER_KEY=2 PQDEDUP_MAX_WAIT=300ms LABELS pool)
+                 ENV PQDEDUP_MAX_PER_KEY=2 PQDEDUP_MAX_WAIT=2s LABELS pool)
 # At the cap, another thread finishes during the wait: the waiting connect gets its backend.
 pqdedup_add_test(NAME cap_max_per_key_handoff PROGRAM test_cap ARGS max-handoff 2
                  ENV PQDEDUP_MAX_PER_KEY=2 PQDEDUP_MAX_WAIT=30s LABELS pool)

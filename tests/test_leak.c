@@ -26,18 +26,6 @@
  * saturates the server: register it SERIAL.
  */
 
-/* PQDEDUP_MAX_WAIT of the run in ms (the registration sets it); 5000 when unset. */
-static long max_wait_ms(void)
-{
-    const char *v = getenv("PQDEDUP_MAX_WAIT");
-    char *end;
-    long n = v ? strtol(v, &end, 10) : -1;
-
-    if (n < 0)
-        return 5000;
-    return !strcmp(end, "ms") ? n : n * 1000;
-}
-
 /* CHECKs that handles[0..n) are n distinct pointers: every connect is its own handle. */
 static void check_distinct_handles(PGconn **handles, long n)
 {
@@ -104,8 +92,8 @@ static void check_server_full(const char *other_conninfo, const char *refusal)
           "a connect for another key while the leak holds the server: expected the server's "
           "\"%s\", got %s", refusal,
           PQstatus(c) == CONNECTION_OK ? "a connection (the server was not full)" : PQerrorMessage(c));
-    CHECK(took >= max_wait_ms() - 50 && took < max_wait_ms() + 10000, "the refused connect for "
-          "another key returned after %ld ms; PQDEDUP_MAX_WAIT is %ld ms", took, max_wait_ms());
+    CHECK(took >= pqt_max_wait_ms() - 50 && took < pqt_max_wait_ms() + 10000, "the refused connect for "
+          "another key returned after %ld ms; PQDEDUP_MAX_WAIT is %ld ms", took, pqt_max_wait_ms());
     PQfinish(c);
 }
 
@@ -210,7 +198,7 @@ static long rows_seen(PGconn *conn, const char *t)
  * nothing to run on and fails as a broken connection would, with the server's error. */
 static void leak_busy(void)
 {
-    long max_conn = pqt_max_connections(), n = 0, i, t0, took;
+    long max_conn = pqt_max_connections(), n = 0, i, t0, took = 0;
     PGconn **held;
     PGconn *c = NULL;
     int *pids;
@@ -244,8 +232,8 @@ static void leak_busy(void)
           pqt_distinct(pids, n), n);
     CHECK(strstr(PQerrorMessage(c), "too many clients already") != NULL, "the refused connect "
           "did not get the server's error: %s", PQerrorMessage(c));
-    CHECK(took >= max_wait_ms() - 50, "the refused connect failed after %ld ms, before "
-          "PQDEDUP_MAX_WAIT=%ld ms", took, max_wait_ms());
+    CHECK(took >= pqt_max_wait_ms() - 50, "the refused connect failed after %ld ms, before "
+          "PQDEDUP_MAX_WAIT=%ld ms", took, pqt_max_wait_ms());
     PQfinish(c);
 
     /* Every busy handle is where it was: same backend, same transaction, its own row only. */
@@ -267,7 +255,7 @@ static void leak_busy(void)
     CHECK(PQstatus(other.c) == CONNECTION_OK && other.pid == pids[0],
           "another thread's connect with one idle handle and the server full: expected the idle "
           "handle's backend %d, got %d: %s", pids[0], other.pid, PQerrorMessage(other.c));
-    CHECK(other.took_ms < max_wait_ms(), "that connect waited %ld ms", other.took_ms);
+    CHECK(other.took_ms < pqt_max_wait_ms(), "that connect waited %ld ms", other.took_ms);
     CHECK(rows_seen(other.c, table) == 0, "the new handle sees uncommitted rows of another");
 
     /* Now every connection is busy again: the idle handle's next query cannot run. */
@@ -285,7 +273,7 @@ static void leak_busy(void)
         CHECK(strstr(msg, "too many clients already") != NULL, "the failed query's error does "
               "not say why the handle has no connection: %s", msg);
     }
-    CHECK(tu_now_ms() - t0 >= max_wait_ms() - 50, "the query failed after %ld ms, before "
+    CHECK(tu_now_ms() - t0 >= pqt_max_wait_ms() - 50, "the query failed after %ld ms, before "
           "PQDEDUP_MAX_WAIT", tu_now_ms() - t0);
     for (i = 1; i < n; i++)
         if (!CHECK(tu_backend_pid(held[i]) == pids[i] && rows_seen(held[i], table) == 1,
