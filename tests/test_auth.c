@@ -2,9 +2,10 @@
 #include "test_leak_common.h"
 
 /*
- * Run with default settings and again with PQDEDUP_SHARE_AFTER=1 (a thread's second connect
- * for a key shares its first): neither a kept nor a held connection may ever answer a connect
- * with other credentials.
+ * Run with default settings, with PQDEDUP_UNBIND_AFTER=0 (an idle handle lends its server
+ * connection to any connect of its key that needs one) and with PQDEDUP_MAX_PER_KEY=1: neither
+ * a kept connection nor an idle held handle's may ever answer a connect with other
+ * credentials.
  */
 
 static char port[16];

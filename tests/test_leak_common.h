@@ -58,6 +58,19 @@ static inline long pqt_max_connections(void)
                             NULL);
 }
 
+/* PQDEDUP_MAX_WAIT of this run in ms, as the test registration set it ("300ms", "2s" or
+ * seconds); the library's default, 5000, when unset. */
+static inline long pqt_max_wait_ms(void)
+{
+    const char *v = getenv("PQDEDUP_MAX_WAIT");
+    char *end;
+    long n = v ? strtol(v, &end, 10) : -1;
+
+    if (n < 0)
+        return 5000;
+    return !strcmp(end, "ms") ? n : n * 1000;
+}
+
 /* Number of distinct positive values among n ints (order is not kept). */
 static inline long pqt_distinct(const int *v, long n)
 {

@@ -14,7 +14,7 @@ struct worker {
 };
 
 /* One round: open 4 connections for the same key, check they are 4 sessions that do not see
- * each other's transaction, temp table or SET, then finish all 4. */
+ * each other's transaction, rollback, temp table or SET, then finish all 4. */
 static void round_of_four(struct worker *w, int round)
 {
     PGconn *c[PER_THREAD];
@@ -24,17 +24,26 @@ static void round_of_four(struct worker *w, int round)
         c[i] = PQconnectdb(tu_conninfo(""));
         REQUIRE(PQstatus(c[i]) == CONNECTION_OK, "thread %d round %d connect %d: %s", w->index,
                 round, i, PQerrorMessage(c[i]));
+    }
+    /* All 4 in transactions at once: each needs a backend of its own. */
+    for (int i = 0; i < PER_THREAD; i++) {
+        CHECK(tu_exec_ok(c[i], "BEGIN"), "BEGIN: %s", PQerrorMessage(c[i]));
         w->pids[round][i] = tu_backend_pid(c[i]);
     }
     CHECK(pqt_distinct(w->pids[round], PER_THREAD) == PER_THREAD,
-          "thread %d round %d: 4 live connections got %ld distinct backends", w->index, round,
-          pqt_distinct(w->pids[round], PER_THREAD));
+          "thread %d round %d: 4 live connections in transactions got %ld distinct backends",
+          w->index, round, pqt_distinct(w->pids[round], PER_THREAD));
+    for (int i = 0; i < PER_THREAD; i++)
+        CHECK(tu_exec_ok(c[i], "ROLLBACK"), "ROLLBACK: %s", PQerrorMessage(c[i]));
 
-    /* A transaction on c[0] is not seen on the others. */
+    /* A row committed on c[3] survives a rollback on c[0]; c[0]'s uncommitted row is not
+     * seen on the others. */
+    snprintf(sql, sizeof sql, "INSERT INTO %s VALUES (%d)", table, 100 + w->index);
+    CHECK(tu_exec_ok(c[3], sql), "INSERT: %s", PQerrorMessage(c[3]));
     CHECK(tu_exec_ok(c[0], "BEGIN"), "BEGIN: %s", PQerrorMessage(c[0]));
     snprintf(sql, sizeof sql, "INSERT INTO %s VALUES (%d)", table, w->index);
     CHECK(tu_exec_ok(c[0], sql), "INSERT: %s", PQerrorMessage(c[0]));
-    snprintf(sql, sizeof sql, "SELECT count(*) FROM %s", table);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM %s WHERE x = %d", table, w->index);
     for (int i = 1; i < PER_THREAD; i++) {
         v = tu_query_value(c[i], sql);
         CHECK(v && !strcmp(v, "0"), "thread %d: connection %d sees %s uncommitted rows of "
@@ -44,6 +53,11 @@ static void round_of_four(struct worker *w, int round)
               "transaction it never began", w->index, i);
     }
     CHECK(tu_exec_ok(c[0], "ROLLBACK"), "ROLLBACK: %s", PQerrorMessage(c[0]));
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM %s WHERE x = %d", table, 100 + w->index);
+    v = tu_query_value(c[3], sql);
+    CHECK(v && atol(v) == round + 1, "thread %d round %d: %s committed rows after a rollback on "
+          "another connection, expected %d", w->index, round, v ? v : "(error)", round + 1);
+    free(v);
 
     /* A temp table on c[1] does not exist on c[2]. */
     CHECK(tu_exec_ok(c[1], "CREATE TEMP TABLE pgb_tmp (x int)"), "CREATE TEMP TABLE: %s",
@@ -73,9 +87,10 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
-/* With default settings, each of two threads holds 4 live connections for the same key at
- * once, three rounds in a row: 4 distinct, independent backends per thread (a transaction,
- * a temp table or a SET on one is not seen on another); later rounds reuse kept backends. */
+/* Each of two threads holds 4 live connections for the same key at once, three rounds in a
+ * row: 4 independent sessions per thread (4 backends when all are in transactions; a
+ * transaction, a rollback, a temp table or a SET on one is not seen on another); later
+ * rounds reuse kept backends. */
 int main(void)
 {
     struct worker w[THREADS];

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -334,6 +335,36 @@ int tu_exec_check_at(PGconn *conn, const char *sql, const char *file, int line)
 {
     return tu_check(tu_exec_ok(conn, sql), "ok", file, line, "%s: %s", sql,
                     PQerrorMessage(conn));
+}
+
+int tu_echo_ok(PGconn *conn, long n)
+{
+    char sql[48], want[24], *v;
+    int ok;
+
+    snprintf(sql, sizeof sql, "SELECT %ld::bigint", n);
+    snprintf(want, sizeof want, "%ld", n);
+    v = tu_query_value(conn, sql);
+    ok = v && !strcmp(v, want);
+    free(v);
+    return ok;
+}
+
+PGconn *tu_connect_async(const char *conninfo)
+{
+    PGconn *c = PQconnectStart(conninfo);
+    PostgresPollingStatusType st = PGRES_POLLING_WRITING;
+    long t0 = tu_now_ms();
+
+    if (!c || PQstatus(c) == CONNECTION_BAD)
+        return c;
+    while (st != PGRES_POLLING_OK && st != PGRES_POLLING_FAILED && tu_now_ms() - t0 < 20000) {
+        struct pollfd pfd = {PQsocket(c), st == PGRES_POLLING_READING ? POLLIN : POLLOUT, 0};
+
+        poll(&pfd, 1, 1000);
+        st = PQconnectPoll(c);
+    }
+    return c;
 }
 
 const char *tu_tcp_host(void)

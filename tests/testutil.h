@@ -107,6 +107,16 @@ int tu_exec_ok(PGconn *conn, const char *sql);
 #define tu_exec_check(conn, sql) tu_exec_check_at((conn), (sql), __FILE__, __LINE__)
 int tu_exec_check_at(PGconn *conn, const char *sql, const char *file, int line);
 
+/* Runs "SELECT n" on conn. Returns 1 when the answer is n (the query reached a working
+ * session and its answer is this query's), else 0; counts no check. */
+int tu_echo_ok(PGconn *conn, long n);
+
+/* An async connect as Ruby's pg and psycopg make them: PQconnectStart, then PQconnectPoll
+ * after poll() on PQsocket says the socket is ready, until OK or FAILED (20 s at most).
+ * Returns the connection (NULL only if libpq is out of memory); the caller checks PQstatus
+ * and finishes it. */
+PGconn *tu_connect_async(const char *conninfo);
+
 /* The TCP host of the test server: PQD_TEST_TCP_HOST, else "127.0.0.1". The string is the
  * environment's or a literal; never NULL. */
 const char *tu_tcp_host(void);

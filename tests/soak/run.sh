@@ -6,8 +6,9 @@
 #   --threads N    threads in the main process, half churning, half leaking (default 16)
 #   --procs N      child processes, one churning and one leaking thread each (default 4)
 #   --build-dir D  build tree to use or make (default build/soak)
-# Runs with PQDEDUP_SHARE_AFTER=1 and PQDEDUP_STATS=1; prints the soak's samples summary and
-# exits with its status (0: no errors, bounded backends, flat RSS and fds). As root the server
+# Runs with PQDEDUP_UNBIND_AFTER=0 (soak.c says why) and PQDEDUP_STATS=1; prints the soak's
+# samples summary and exits with its status (0: no errors, bounded backends, fds flat and RSS
+# within what the leaked handles cost). As root the server
 # runs as the postgres user (tests/harness/pg-up.sh). The 25 s version is the ctest soak_short.
 set -euo pipefail
 
@@ -39,7 +40,7 @@ trap '"$ROOT/tests/harness/pg-down.sh" "$PGDIR" >/dev/null 2>&1 || true' EXIT
 . "$PGDIR/env.sh"
 echo "soak: server on port $PGPORT; running ${minutes} min"
 set +e
-LD_PRELOAD="$BUILD/libpqdedup.so" PQDEDUP_SHARE_AFTER=1 PQDEDUP_STATS=1 \
+LD_PRELOAD="$BUILD/libpqdedup.so" PQDEDUP_UNBIND_AFTER=0 PQDEDUP_STATS=1 \
   "$BUILD/soak" --seconds $((minutes * 60)) --threads "$threads" --procs "$procs"
 rc=$?
 set -e
