@@ -15,9 +15,9 @@ pqdedup_add_test(NAME leak_past_max_superuser SOURCES test_leak.c ARGS superuser
 pqdedup_add_test(NAME leak_past_max_role PROGRAM test_leak ARGS role ENV ${_pqd_leak_env}
                  SERIAL LABELS pool)
 # A leak of async connects (PQconnectStart + PQconnectPoll loop; Ruby's pg connects only this
-# way): the refusal during PQconnectPoll reaches the app as the server's error (MODEL.md,
-# issue 10), nothing hangs; a blocking connect then takes an idle handle's connection.
-pqdedup_add_test(NAME leak_async_refusal PROGRAM test_leak ARGS async ENV ${_pqd_leak_env}
+# way), twice max_connections: every connect works (a refusal during PQconnectPoll is answered
+# with an idle handle's connection, issue 10), every handle answers again at the end.
+pqdedup_add_test(NAME leak_async_contained PROGRAM test_leak ARGS async ENV ${_pqd_leak_env}
                  SERIAL LABELS pool)
 # Handles inside transactions keep their backends and rows: with all of them busy a connect
 # gets the server's "too many clients already" after PQDEDUP_MAX_WAIT; one gone idle lends its
@@ -45,10 +45,10 @@ pqdedup_add_test(NAME cap_unbind_after_0 SOURCES test_cap.c ARGS unbind0 3
 # backend; a handle idle for less keeps its connection; 3 handles in transactions get 3.
 pqdedup_add_test(NAME cap_unbind_after_default PROGRAM test_cap ARGS unbind-default 3
                  LABELS pool)
-# Default settings: 2 handles running a query every 10ms are never idle for 100ms, so a new
-# connect does not take their connections.
+# PQDEDUP_UNBIND_AFTER=100ms: 2 handles running a query every 10ms are never idle for 100ms, so
+# a new connect does not take their connections.
 pqdedup_add_test(NAME cap_unbind_after_active_kept PROGRAM test_cap ARGS unbind-active 2
-                 LABELS pool)
+                 ENV PQDEDUP_UNBIND_AFTER=100ms LABELS pool)
 # PQDEDUP_UNBIND_AFTER=1h: 3 idle handles keep their connections while 3 more connects open
 # new ones; at PQDEDUP_MAX_PER_KEY=6 the longest idle handle's connection moves at once.
 pqdedup_add_test(NAME cap_unbind_after_large PROGRAM test_cap ARGS unbind-large 3
