@@ -4,9 +4,9 @@
 # Needs the harness's env.sh (PGHOST, PGPORT, PQD_TEST_PGUSER_OS). PgBouncer runs as the
 # server's OS user (postgres when we are root: it refuses to run as root), listens on a free
 # TCP port on 127.0.0.1 only (no unix socket), lets its own clients in with auth_type=trust
-# for the roles in its auth_file, and logs in to the server as pqd_alice (a password role of
-# the harness), so the server's backends of role pqd_alice are exactly PgBouncer's server
-# connections. Every pool is one database, "fleet" (the server's postgres database).
+# for the roles in its auth_file, and logs in to the server as BOUNCER_ROLE (default pqd_alice,
+# a password role of the harness), so the server's backends of that role are exactly
+# PgBouncer's server connections. Every pool is one database, "fleet" (the server's postgres database).
 #
 #   bouncer_start DIR MODE POOL_SIZE [INI_LINE...]
 #     MODE session or transaction; DIR an empty directory of ours. Extra [pgbouncer] lines
@@ -17,8 +17,9 @@
 #   bouncer_admin DIR SQL
 #     Runs SQL on its admin console (SHOW STATS, SHOW POOLS ...), unaligned, tuples only.
 
-BOUNCER_ROLE=pqd_alice
-BOUNCER_ROLE_PASSWORD=alice_pw
+# The role PgBouncer logs in as (and its clients use); a caller may set another first.
+: "${BOUNCER_ROLE:=pqd_alice}"
+: "${BOUNCER_ROLE_PASSWORD=alice_pw}"
 BOUNCER_PORT=
 BOUNCER_PID=
 BOUNCER_PSQL=$(dirname "${PQD_TEST_PGCTL:-/usr/lib/postgresql/15/bin/pg_ctl}")/psql
@@ -49,7 +50,7 @@ bouncer_start() {
     (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && continue # taken
     {
       echo "[databases]"
-      echo "fleet = host=$PGHOST port=$PGPORT dbname=postgres user=$BOUNCER_ROLE password=$BOUNCER_ROLE_PASSWORD"
+      echo "fleet = host=$PGHOST port=$PGPORT dbname=postgres user=$BOUNCER_ROLE${BOUNCER_ROLE_PASSWORD:+ password=$BOUNCER_ROLE_PASSWORD}"
       echo "[pgbouncer]"
       echo "pool_mode = $mode"
       echo "default_pool_size = $pool"

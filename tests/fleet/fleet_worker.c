@@ -30,8 +30,9 @@
  *     and query worked, 1 otherwise, 2 for a usage error.
  *
  *   fleet_worker observe [-s SECONDS] [-r READY_FILE] -u ROLE -f STOP_FILE CONNINFO
- *     Counts the server's backends logged in as ROLE (pg_stat_activity, its own backend
- *     excluded) every 5 ms; creates READY_FILE after the first sample; stops when STOP_FILE
+ *     Counts the server's client backends logged in as ROLE (pg_stat_activity, its own
+ *     backend excluded; not background workers such as the logical replication launcher,
+ *     which runs as the bootstrap superuser) every 5 ms; creates READY_FILE after the first sample; stops when STOP_FILE
  *     exists or SECONDS have passed (default 120: a deadline, not the expected length).
  *     Prints: observe samples=N max=N last=N. Exit status 0 when every sample worked and
  *     STOP_FILE appeared, 1 otherwise.
@@ -245,7 +246,8 @@ static int observe(int argc, char **argv)
         stopped = access(stop_file, F_OK) == 0;
         PGresult *r = PQexecParams(c,
                                    "SELECT count(*) FROM pg_stat_activity "
-                                   "WHERE usename = $1 AND pid <> pg_backend_pid()",
+                                   "WHERE usename = $1 AND backend_type = 'client backend' "
+                                   "AND pid <> pg_backend_pid()",
                                    1, NULL, params, NULL, NULL, 0);
         if (PQresultStatus(r) != PGRES_TUPLES_OK) {
             fprintf(stderr, "fleet_worker observe: %s", PQerrorMessage(c));
