@@ -134,7 +134,7 @@ run() {
   # Before the next run: (up to 10 s) until none of this run's backends is left.
   deadline=$((SECONDS + 10))
   while ((SECONDS < deadline)) &&
-    [[ $(psql_obs "SELECT count(*) FROM pg_stat_activity WHERE usename = '$BOUNCER_ROLE' AND application_name <> 'pqd_observer'") != 0 ]]; do sleep 0.05; done
+    [[ $(psql_obs "SELECT count(*) FROM pg_stat_activity WHERE usename = '$BOUNCER_ROLE' AND backend_type = 'client backend' AND application_name <> 'pqd_observer'") != 0 ]]; do sleep 0.05; done
   # Server sessions this run opened: the server logs each (log_connections); the observer's
   # and psql_obs's carry application_name=pqd_observer.
   local opened
