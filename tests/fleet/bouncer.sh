@@ -46,7 +46,7 @@ bouncer_start() {
   command -v pgbouncer >/dev/null || { echo "bouncer: pgbouncer is not installed (Debian: pgbouncer)" >&2; return 1; }
   printf '"%s" ""\n' "$BOUNCER_ROLE" >"$dir/userlist.txt"
   for attempt in 1 2 3 4 5; do
-    port=$((20000 + RANDOM % 20000))
+    port=$((20000 + RANDOM % 12000)) # below the ephemeral range (32768-), where outgoing connections take ports
     (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && continue # taken
     {
       echo "[databases]"

@@ -184,7 +184,7 @@ awk -v x="$default_xacts" -v c="$default_connects" 'BEGIN { exit !(c > 0 && x / 
 # The app's connection parameters: PgBouncer applies them to whichever server connection
 # runs a transaction (with SET); a DISCARD ALL from the client reverts them there.
 EXTRA_CONNINFO="application_name=pqd_fleet client_encoding=LATIN1"
-param_checks=(-c application_name=pqd_fleet -c client_encoding=LATIN1)
+param_checks=(-c client_encoding=LATIN1 -c application_name=pqd_fleet)
 fleet "transaction: parameters, RESET_QUERY=''" transaction "PQDEDUP_RESET_QUERY=" "$WORKERS" -s 1 -l "$LEAK_EVERY" "${param_checks[@]}"
 [[ $R_ERRORS -eq 0 && $R_MISMATCH -eq 0 && $R_CONNECTS -gt 0 ]] && pass || fail "transaction mode, PQDEDUP_RESET_QUERY='': the app's application_name and client_encoding at every connect (mismatch $R_MISMATCH, errors $R_ERRORS: $R_FIRST)"
 fleet "transaction: parameters, default reset" transaction defaults 1 -n 20 "${param_checks[@]}"
