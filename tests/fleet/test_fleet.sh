@@ -155,7 +155,7 @@ fleet "session: pqdedup defaults" session defaults "$WORKERS" -s "$SECS" -l "$LE
 fleet "session: PQDEDUP_MAX_PER_KEY=1" session "PQDEDUP_MAX_PER_KEY=1" "$WORKERS" -s "$SECS" -l "$LEAK_EVERY"
 [[ $R_ERRORS -eq 0 && $R_CONNECTS -gt $((WORKERS * LEAK_EVERY)) ]] && pass || fail "session mode, PQDEDUP_MAX_PER_KEY=1: zero errors in $R_CONNECTS connects: $R_FIRST"
 [[ $R_MAX -ge 1 && $R_MAX -le $POOL ]] && pass || fail "session mode, PQDEDUP_MAX_PER_KEY=1: server backends <= $POOL (max $R_MAX)"
-[[ $R_OPENED == "$WORKERS" ]] && pass || fail "session mode, PQDEDUP_MAX_PER_KEY=1: one connection to PgBouncer per worker (opened $R_OPENED)"
+[[ $R_OPENED -ge $WORKERS && $R_OPENED -le $POOL ]] && pass || fail "session mode, PQDEDUP_MAX_PER_KEY=1: about one connection to PgBouncer per worker (opened $R_OPENED)"
 
 # The reset: each connect reads the session variable the previous one set.
 fleet "session: reset probe, default reset" session "PQDEDUP_MAX_PER_KEY=1" 1 -n 50 -p
