@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # test_install.sh: `cmake --install` at two prefixes and a moved DESTDIR staging: the launcher finds its own libraries in each, never in the current directory.
 #
-# Run by ctest (tests/install.cmake) with PQD_TEST_BUILD_DIR (a configured, built tree);
-# LD_PRELOAD is unset. Needs no server. Each check prints "FAIL: ..." when it does not hold;
+# Run by ctest (tests/install.cmake) with PQD_TEST_BUILD_DIR (a configured, built tree) and
+# PQD_TEST_FLEET_WORKER (a plain libpq program); LD_PRELOAD is unset. With the test server's
+# variables set, one install's launcher also runs a churning program against it. Each check prints "FAIL: ..." when it does not hold;
 # the script exits 1 if any failed.
 set -euo pipefail
 
@@ -105,5 +106,14 @@ else
   grep -q "$(dirname "$installed")" <<<"$out" && pass || fail "... including the configured directory: $out"
 fi
 ! grep -q "$T/cwd" <<<"$out" && pass || fail "the current directory is never used: $out"
+
+# 5. At work: the launcher of a --prefix install, run from there, pools a churning program's
+# connections (when the test server is up: the harness's PGHOST and the worker program).
+if [[ -n ${PGHOST:-} && -x ${PQD_TEST_FLEET_WORKER:-} ]]; then
+  out=$("$T/prefix-two/bin/pqdedup" --stats -- "$PQD_TEST_FLEET_WORKER" work -n 100 \
+        "dbname=postgres application_name=pqdt_install_$$" 2>&1) || true
+  grep -q '^work .* ok=100 errors=0 .* backends=[12] ' <<<"$out" && pass || fail "the prefix-two launcher: 100 connects on 1 or 2 server backends: $out"
+  grep -q 'stats connects=100 opened=[12] ' <<<"$out" && pass || fail "the prefix-two launcher: its library's stats line: $out"
+fi
 
 checks_done test_install
