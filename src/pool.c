@@ -30,8 +30,6 @@
  * long, twice as long after each further refusal, up to the maximum. */
 #define REFUSAL_BACKOFF_NS (50 * NS_PER_MS)
 #define REFUSAL_BACKOFF_MAX_NS NS_PER_SEC
-/* How often a key's reference fingerprint of reported parameters is refreshed. */
-#define BASELINE_REFRESH_NS NS_PER_SEC
 
 /* Every server connection the pool owns is in exactly one state. */
 enum server_state {
@@ -51,6 +49,8 @@ struct server_conn {
     bool server_closing;          /* the server said FATAL while pqdedup owned it */
     bool reset_needed;            /* the reset query runs before the next handle gets it */
     bool idle_limit_known;        /* server_idle_limit_ns has been read */
+    bool reset_keeps_parameters;  /* its reset was seen to leave the reported parameters as a new
+                                     connection has them */
     int64_t server_idle_limit_ns; /* the session's idle_session_timeout (0 = none) */
     int64_t opened_ns, freed_ns;
     PGcancel *cancel;             /* made when a handle bound to it asked for one */
@@ -67,8 +67,8 @@ struct pool_bucket {
     _Atomic int waiters;          /* connects waiting for a server connection */
     int64_t refused_until_ns;     /* no new connection is tried before this (after a refusal) */
     int64_t backoff_ns;           /* the back-off after the next refusal (0: the first one) */
-    uint64_t baseline;            /* reported parameters of a clean session of this key */
-    int64_t baseline_ns;          /* when it was taken (0 = never) */
+    _Atomic uint64_t baseline;    /* the reported parameters of its newest new connection: what a
+                                     clean session of the key reports (session_parameters_fingerprint) */
     char target[16];              /* target_session_attrs of the key ("" = any) */
     pthread_cond_t changed;       /* a connection was freed or closed, or a handle went idle */
     struct server_conn *free;     /* LIFO: head is the most recently freed */
@@ -561,20 +561,42 @@ static struct handle *pick_idle_handle(struct pool_bucket *b, int64_t now, bool 
                 pthread_mutex_unlock(&h->lock);
             }
         }
-        if (best == NULL || session_parameters_fingerprint(best->conn) == b->baseline)
+        if (best == NULL || session_parameters_fingerprint(best->conn) == atomic_load(&b->baseline))
             return best;
         handle_make_sticky(best);
         pthread_mutex_unlock(&best->lock);
     }
 }
 
-/* The key's reference fingerprint of reported parameters, from a connection known to be
- * clean (just opened, or just reset), refreshed at most once a second so that a server
- * configuration reload is followed. Caller holds pool_lock. */
-static void note_baseline(struct pool_bucket *b, uint64_t fingerprint, int64_t now)
+/* The key's reference fingerprint of reported parameters: a new connection's. (After a server
+ * configuration reload, sessions report the new values: connections that no longer match are
+ * closed at their next reset, and the next new one sets the reference again.) Caller holds
+ * pool_lock. */
+static void note_baseline(struct pool_bucket *b, uint64_t fingerprint)
 {
-    b->baseline = fingerprint;
-    b->baseline_ns = now;
+    atomic_store(&b->baseline, fingerprint);
+}
+
+/* After s's first reset: true when its reported parameters are still what a new connection of
+ * the key reports. A reset that changes them (a pooler such as PgBouncer in front, which sets
+ * the client's parameters with SET, so that RESET ALL reverts them) would hand the next handle
+ * a session other than the one it asked for: such a connection is closed instead, and the
+ * first time it happens this is logged with what to do. Called without pool_lock. */
+static bool reset_kept_parameters(struct server_conn *s, uint64_t baseline)
+{
+    if (s->reset_keeps_parameters)
+        return true;
+    if (session_parameters_fingerprint(s->conn) != baseline) {
+        static _Atomic bool said;
+        if (!atomic_exchange(&said, true))
+            log_msg(LOG_WARN, "the reset query changes the parameters the server reports for this key "
+                              "(a pooler in front that sets them, such as PgBouncer?): its connections are "
+                              "closed instead of reused; set PQDEDUP_RESET_QUERY='' in front of a transaction "
+                              "pooler (README, Beyond one process)");
+        return false;
+    }
+    s->reset_keeps_parameters = true;
+    return true;
 }
 
 /* Makes a connection taken from the free stack or from an idle handle fit for a new handle:
@@ -582,29 +604,31 @@ static void note_baseline(struct pool_bucket *b, uint64_t fingerprint, int64_t n
  * server's idle_session_timeout once. Called without pool_lock, s BUSY. Returns false when
  * it must be closed instead. */
 static bool make_ready(struct server_conn *s, const char *target, bool from_handle, bool handle_dirty,
-                       int64_t now)
+                       int64_t now, uint64_t baseline)
 {
     int64_t idle = now - s->freed_ns;
     /* A server that ends idle sessions gets a round trip (which restarts its idle clock)
      * once half its timeout has passed; a key that asked for a kind of server re-checks it. */
     bool check = idle >= settings.check_after_ns || target[0] != '\0' ||
                  (s->server_idle_limit_ns > 0 && idle >= s->server_idle_limit_ns / 2);
-    bool usable;
+    bool usable, reset;
     if (from_handle) {
         /* A handle's session: its reset runs now (PQDEDUP_RESET=dirty skips it for a clean one). */
-        bool reset = !settings.reset_only_dirty || handle_dirty;
+        reset = !settings.reset_only_dirty || handle_dirty;
         enum reset_pending pending;
         usable = session_start_reset(s->conn, reset ? settings.reset_query : "", &pending, &s->server_closing) &&
                  session_finish_reset(s->conn, pending, "", check, settings.check_timeout_ns, &s->server_closing);
         if (reset)
             stats_add(resets);
     } else {
-        const char *reset_query = s->reset_needed ? settings.reset_query : "";
+        reset = s->reset_needed;
+        const char *reset_query = reset ? settings.reset_query : "";
         usable = session_finish_reset(s->conn, s->pending, reset_query, check, settings.check_timeout_ns,
                                       &s->server_closing);
     }
     s->pending = PENDING_NONE;
-    usable = usable && session_looks_alive(s->conn) && session_matches_target(s->conn, target);
+    usable = usable && session_looks_alive(s->conn) && session_matches_target(s->conn, target) &&
+             (!reset || settings.reset_query[0] == '\0' || reset_kept_parameters(s, baseline));
     if (usable && !s->idle_limit_known)
         usable = s->idle_limit_known =
             session_read_idle_timeout(s->conn, settings.check_timeout_ns, &s->server_idle_limit_ns);
@@ -619,10 +643,6 @@ static void learn_new(struct server_conn *s)
     s->idle_limit_known = session_read_idle_timeout(s->conn, settings.check_timeout_ns, &s->server_idle_limit_ns);
 }
 
-static bool baseline_stale(const struct pool_bucket *b, int64_t now)
-{
-    return b->baseline_ns == 0 || now - b->baseline_ns >= BASELINE_REFRESH_NS;
-}
 
 /* Waits for a connection of b to be freed or closed or a handle to go idle, until the
  * deadline (set on first use, PQDEDUP_MAX_WAIT from now) or, during a refusal back-off, its
@@ -714,15 +734,12 @@ static enum acquired acquire(struct handle *h, const struct connect_call *call, 
             }
         }
         if (s != NULL) {
-            bool refresh = baseline_stale(b, now) && (victim == NULL || !settings.reset_only_dirty);
+            uint64_t baseline = atomic_load(&b->baseline);
             unlock_pool();
-            bool usable = make_ready(s, b->target, victim != NULL, victim_dirty, now);
-            uint64_t fingerprint = usable && refresh ? session_parameters_fingerprint(s->conn) : 0;
+            bool usable = make_ready(s, b->target, victim != NULL, victim_dirty, now, baseline);
             lock_pool();
             now = monotonic_ns();
             if (usable) {
-                if (refresh)
-                    note_baseline(b, fingerprint, now);
                 bind(h, s, started ? HANDLE_STARTED : HANDLE_BOUND);
                 if (victim != NULL)
                     stats_add(moved);
@@ -768,7 +785,7 @@ static enum acquired acquire(struct handle *h, const struct connect_call *call, 
             if (fresh != NULL) {
                 b->backoff_ns = 0;
                 b->refused_until_ns = 0;
-                note_baseline(b, fingerprint, now);
+                note_baseline(b, fingerprint);
                 bind(h, fresh, HANDLE_BOUND);
                 result = ACQUIRED_BOUND;
                 break;
@@ -1035,7 +1052,8 @@ PostgresPollingStatusType pool_connect_poll(struct handle *h)
                                                     s->reset_needed ? settings.reset_query : "", &s->server_closing);
         if (step == SESSION_STEP_WAIT)
             return PGRES_POLLING_READING;
-        if (step == SESSION_STEP_DONE && session_matches_target(s->conn, b->target)) {
+        if (step == SESSION_STEP_DONE && session_matches_target(s->conn, b->target) &&
+            (settings.reset_query[0] == '\0' || reset_kept_parameters(s, atomic_load(&b->baseline)))) {
             handle_set_state(h, HANDLE_BOUND);
             bind_finish(h);
             return PGRES_POLLING_OK;
@@ -1169,7 +1187,7 @@ void pool_connect_finished(struct handle *h)
     if (ok)
         s = new_server(b, h->conn);
     if (s != NULL) {
-        note_baseline(b, fingerprint, monotonic_ns());
+        note_baseline(b, fingerprint);
         bind(h, s, HANDLE_BOUND);
         unlock_pool();
         bind_finish(h);
@@ -1213,7 +1231,7 @@ static void reset_and_keep(struct server_conn *s, bool worth_keeping, bool dirty
     /* PQDEDUP_RESET=dirty skips the reset when nothing pqdedup saw could change the session:
      * no such SQL, and no reported parameter changed. */
     s->reset_needed = !settings.reset_only_dirty || dirty ||
-                      (worth_keeping && session_parameters_fingerprint(s->conn) != b->baseline);
+                      (worth_keeping && session_parameters_fingerprint(s->conn) != atomic_load(&b->baseline));
     const char *reset_query = s->reset_needed ? settings.reset_query : "";
     bool reset_started =
         worth_keeping && session_start_reset(s->conn, reset_query, &pending, &s->server_closing);

@@ -187,12 +187,17 @@ EXTRA_CONNINFO="application_name=pqd_fleet client_encoding=LATIN1"
 param_checks=(-c client_encoding=LATIN1 -c application_name=pqd_fleet)
 fleet "transaction: parameters, RESET_QUERY=''" transaction "PQDEDUP_RESET_QUERY=" "$WORKERS" -s 1 -l "$LEAK_EVERY" "${param_checks[@]}"
 [[ $R_ERRORS -eq 0 && $R_MISMATCH -eq 0 && $R_CONNECTS -gt 0 ]] && pass || fail "transaction mode, PQDEDUP_RESET_QUERY='': the app's application_name and client_encoding at every connect (mismatch $R_MISMATCH, errors $R_ERRORS: $R_FIRST)"
+# With the default reset, DISCARD ALL reverts what PgBouncer SET: pqdedup sees that the reset
+# changed the parameters the server reports and closes such a connection instead of handing it
+# out (each connect then opens a new one to PgBouncer): never a session other than the one asked for.
 fleet "transaction: parameters, default reset" transaction defaults 1 -n 20 "${param_checks[@]}"
+[[ $R_ERRORS -eq 0 && $R_MISMATCH -eq 0 && $R_CONNECTS -eq 20 ]] && pass || fail "transaction mode, default reset: the app's parameters at every connect (mismatch $R_MISMATCH, errors $R_ERRORS: $R_FIRST)"
 fleet "session: parameters, default reset" session "PQDEDUP_MAX_PER_KEY=1" 1 -n 20 "${param_checks[@]}"
-# ... and as the reset changed a parameter the server reports, pqdedup treats the handle as
-# holding session state: a leaked one keeps its connection, and at PQDEDUP_MAX_PER_KEY the
-# next connect waits for it in vain.
+[[ $R_ERRORS -eq 0 && $R_MISMATCH -eq 0 && $R_CONNECTS -eq 20 ]] && pass || fail "session mode, default reset: the app's parameters at every connect (mismatch $R_MISMATCH, errors $R_ERRORS: $R_FIRST)"
+# ... also when leaked handles' connections move at PQDEDUP_MAX_PER_KEY: the moved one is
+# closed after its reset, which frees the cap for a new one.
 fleet "session: MAX_PER_KEY=1 with parameters" session "PQDEDUP_MAX_PER_KEY=1 PQDEDUP_MAX_WAIT=1s" "$WORKERS" -s 1 -l "$LEAK_EVERY" "${param_checks[@]}"
+[[ $R_ERRORS -eq 0 && $R_MISMATCH -eq 0 && $R_CONNECTS -gt 0 ]] && pass || fail "session mode, MAX_PER_KEY=1, leaking, with parameters: zero errors and mismatches (mismatch $R_MISMATCH, errors $R_ERRORS: $R_FIRST)"
 fleet "session: parameters, RESET=dirty" session "PQDEDUP_MAX_PER_KEY=1 PQDEDUP_RESET=dirty" "$WORKERS" -s 1 -l "$LEAK_EVERY" "${param_checks[@]}"
 EXTRA_CONNINFO=
 
