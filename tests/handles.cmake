@@ -1,0 +1,15 @@
+# tests/handles.cmake: the handle model's promises (MODEL: every connect gets a PGconn * of
+# pqdedup's own, bound to a server connection only while it needs one), test_handles_*.c.
+
+# Moving: an idle, clean handle's server connection moves to a handle that needs one (same
+# backend pid); the moved-from handle answers PQstatus OK, PQTRANS_IDLE, its own last error,
+# its last backend pid and parameters while pg_stat_activity shows it holds no backend; its
+# next call takes the backend back on a reset session (another handle's hidden work_mem and
+# temp table gone, its error text not shown); the longest-idle handle goes first; a handle in
+# a transaction never loses its backend.
+# KNOWN LIBRARY BUG (reported): once the moved-from handle is bound again by a call that sends
+# nothing (PQconninfo), its PQerrorMessage is "" instead of its own last error (plain libpq
+# keeps it): the move's reset cleared the server connection's error text.
+pqdedup_add_test(NAME handles_move SOURCES test_handles_move.c
+                 ENV PQDEDUP_UNBIND_AFTER=0 PQDEDUP_KEEP_PER_KEY=0 LABELS handles)
+
