@@ -13,3 +13,15 @@
 pqdedup_add_test(NAME handles_move SOURCES test_handles_move.c
                  ENV PQDEDUP_UNBIND_AFTER=0 PQDEDUP_KEEP_PER_KEY=0 LABELS handles)
 
+
+# Sticky: for SET, SET ROLE, PREPARE, PQprepare, LISTEN, CREATE TEMP TABLE, pg_advisory_lock,
+# DECLARE ... WITH HOLD, set_config, PQsetClientEncoding, PQregisterEventProc, a large object,
+# an open or aborted transaction, COPY in progress and pipeline mode, the handle keeps its
+# backend and its state while another connect of its key needs one: at PQDEDUP_MAX_PER_KEY=1
+# that connect waits and fails with the cap's message; with PQDEDUP_UNBIND_AFTER=0 it gets a
+# new backend and sees none of the state. A NOTIFY sent later still arrives; the event
+# procedure hears CONNDESTROY at PQfinish and nothing pqdedup caused.
+pqdedup_add_test(NAME handles_sticky_cap SOURCES test_handles_sticky.c ARGS cap
+                 ENV PQDEDUP_MAX_PER_KEY=1 PQDEDUP_MAX_WAIT=300ms LABELS handles)
+pqdedup_add_test(NAME handles_sticky_new PROGRAM test_handles_sticky ARGS new
+                 ENV PQDEDUP_UNBIND_AFTER=0 LABELS handles)
