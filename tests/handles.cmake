@@ -25,3 +25,12 @@ pqdedup_add_test(NAME handles_sticky_cap SOURCES test_handles_sticky.c ARGS cap
                  ENV PQDEDUP_MAX_PER_KEY=1 PQDEDUP_MAX_WAIT=300ms LABELS handles)
 pqdedup_add_test(NAME handles_sticky_new PROGRAM test_handles_sticky ARGS new
                  ENV PQDEDUP_UNBIND_AFTER=0 LABELS handles)
+
+# Client-side state belongs to the handle: with two handles passing one backend between them
+# at every query, a notice raised after a move reaches only the handle's own receiver or
+# processor with its own argument (never after its PQfinish); error verbosity and context
+# visibility shape only their own handle's errors, and an unbound handle's setters return its
+# own previous values; PQisnonblocking stays per handle and a nonblocking send + poll loop
+# works after a move; each PQtrace file holds its own handle's traffic only (no resets).
+pqdedup_add_test(NAME handles_client_state SOURCES test_handles_client.c
+                 ENV PQDEDUP_UNBIND_AFTER=0 PQDEDUP_KEEP_PER_KEY=0 LABELS handles)
