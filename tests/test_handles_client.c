@@ -69,15 +69,6 @@ static void run_moved(PGconn *c, const char *who, const char *sql)
           sql, PQbackendPID(c), shared_pid);
 }
 
-/* Two handles on one backend: a first, b took its connection. */
-static void connect_pair(PGconn **a, PGconn **b, const char *scenario)
-{
-    *a = tu_connect_ok();
-    shared_pid = tu_backend_pid(*a);
-    REQUIRE(shared_pid > 0, "%s: pg_backend_pid: %s", scenario, PQerrorMessage(*a));
-    *b = tu_connect_taking(shared_pid, scenario);
-}
-
 static void test_notices(void)
 {
     PGconn *a, *b;
@@ -86,7 +77,7 @@ static void test_notices(void)
 
     REQUIRE(la != NULL, "out of memory");
     la->owner = "A";
-    connect_pair(&a, &b, "notices");
+    tu_connect_pair(&a, &b, &shared_pid, "notices");
     PQsetNoticeReceiver(a, receiver, la); /* A is unbound here */
     PQsetNoticeProcessor(b, processor, &lb);
     for (int round = 0; round < 5; round++) {
@@ -115,7 +106,7 @@ static void test_errors(void)
     PGconn *a, *b;
     const char *m;
 
-    connect_pair(&a, &b, "errors");
+    tu_connect_pair(&a, &b, &shared_pid, "errors");
     /* A is unbound: its setters answer its own previous values. */
     CHECK(PQsetErrorVerbosity(a, PQERRORS_VERBOSE) == PQERRORS_DEFAULT, "errors: A's verbosity was DEFAULT");
     CHECK(PQsetErrorVerbosity(a, PQERRORS_VERBOSE) == PQERRORS_VERBOSE, "errors: unbound A returns its own VERBOSE");
@@ -181,7 +172,7 @@ static void test_nonblock(void)
 {
     PGconn *a, *b;
 
-    connect_pair(&a, &b, "nonblock");
+    tu_connect_pair(&a, &b, &shared_pid, "nonblock");
     CHECK(PQsetnonblocking(a, 1) == 0, "nonblock: PQsetnonblocking(A, 1)");
     CHECK(PQisnonblocking(a) == 1 && PQisnonblocking(b) == 0, "nonblock: A 1, B 0 (A unbound)");
     for (int round = 0; round < 3; round++) {
@@ -219,7 +210,7 @@ static void test_trace(void)
     long a_len;
 
     REQUIRE(fa != NULL && fb != NULL, "tmpfile");
-    connect_pair(&a, &b, "trace");
+    tu_connect_pair(&a, &b, &shared_pid, "trace");
     PQtrace(a, fa); /* A is unbound */
     PQtrace(b, fb);
     for (int round = 0; round < 3; round++) {

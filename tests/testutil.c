@@ -512,3 +512,11 @@ PGconn *tu_connect_taking(int pid, const char *scenario)
             got, pid);
     return c;
 }
+
+void tu_connect_pair(PGconn **a, PGconn **b, int *pid, const char *scenario)
+{
+    *a = tu_connect_ok();
+    *pid = tu_backend_pid(*a);
+    REQUIRE(*pid > 0, "%s: pg_backend_pid: %s", scenario, PQerrorMessage(*a));
+    *b = tu_connect_taking(*pid, scenario);
+}

@@ -153,4 +153,8 @@ const char *tu_sqlstate(const PGresult *res);
  * `scenario` names it in failures. */
 PGconn *tu_connect_taking(int pid, const char *scenario);
 
+/* Two handles of one key on one backend: *a connects (its backend into *pid), then *b takes
+ * a's server connection (tu_connect_taking). Same conditions as tu_connect_taking. */
+void tu_connect_pair(PGconn **a, PGconn **b, int *pid, const char *scenario);
+
 #endif
