@@ -34,3 +34,13 @@ pqdedup_add_test(NAME handles_sticky_new PROGRAM test_handles_sticky ARGS new
 # works after a move; each PQtrace file holds its own handle's traffic only (no resets).
 pqdedup_add_test(NAME handles_client_state SOURCES test_handles_client.c
                  ENV PQDEDUP_UNBIND_AFTER=0 PQDEDUP_KEEP_PER_KEY=0 LABELS handles)
+
+# PQsocket: one descriptor number for the handle's life (bound, unbound, bound again); poll()
+# on it sees the handle's own results after a move, and nothing of another handle's traffic
+# on the connection it had; an epoll registration kept across moves does the same; -1 after
+# the server closed its bound connection (pg_terminate_backend + a failed query).
+# KNOWN LIBRARY BUG (reported): an epoll registration of the descriptor follows the socket it
+# pointed at when registered (dup3 changes what the number means, not the registration): it
+# reports another handle's traffic, and never the handle's own results after a move.
+pqdedup_add_test(NAME handles_socket SOURCES test_handles_socket.c
+                 ENV PQDEDUP_UNBIND_AFTER=0 PQDEDUP_KEEP_PER_KEY=0 LABELS handles)
