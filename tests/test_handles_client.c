@@ -138,8 +138,6 @@ static void test_errors(void)
 static char *query_polling(PGconn *c, const char *sql)
 {
     long deadline = tu_now_ms() + 5000;
-    PGresult *r, *first = NULL;
-    char *v = NULL;
 
     if (!CHECK(PQsendQuery(c, sql) == 1, "nonblock: PQsendQuery: %s", PQerrorMessage(c)))
         return NULL;
@@ -156,16 +154,7 @@ static char *query_polling(PGconn *c, const char *sql)
         if (poll(&pfd, 1, 100) > 0 && (pfd.revents & POLLIN) && !PQconsumeInput(c))
             break;
     }
-    while ((r = PQgetResult(c)) != NULL) {
-        if (first == NULL)
-            first = r;
-        else
-            PQclear(r);
-    }
-    if (PQresultStatus(first) == PGRES_TUPLES_OK && PQntuples(first) == 1)
-        v = strdup(PQgetvalue(first, 0, 0));
-    PQclear(first);
-    return v;
+    return tu_result_value(c);
 }
 
 static void test_nonblock(void)

@@ -41,8 +41,6 @@ static void check_on_shared(PGconn *c, const char *who)
 static char *wait_result(PGconn *c, int fd)
 {
     long deadline = tu_now_ms() + 5000;
-    PGresult *r, *first = NULL;
-    char *v = NULL;
 
     while (PQisBusy(c)) {
         struct pollfd pfd = {.fd = fd, .events = POLLIN};
@@ -54,16 +52,7 @@ static char *wait_result(PGconn *c, int fd)
         if (!CHECK(PQconsumeInput(c) == 1, "PQconsumeInput: %s", PQerrorMessage(c)))
             return NULL;
     }
-    while ((r = PQgetResult(c)) != NULL) {
-        if (first == NULL)
-            first = r;
-        else
-            PQclear(r);
-    }
-    if (PQresultStatus(first) == PGRES_TUPLES_OK && PQntuples(first) == 1)
-        v = strdup(PQgetvalue(first, 0, 0));
-    PQclear(first);
-    return v;
+    return tu_result_value(c);
 }
 
 static void test_stable_and_own(void)

@@ -520,3 +520,20 @@ void tu_connect_pair(PGconn **a, PGconn **b, int *pid, const char *scenario)
     REQUIRE(*pid > 0, "%s: pg_backend_pid: %s", scenario, PQerrorMessage(*a));
     *b = tu_connect_taking(*pid, scenario);
 }
+
+char *tu_result_value(PGconn *c)
+{
+    PGresult *r, *first = NULL;
+    char *v = NULL;
+
+    while ((r = PQgetResult(c)) != NULL) {
+        if (first == NULL)
+            first = r;
+        else
+            PQclear(r);
+    }
+    if (PQresultStatus(first) == PGRES_TUPLES_OK && PQntuples(first) > 0 && !PQgetisnull(first, 0, 0))
+        v = strdup(PQgetvalue(first, 0, 0));
+    PQclear(first);
+    return v;
+}

@@ -157,4 +157,9 @@ PGconn *tu_connect_taking(int pid, const char *scenario);
  * a's server connection (tu_connect_taking). Same conditions as tu_connect_taking. */
 void tu_connect_pair(PGconn **a, PGconn **b, int *pid, const char *scenario);
 
+/* Reads every result of what is in flight on c (PQgetResult until NULL; it blocks as
+ * PQgetResult does) and returns the first value of the first result when that one has rows,
+ * malloc'd; else NULL. */
+char *tu_result_value(PGconn *c);
+
 #endif
