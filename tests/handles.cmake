@@ -44,3 +44,15 @@ pqdedup_add_test(NAME handles_client_state SOURCES test_handles_client.c
 # reports another handle's traffic, and never the handle's own results after a move.
 pqdedup_add_test(NAME handles_socket SOURCES test_handles_socket.c
                  ENV PQDEDUP_UNBIND_AFTER=0 PQDEDUP_KEEP_PER_KEY=0 LABELS handles)
+
+# Cancels reach only the handle's own query: PQcancel through PQgetCancel(A) from another
+# thread cancels A's pg_sleep (57014); once B took A's backend and runs pg_sleep there, A's
+# earlier cancel object sends nothing and returns 1 (B's query completes); bound to another
+# backend, A's query is cancelled through the same object; PQrequestCancel and PQcancel from a
+# SIGALRM handler cancel A's query; after PQfinish(A) its old object never cancels the query
+# of the handle its backend went to; PQfreeCancel afterwards is clean; PQrequestCancel works
+# on a handle that never called PQgetCancel.
+# KNOWN LIBRARY BUG (reported): PQrequestCancel on a handle that never called PQgetCancel
+# returns 1 and sends nothing (the handle has no cancel target until PQgetCancel asks for one).
+pqdedup_add_test(NAME handles_cancel SOURCES test_handles_cancel.c
+                 ENV PQDEDUP_UNBIND_AFTER=0 LABELS handles)
