@@ -56,3 +56,20 @@ pqdedup_add_test(NAME handles_socket SOURCES test_handles_socket.c
 # returns 1 and sends nothing (the handle has no cancel target until PQgetCancel asks for one).
 pqdedup_add_test(NAME handles_cancel SOURCES test_handles_cancel.c
                  ENV PQDEDUP_UNBIND_AFTER=0 LABELS handles)
+
+# A handle's ends: PQconnectStart / PQconnectStartParams answered by a kept connection read
+# CONNECTION_STARTED until the first PQconnectPoll (the socket writable, as libpq's documented
+# loop waits for), which returns PGRES_POLLING_OK, then CONNECTION_OK on the kept backend; an
+# asynchronous connect that opens a new backend completes with the documented poll loop;
+# calls on a finished handle fail as on a failed connection whose error mentions PQfinish
+# (also after a failed PQexec on it, and from two threads at once), a second PQfinish is
+# ignored, and libpq's connect loop does not connect it; every live connect gets a pointer of
+# its own; a program that never calls libpq, started with the library preloaded, connects to
+# nothing.
+# KNOWN LIBRARY BUGS (reported): the finished handles' stand-in and the start-up probe are
+# made with an unknown keyword whose value is empty, which libpq skips: both are real
+# connection starts to the default server (PGHOST...), made at library load in every process
+# and at the first call on a finished handle; a finished handle reads CONNECTION_MADE, its
+# error names a socket, PQconnectPoll connects it and queries then run (shared by every
+# finished handle, across threads).
+pqdedup_add_test(NAME handles_connect SOURCES test_handles_connect.c LABELS handles)
