@@ -234,17 +234,11 @@ static void test_trace(void)
     fclose(fb);
 }
 
-static void quiet(void *arg, const char *message)
-{
-    (void) arg;
-    (void) message;
-}
-
 int main(void)
 {
     PGconn *obs = tu_observer();
 
-    PQsetNoticeProcessor(obs, quiet, NULL);
+    tu_quiet_notices(obs);
     tu_exec_check(obs, functions);
     test_notices();
     test_errors();

@@ -175,6 +175,7 @@ int main(void)
 {
     PGconn *obs = tu_observer();
 
+    tu_quiet_notices(obs);
     tu_exec_check(obs, hidden_fn);
     tu_exec_check(obs, "DROP TABLE IF EXISTS pqdt_handles_move");
     tu_exec_check(obs, "CREATE TABLE pqdt_handles_move (x int)");

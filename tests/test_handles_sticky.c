@@ -379,12 +379,6 @@ static void run_control(void)
     PQfinish(a);
 }
 
-static void quiet(void *arg, const char *message)
-{
-    (void) arg;
-    (void) message;
-}
-
 int main(int argc, char **argv)
 {
     PGconn *obs;
@@ -395,7 +389,7 @@ int main(int argc, char **argv)
     }
     mode = strcmp(argv[1], "cap") == 0 ? MODE_CAP : MODE_NEW;
     obs = tu_observer();
-    PQsetNoticeProcessor(obs, quiet, NULL);
+    tu_quiet_notices(obs);
     tu_exec_check(obs, "DROP TABLE IF EXISTS pqdt_sticky_rows");
     tu_exec_check(obs, "CREATE TABLE pqdt_sticky_rows (x int)");
     tu_exec_check(obs, "GRANT ALL ON pqdt_sticky_rows TO PUBLIC");

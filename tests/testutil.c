@@ -537,3 +537,14 @@ char *tu_result_value(PGconn *c)
     PQclear(first);
     return v;
 }
+
+static void tu_drop_notice(void *arg, const char *message)
+{
+    (void)arg;
+    (void)message;
+}
+
+void tu_quiet_notices(PGconn *c)
+{
+    PQsetNoticeProcessor(c, tu_drop_notice, NULL);
+}

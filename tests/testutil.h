@@ -162,4 +162,8 @@ void tu_connect_pair(PGconn **a, PGconn **b, int *pid, const char *scenario);
  * malloc'd; else NULL. */
 char *tu_result_value(PGconn *c);
 
+/* Drops c's notices (e.g. the observer's "does not exist, skipping" of DROP ... IF EXISTS)
+ * instead of printing them on stderr. */
+void tu_quiet_notices(PGconn *c);
+
 #endif
