@@ -73,3 +73,11 @@ pqdedup_add_test(NAME handles_cancel SOURCES test_handles_cancel.c
 # error names a socket, PQconnectPoll connects it and queries then run (shared by every
 # finished handle, across threads).
 pqdedup_add_test(NAME handles_connect SOURCES test_handles_connect.c LABELS handles)
+
+# fork: in a child, an inherited idle clean handle runs on a backend of the child's own (not
+# the parent's) and the parent's handle keeps working on its own; the child's PQfinish of
+# inherited handles (idle, and inside a transaction), ending with exit() or _exit(), never
+# breaks the parent's sessions (same backends, the transaction commits); an inherited sticky
+# handle keeps plain libpq's behaviour in the child (the parent's backend and settings), and
+# the child's PQfinish of it leaves the parent's session working.
+pqdedup_add_test(NAME handles_fork SOURCES test_handles_fork.c LABELS handles)
