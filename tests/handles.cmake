@@ -81,3 +81,15 @@ pqdedup_add_test(NAME handles_connect SOURCES test_handles_connect.c LABELS hand
 # handle keeps plain libpq's behaviour in the child (the parent's backend and settings), and
 # the child's PQfinish of it leaves the parent's session working.
 pqdedup_add_test(NAME handles_fork SOURCES test_handles_fork.c LABELS handles)
+
+# A handle is its own session: two live handles of one thread never see each other's open
+# transaction, temp table, SET or prepared statement, and a rollback on one never loses the
+# other's committed rows; 8 threads x 4 live handles (pgbench's shape, with a SET and a temp
+# table on two of them) over many rounds: each sees only its own uncommitted row, the four of
+# a thread are on four backends inside their transactions, sticky state stays where it was
+# made, exactly the committed rows remain; every live connect has a pointer of its own.
+# SERIAL: up to 33 backends at once. Once with default settings, once with
+# PQDEDUP_UNBIND_AFTER=0 (connections move at every chance).
+pqdedup_add_test(NAME handles_session SOURCES test_handles_session.c SERIAL LABELS handles)
+pqdedup_add_test(NAME handles_session_unbind0 PROGRAM test_handles_session
+                 ENV PQDEDUP_UNBIND_AFTER=0 SERIAL LABELS handles)
