@@ -93,3 +93,13 @@ pqdedup_add_test(NAME handles_fork SOURCES test_handles_fork.c LABELS handles)
 pqdedup_add_test(NAME handles_session SOURCES test_handles_session.c SERIAL LABELS handles)
 pqdedup_add_test(NAME handles_session_unbind0 PROGRAM test_handles_session
                  ENV PQDEDUP_UNBIND_AFTER=0 SERIAL LABELS handles)
+
+# Threads: 8 threads churn handles of one key (connect, transaction, query, finish; one connect
+# in 8 leaked and later used again) while 8 others hold handles inside transactions: a backend
+# pid registered inside every transaction is never registered twice (no backend serves two
+# handles at once), no handle changes backend inside its transaction, pg_stat_activity shows
+# every registered backend inside a transaction, every answer is right. SERIAL: up to
+# max_connections backends. Once with default settings, once with PQDEDUP_UNBIND_AFTER=0.
+pqdedup_add_test(NAME handles_threads SOURCES test_handles_threads.c SERIAL LABELS handles)
+pqdedup_add_test(NAME handles_threads_unbind0 PROGRAM test_handles_threads
+                 ENV PQDEDUP_UNBIND_AFTER=0 SERIAL LABELS handles)
