@@ -25,7 +25,9 @@
  * same key is made; afterwards A still runs on P and its state is still there (a LISTEN still
  * gets a NOTIFY sent afterwards; an event procedure hears CONNDESTROY at PQfinish and nothing
  * pqdedup caused; the COPY and the pipeline complete). A control first shows that without
- * sticky state the other connect does take A's backend.
+ * sticky state the other connect does take A's backend. In cap mode, a handle that lost its
+ * connection to one that turned sticky fails its next query with the cap's message, and
+ * PQreset brings it back once that handle finished.
  */
 
 enum mode { MODE_CAP, MODE_NEW };
@@ -363,6 +365,34 @@ static void run_kind(const struct kind *k)
     }
 }
 
+/* At the cap, a handle whose connection moved to a handle that then turned sticky cannot
+ * bind again: its query fails as on a connection that broke (CONNECTION_BAD, the cap's
+ * message); once the sticky handle finished, PQreset brings it back, as it would a plain
+ * connection whose server is reachable again. */
+static void run_rebind_at_cap(void)
+{
+    PGconn *a = tu_connect_ok(), *b;
+    int pid = tu_backend_pid(a);
+    PGresult *r;
+
+    REQUIRE(pid > 0, "rebind at the cap: pg_backend_pid: %s", PQerrorMessage(a));
+    b = tu_connect_taking(pid, "rebind at the cap (a clean idle handle's backend moves)");
+    tu_exec_check(b, "SET work_mem = '7MB'");
+    r = PQexec(a, "SELECT 1");
+    CHECK(PQresultStatus(r) != PGRES_TUPLES_OK, "rebind at the cap: A's query ran");
+    PQclear(r);
+    CHECK(PQstatus(a) == CONNECTION_BAD && strstr(PQerrorMessage(a), "PQDEDUP_MAX_PER_KEY") != NULL,
+          "rebind at the cap: A must read CONNECTION_BAD with the cap's message; status %d: %s",
+          (int) PQstatus(a), PQerrorMessage(a));
+    CHECK(value_is(b, "SHOW work_mem", "7MB") && tu_backend_pid(b) == pid, "rebind at the cap: B unaffected");
+    PQfinish(b);
+    PQreset(a);
+    CHECK(PQstatus(a) == CONNECTION_OK, "rebind at the cap: PQreset after the sticky handle finished "
+          "leaves A with status %d: %s", (int) PQstatus(a), PQerrorMessage(a));
+    CHECK(tu_backend_pid(a) > 0, "rebind at the cap: A works after PQreset: %s", PQerrorMessage(a));
+    PQfinish(a);
+}
+
 /* Control: without sticky state, the other connect takes A's backend (so "kept its backend"
  * below means something) and A, needing one again, gets a backend back. */
 static void run_control(void)
@@ -394,6 +424,8 @@ int main(int argc, char **argv)
     tu_exec_check(obs, "CREATE TABLE pqdt_sticky_rows (x int)");
     tu_exec_check(obs, "GRANT ALL ON pqdt_sticky_rows TO PUBLIC");
     run_control();
+    if (mode == MODE_CAP)
+        run_rebind_at_cap();
     for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
         run_kind(&kinds[i]);
     tu_exec_check(obs, "DROP TABLE pqdt_sticky_rows");
