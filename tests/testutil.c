@@ -468,3 +468,114 @@ char **tu_environ_with(const char *const *extra_env)
     envp[k] = NULL;
     return envp;
 }
+
+/* The first value of sql with its parameters on the observer, malloc'd (NULL on an error,
+ * printed, or on no rows or an SQL NULL). */
+static char *tu_observer_value(const char *sql, int nparams, const char *const *params)
+{
+    PGconn *obs;
+    PGresult *res;
+    char *v = NULL;
+
+    pthread_mutex_lock(&tu_obs_lock);
+    obs = tu_observer_locked();
+    res = PQexecParams(obs, sql, nparams, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(res) == PGRES_TUPLES_OK) {
+        if (PQntuples(res) > 0 && PQnfields(res) > 0 && !PQgetisnull(res, 0, 0))
+            v = strdup(PQgetvalue(res, 0, 0));
+    } else {
+        fprintf(stderr, "observer query failed: %s: %s", sql, PQerrorMessage(obs));
+    }
+    PQclear(res);
+    pthread_mutex_unlock(&tu_obs_lock);
+    return v;
+}
+
+/* Polls sql with params on the observer until its first value is want, for timeout_ms. */
+static int tu_wait_value_params(const char *sql, int nparams, const char *const *params,
+                                const char *want, int timeout_ms)
+{
+    long start = tu_now_ms();
+
+    for (;;) {
+        char *v = tu_observer_value(sql, nparams, params);
+        int seen = v != NULL && strcmp(v, want) == 0;
+
+        free(v);
+        if (seen)
+            return 1;
+        if (tu_now_ms() - start >= timeout_ms)
+            return 0;
+        tu_sleep_ms(10);
+    }
+}
+
+int tu_wait_value(const char *sql, const char *want, int timeout_ms)
+{
+    return tu_wait_value_params(sql, 0, NULL, want, timeout_ms);
+}
+
+int tu_wait_active(int pid, const char *fragment, int timeout_ms)
+{
+    char param[24];
+    const char *params[2] = {param, fragment};
+
+    snprintf(param, sizeof param, "%d", pid);
+    return tu_wait_value_params("SELECT count(*) FROM pg_stat_activity WHERE pid = $1::int "
+                                "AND state = 'active' AND strpos(query, $2) > 0",
+                                2, params, "1", timeout_ms);
+}
+
+const char *tu_sqlstate(const PGresult *res)
+{
+    const char *s = res != NULL ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+
+    return s != NULL ? s : "";
+}
+
+PGconn *tu_connect_taking(int pid, const char *scenario)
+{
+    PGconn *c = tu_connect_ok();
+    int got = tu_backend_pid(c);
+
+    REQUIRE(got == pid, "%s: a new connection runs on backend %d, expected the idle handle's "
+            "backend %d to move to it (PQDEDUP_UNBIND_AFTER=0, no free connection)", scenario,
+            got, pid);
+    return c;
+}
+
+void tu_connect_pair(PGconn **a, PGconn **b, int *pid, const char *scenario)
+{
+    *a = tu_connect_ok();
+    *pid = tu_backend_pid(*a);
+    REQUIRE(*pid > 0, "%s: pg_backend_pid: %s", scenario, PQerrorMessage(*a));
+    *b = tu_connect_taking(*pid, scenario);
+}
+
+char *tu_result_value(PGconn *c)
+{
+    PGresult *r, *first = NULL;
+    char *v = NULL;
+
+    while ((r = PQgetResult(c)) != NULL) {
+        if (first == NULL)
+            first = r;
+        else
+            PQclear(r);
+    }
+    if (PQresultStatus(first) == PGRES_TUPLES_OK && PQntuples(first) > 0 && !PQgetisnull(first, 0, 0))
+        v = strdup(PQgetvalue(first, 0, 0));
+    PQclear(first);
+    return v;
+}
+
+static void tu_drop_notice(void *arg, const char *message)
+{
+    (void)arg;
+    (void)message;
+}
+
+void tu_quiet_notices(PGconn *c)
+{
+    PQsetNoticeProcessor(c, tu_drop_notice, NULL);
+}

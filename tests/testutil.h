@@ -143,4 +143,37 @@ char *tu_release_stderr(void);
  * memory. */
 char **tu_environ_with(const char *const *extra_env);
 
+/* Polls sql (a query without parameters whose first value is compared as text) on the
+ * observer until that value equals want, or timeout_ms passes. For "wait until the server
+ * shows X" with a deadline instead of a sleep. Returns 1 when seen, 0 on timeout (a failed
+ * query counts as not seen and is printed, not counted). */
+int tu_wait_value(const char *sql, const char *want, int timeout_ms);
+
+/* Waits (timeout_ms at most) until backend pid runs a query (state 'active') whose text
+ * contains fragment, e.g. "pg_sleep". Returns 1 when seen, else 0. */
+int tu_wait_active(int pid, const char *fragment, int timeout_ms);
+
+/* The SQLSTATE of res ("" when it has none). Never NULL. */
+const char *tu_sqlstate(const PGresult *res);
+
+/* Connects with tu_conninfo("") and REQUIREs that the new connection runs on backend pid:
+ * the server connection of an idle, clean handle moved to it. Run under
+ * PQDEDUP_UNBIND_AFTER=0 with no free connection of the key (PQDEDUP_KEEP_PER_KEY=0, or none
+ * finished) and every other handle of the key busy or sticky. The caller finishes it;
+ * `scenario` names it in failures. */
+PGconn *tu_connect_taking(int pid, const char *scenario);
+
+/* Two handles of one key on one backend: *a connects (its backend into *pid), then *b takes
+ * a's server connection (tu_connect_taking). Same conditions as tu_connect_taking. */
+void tu_connect_pair(PGconn **a, PGconn **b, int *pid, const char *scenario);
+
+/* Reads every result of what is in flight on c (PQgetResult until NULL; it blocks as
+ * PQgetResult does) and returns the first value of the first result when that one has rows,
+ * malloc'd; else NULL. */
+char *tu_result_value(PGconn *c);
+
+/* Drops c's notices (e.g. the observer's "does not exist, skipping" of DROP ... IF EXISTS)
+ * instead of printing them on stderr. */
+void tu_quiet_notices(PGconn *c);
+
 #endif

@@ -1,0 +1,184 @@
+/* test_handles_socket.c: PQsocket of a handle is one number for its life, readable for its own results only, -1 once its connection broke. */
+#define _GNU_SOURCE
+#include "testutil.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+
+/*
+ * Usage: test_handles_socket (no arguments). Run with PQDEDUP_UNBIND_AFTER=0 and
+ * PQDEDUP_KEEP_PER_KEY=0, so that handles A and B of one key pass one backend between them
+ * at every query (checked by backend pid).
+ *
+ *   stable    PQsocket(A) is the same open descriptor while bound, unbound and bound again.
+ *   own       after a move, a query sent on A makes PQsocket(A) readable (poll loop).
+ *   foreign   while A is unbound and B runs queries on the connection A had, poll() on A's
+ *             descriptor sees nothing when B's is readable.
+ *   epoll     the same with an epoll registration of A's descriptor made while A was bound
+ *             (as an event loop that keeps its registrations): no readiness from B's traffic,
+ *             and readiness when A's own result arrives after A was bound again.
+ *   broken    A bound, its backend terminated: A's next query fails, PQstatus is
+ *             CONNECTION_BAD and PQsocket is -1, as with plain libpq.
+ */
+
+static int shared_pid;
+
+/* c's backend is the shared one (it just took it). */
+static void check_on_shared(PGconn *c, const char *who)
+{
+    int pid = tu_backend_pid(c);
+
+    CHECK(pid == shared_pid, "%s runs on %d, expected the shared backend %d", who, pid, shared_pid);
+}
+
+/* Waits (5 s at most) for c's result on its socket; returns its first value (malloc'd). */
+static char *wait_result(PGconn *c, int fd)
+{
+    long deadline = tu_now_ms() + 5000;
+
+    while (PQisBusy(c)) {
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        int left = (int) (deadline - tu_now_ms());
+
+        if (!CHECK(left > 0 && poll(&pfd, 1, left) == 1 && (pfd.revents & POLLIN),
+                   "no readability on descriptor %d for a result within 5 s", fd))
+            return NULL;
+        if (!CHECK(PQconsumeInput(c) == 1, "PQconsumeInput: %s", PQerrorMessage(c)))
+            return NULL;
+    }
+    return tu_result_value(c);
+}
+
+static void test_stable_and_own(void)
+{
+    PGconn *a, *b;
+    int fa, fb;
+
+    a = tu_connect_ok();
+    fa = PQsocket(a);
+    shared_pid = tu_backend_pid(a);
+    REQUIRE(fa >= 0 && shared_pid > 0, "stable: PQsocket %d, pid %d", fa, shared_pid);
+    b = tu_connect_taking(shared_pid, "stable");
+    fb = PQsocket(b);
+    CHECK(PQsocket(a) == fa, "stable: unbound A's PQsocket is %d, was %d", PQsocket(a), fa);
+    CHECK(fcntl(fa, F_GETFD) >= 0, "stable: unbound A's descriptor %d is open", fa);
+    CHECK(fb >= 0 && fb != fa, "stable: B's descriptor %d differs from A's %d", fb, fa);
+    for (int round = 0; round < 4; round++) {
+        char *v;
+
+        /* A takes the backend back: its query's result is seen on its own descriptor. */
+        CHECK(PQsendQuery(a, "SELECT pg_backend_pid()") == 1, "own: PQsendQuery: %s", PQerrorMessage(a));
+        CHECK(PQsocket(a) == fa, "stable: A's PQsocket is %d after binding again, was %d", PQsocket(a), fa);
+        v = wait_result(a, fa);
+        CHECK(v != NULL && atoi(v) == shared_pid, "own: A's result %s, expected pid %d", v ? v : "(none)",
+              shared_pid);
+        free(v);
+        check_on_shared(b, "B");
+        CHECK(PQsocket(b) == fb && PQsocket(a) == fa, "stable: descriptors %d/%d, were %d/%d", PQsocket(a),
+              PQsocket(b), fa, fb);
+    }
+    PQfinish(a);
+    PQfinish(b);
+}
+
+static void test_foreign(void)
+{
+    PGconn *a, *b;
+    int fa, fb;
+
+    tu_connect_pair(&a, &b, &shared_pid, "foreign");
+    fa = PQsocket(a); /* asked for while unbound */
+    fb = PQsocket(b);
+    for (int round = 0; round < 3; round++) {
+        struct pollfd pfd[2] = {{.fd = fb, .events = POLLIN}, {.fd = fa, .events = POLLIN}};
+        char *v;
+
+        CHECK(PQsendQuery(b, "SELECT pg_sleep(0.05), 7") == 1, "foreign: B sends: %s", PQerrorMessage(b));
+        CHECK(poll(pfd, 2, 5000) >= 1 && (pfd[0].revents & POLLIN),
+              "foreign: B's descriptor not readable for B's result within 5 s");
+        CHECK(pfd[1].revents == 0, "foreign: unbound A's descriptor %d reports %#x from B's traffic", fa,
+              pfd[1].revents);
+        v = wait_result(b, fb);
+        CHECK(v != NULL && strcmp(v, "") == 0, "foreign: B's result");
+        free(v);
+        pfd[1].revents = 0;
+        CHECK(poll(&pfd[1], 1, 100) == 0, "foreign: unbound A's descriptor became readable (%#x)",
+              pfd[1].revents);
+    }
+    PQfinish(a);
+    PQfinish(b);
+}
+
+static void test_epoll(void)
+{
+    PGconn *a, *b;
+    int fa, ep = epoll_create1(EPOLL_CLOEXEC);
+    struct epoll_event ev = {.events = EPOLLIN}, got;
+    char *v;
+
+    REQUIRE(ep >= 0, "epoll_create1");
+    a = tu_connect_ok();
+    fa = PQsocket(a);
+    shared_pid = tu_backend_pid(a);
+    REQUIRE(shared_pid > 0, "epoll: pg_backend_pid: %s", PQerrorMessage(a));
+    ev.data.fd = fa;
+    CHECK(epoll_ctl(ep, EPOLL_CTL_ADD, fa, &ev) == 0, "epoll: registering A's descriptor");
+    b = tu_connect_taking(shared_pid, "epoll");
+    CHECK(PQsendQuery(b, "SELECT 1") == 1, "epoll: B sends: %s", PQerrorMessage(b));
+    v = wait_result(b, PQsocket(b));
+    free(v);
+    /* B's result has been read, but its arrival was traffic on the socket A had. */
+    CHECK(PQsendQuery(b, "SELECT pg_sleep(0.05)") == 1, "epoll: B sends: %s", PQerrorMessage(b));
+    CHECK(epoll_wait(ep, &got, 1, 500) == 0,
+          "epoll: A's registration (made while A was bound) reports readiness from B's query on "
+          "the connection A had");
+    v = wait_result(b, PQsocket(b));
+    free(v);
+    tu_exec_check(b, "BEGIN"); /* B keeps the backend: A binds to a new one */
+    CHECK(PQsendQuery(a, "SELECT pg_backend_pid()") == 1, "epoll: A sends: %s", PQerrorMessage(a));
+    CHECK(epoll_wait(ep, &got, 1, 5000) == 1,
+          "epoll: A's registration of its descriptor %d never reports A's own result after A was "
+          "bound to another connection", fa);
+    v = wait_result(a, fa);
+    CHECK(v != NULL && atoi(v) > 0 && atoi(v) != shared_pid, "epoll: A's result %s", v ? v : "(none)");
+    free(v);
+    tu_exec_check(b, "COMMIT");
+    PQfinish(a);
+    PQfinish(b);
+    close(ep);
+}
+
+static void test_broken(void)
+{
+    PGconn *a = tu_connect_ok();
+    int pid = tu_backend_pid(a), fa = PQsocket(a);
+    char sql[128];
+    PGresult *r;
+
+    REQUIRE(pid > 0 && fa >= 0, "broken: pid %d socket %d", pid, fa);
+    snprintf(sql, sizeof sql, "SELECT pg_terminate_backend(%d)", pid);
+    tu_exec_check(tu_observer(), sql);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM pg_stat_activity WHERE pid = %d", pid);
+    CHECK(tu_wait_value(sql, "0", 10000), "broken: backend %d still there", pid);
+    r = PQexec(a, "SELECT 1");
+    CHECK(PQresultStatus(r) != PGRES_TUPLES_OK, "broken: A's query on a terminated backend succeeded");
+    PQclear(r);
+    CHECK(PQstatus(a) == CONNECTION_BAD, "broken: PQstatus is %d, expected CONNECTION_BAD", (int) PQstatus(a));
+    CHECK(PQsocket(a) == -1, "broken: PQsocket is %d, expected -1 as with plain libpq", PQsocket(a));
+    PQfinish(a);
+}
+
+int main(void)
+{
+    test_stable_and_own();
+    test_foreign();
+    test_epoll();
+    test_broken();
+    return tu_finish();
+}
