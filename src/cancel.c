@@ -47,7 +47,6 @@ EXPORT PGcancel *PQgetCancel(PGconn *conn)
         }
         c->handle = h;
         c->generation = atomic_load(&h->generation);
-        h->wants_cancel = true;
         pool_make_cancel_target(h);
         result = (PGcancel *) (void *) c;
         break;

@@ -277,6 +277,13 @@ static PGconn *before_reset(struct handle *h, PGconn *server)
         session_detach_inherited(server);
         h->inherited = false;
     }
+    if (h->state == HANDLE_DIRECT && h->bucket != NULL) {
+        /* A connect or rebind that failed: the pool is asked again, as libpq would try again. */
+        real.PQfinish(h->conn);
+        h->conn = NULL;
+        pool_rebind(h);
+        return NULL;
+    }
     return h->state == HANDLE_FREE ? NULL : server;
 }
 
@@ -313,6 +320,7 @@ EXPORT int PQresetStart(PGconn *conn)
         return real.PQresetStart(conn);
     PGconn *server = before_reset(h, handle_enter(h, false));
     int result = server != NULL ? real.PQresetStart(server) : h->state == HANDLE_BOUND;
+    /* (a handle the pool could not bind again fails its reset as a plain one would: 0) */
     if (server != NULL)
         h->client.nonblocking = false;
     handle_leave(h, false);

@@ -56,8 +56,13 @@ struct handle *handle_new(void)
         init_handle_lock(h);
     pthread_mutex_lock(&h->lock);
     /* The lock, the generation and the cancel count (which a late PQcancel of the slot's last
-     * handle may still touch: cancel.c) survive; everything else starts from zero. */
+     * handle may still touch: cancel.c) survive; everything else starts from zero, after the
+     * stand-in a use after PQfinish may have left in the slot. */
     atomic_fetch_add(&h->generation, 1);
+    if (h->conn != NULL)
+        real.PQfinish(h->conn);
+    free(h->failure);
+    free(h->failure_shown);
     memset((char *) h + offsetof(struct handle, owner), 0, sizeof *h - offsetof(struct handle, owner));
     h->owner = pthread_self();
     h->depth = 1;
@@ -110,24 +115,24 @@ bool handle_set_state(struct handle *h, enum handle_state next)
 
 /* ---- a finished handle ---- */
 
-static pthread_once_t stand_in_once = PTHREAD_ONCE_INIT;
-static PGconn *stand_in;
-
-static void make_stand_in(void)
+/* A failed PGconn libpq made for h's slot, whose PQerrorMessage says the program used a
+ * finished connection: libpq reports an unknown keyword by its name (with a value: libpq
+ * ignores keywords whose value is empty), so the name is the sentence. Made at the first such
+ * call, kept in the slot (under its lock, so threads misusing one slot take turns) until the
+ * slot is reused. NULL when libpq is out of memory. */
+static PGconn *finished_stand_in(struct handle *h)
 {
-    /* libpq reports an unknown keyword by its name: the name is the sentence. */
     static const char *const keywords[] = {
         "pqdedup: this connection was already finished with PQfinish; using it is a bug in the program",
         NULL,
     };
-    static const char *const values[] = { "", NULL };
-    stand_in = real.PQconnectStartParams(keywords, values, 0);
-}
-
-PGconn *handle_finished_stand_in(void)
-{
-    pthread_once(&stand_in_once, make_stand_in);
-    return stand_in;
+    static const char *const values[] = { "finished", NULL };
+    if (h->conn == NULL) {
+        h->conn = real.PQconnectStartParams(keywords, values, 0);
+        /* Said first by PQerrorMessage, whatever libpq says of later calls (status.c). */
+        h->failure = strdup("pqdedup: this connection was already finished with PQfinish\n");
+    }
+    return h->conn;
 }
 
 /* ---- one call of the app ---- */
@@ -161,7 +166,7 @@ PGconn *handle_enter(struct handle *h, bool need_server)
         if (!atomic_exchange(&said, true))
             log_msg(LOG_WARN, "a libpq call on a connection the program already finished (PQfinish); "
                               "it fails as on a failed connection");
-        return handle_finished_stand_in();
+        return finished_stand_in(h);
     }
     }
     if (h->state == HANDLE_UNBOUND) {
@@ -181,6 +186,10 @@ void handle_leave(struct handle *h, bool read_only)
         atomic_store_explicit(&h->idle_since_ns, idle ? monotonic_ns() : 0, memory_order_relaxed);
         if (idle && since == 0)
             pool_note_idle(h);
+        if (h->last_error != NULL) { /* kept from before it was bound again: a command has run */
+            free(h->last_error);
+            h->last_error = NULL;
+        }
     }
     h->depth--;
     pthread_mutex_unlock(&h->lock);

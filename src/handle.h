@@ -70,7 +70,6 @@ struct handle {
     int nstatements, statements_size;
     bool events;                  /* the app registered event procedures: sticky, and its server
                                      connection is closed when it finishes */
-    bool wants_cancel;            /* the app asked for a cancel object (cancel.c) */
     bool inherited;               /* DIRECT on a connection inherited from the parent process */
     _Atomic int64_t idle_since_ns;/* when its last call left it idle and clean (0: busy, sticky or
                                      not bound); written by the owner, read by the pool */
@@ -126,8 +125,9 @@ bool handle_set_state(struct handle *h, enum handle_state next);
 /* Begins one of the app's libpq calls on h: takes h's lock. Returns the connection the call
  * goes to: the bound server connection's (an UNBOUND handle is bound first when need_server;
  * if that fails, h becomes DIRECT on the failed connection, whose error the call then
- * reports), the handle's own (CONNECTING, DIRECT), libpq's failed stand-in for a finished
- * handle (logged once), or NULL when an UNBOUND handle answers without a server connection.
+ * reports), the handle's own (CONNECTING, DIRECT), a failed connection libpq made saying the
+ * handle was finished (a use after PQfinish, logged once), or NULL when an UNBOUND handle
+ * answers without a server connection.
  * Always pair with handle_leave. */
 PGconn *handle_enter(struct handle *h, bool need_server);
 
@@ -170,10 +170,6 @@ void handle_forget_view(struct handle *h);
 
 /* Drops one reference to a view; frees it with the last. NULL is allowed. */
 void session_view_release(struct session_view *view);
-
-/* A failed PGconn libpq made, whose PQerrorMessage says why, for calls on a handle that was
- * already finished. Process-wide, never freed. */
-PGconn *handle_finished_stand_in(void);
 
 /* Fork handlers: the slot table's lock is held across fork(). In the child, the locks of
  * handles another parent thread was inside are made usable again (such a handle was busy, so

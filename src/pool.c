@@ -420,11 +420,15 @@ static void bind(struct handle *h, struct server_conn *s, enum handle_state stat
 static bool bind_finish(struct handle *h)
 {
     struct server_conn *s = h->server;
-    handle_forget_view(h);
+    /* What it answered while unbound goes, but for its last error, which stays what
+     * PQerrorMessage says until its next command (handle_leave). */
+    session_view_release(h->view);
+    h->view = NULL;
     if (!session_apply_client_state(s->conn, &h->client))
         return false;
     socket_follow(h);
-    if (h->wants_cancel && s->cancel == NULL)
+    /* Cancels through h (PQcancel, PQrequestCancel) reach this connection's backend from now. */
+    if (s->cancel == NULL)
         s->cancel = real.PQgetCancel(s->conn);
     atomic_store(&h->cancel_target, s->cancel);
     return true;
@@ -907,7 +911,7 @@ static PostgresPollingStatusType poll_status(const struct handle *h)
  *   CONNECTING: a new one from `call` (NULL: the key's);
  *   WAITING: none now (its timerfd fires at the back-off's end, the deadline, or a change);
  *   DIRECT: libpq's connect failed at once (not for lack of slots), or PQDEDUP_MAX_WAIT passed:
- *     h->conn says why.
+ *     h->conn says why (outside a poll the bucket is let go: the caller gives h back).
  */
 static void acquire_async(struct handle *h, const struct connect_call *call, bool polled)
 {
@@ -998,13 +1002,15 @@ static void acquire_async(struct handle *h, const struct connect_call *call, boo
         reason = NULL;
         handle_set_state(h, HANDLE_DIRECT);
     }
-    bool direct = h->state == HANDLE_DIRECT;
-    if (direct) {
+    /* Failed inside PQconnectStart*: the caller hands libpq's connection to the app and gives
+     * the handle back. Failed in a poll: the handle stays, with its key (PQreset tries again). */
+    bool released = h->state == HANDLE_DIRECT && !polled;
+    if (released) {
         b->nhandles--;
         bucket_drop_if_unused(b);
     }
     unlock_pool();
-    if (direct)
+    if (released)
         h->bucket = NULL;
     if (reason != NULL)
         real.PQfinish(reason);
@@ -1162,18 +1168,15 @@ bool pool_rebind(struct handle *h)
     case ACQUIRED_FAILED:
         break;
     }
-    /* The app sees the failure on this handle, as on a plain connection that broke, and why. */
+    /* The app sees the failure on this handle, as on a plain connection that broke, and why.
+     * The handle keeps its key: PQreset tries the pool again. */
     handle_forget_view(h);
     const char *why = failed != NULL ? real.PQerrorMessage(failed) : NULL;
     h->failure = why != NULL && why[0] != '\0' ? strdup(why) : NULL;
     h->conn = failed;
-    handle_set_state(h, HANDLE_DIRECT);
+    if (h->state != HANDLE_DIRECT)
+        handle_set_state(h, HANDLE_DIRECT);
     socket_follow(h);
-    lock_pool();
-    b->nhandles--;
-    bucket_drop_if_unused(b);
-    unlock_pool();
-    h->bucket = NULL;
     return false;
 }
 
@@ -1193,13 +1196,11 @@ void pool_connect_finished(struct handle *h)
         bind_finish(h);
         return;
     }
-    /* Failed (or out of memory): the handle keeps libpq's connection, outside the pool. */
+    /* Failed (or out of memory): the handle keeps libpq's connection, outside the pool, and its
+     * key (PQreset tries the pool again). */
     b->open--;
-    b->nhandles--;
     wake_waiters(b);
-    bucket_drop_if_unused(b);
     unlock_pool();
-    h->bucket = NULL;
     handle_set_state(h, HANDLE_DIRECT);
 }
 
@@ -1323,6 +1324,12 @@ void pool_finish(struct handle *h)
         else
             real.PQfinish(h->conn);
         h->conn = NULL;
+        if (b != NULL) { /* a connect or rebind that failed: the handle kept its key */
+            lock_pool();
+            b->nhandles--;
+            bucket_drop_if_unused(b);
+            unlock_pool();
+        }
         break;
     case HANDLE_FREE:
         return;
@@ -1349,8 +1356,7 @@ void pool_server_was_reset(struct handle *h)
         real.PQfreeCancel(s->cancel);
         s->cancel = NULL;
     }
-    if (h->wants_cancel)
-        pool_make_cancel_target(h);
+    pool_make_cancel_target(h);
     s->idle_limit_known = false;
     s->server_idle_limit_ns = 0;
     socket_follow(h);

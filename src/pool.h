@@ -35,13 +35,14 @@ enum connect_outcome {
 enum connect_outcome pool_connect(struct handle *h, const char *key, const struct connect_call *call,
                                   PGconn **failed);
 
-/* h is UNBOUND (locked by the caller) and a call needs its server: binds one as pool_connect
- * does, a new one made from the key. Returns true when h is BOUND; false when h became
- * DIRECT on a failed connection (whose error the app then sees). */
+/* h is UNBOUND (locked by the caller) and a call needs its server, or DIRECT after a connect
+ * or rebind that failed (with its key, h->conn closed by the caller) and the app resets it:
+ * binds one as pool_connect does, a new one made from the key. Returns true when h is BOUND;
+ * false when h is DIRECT on a failed connection (whose error, and why, the app then sees). */
 bool pool_rebind(struct handle *h);
 
 /* h (CONNECTING, locked) finished connecting: on CONNECTION_OK its connection joins the pool
- * and h is BOUND; otherwise h becomes DIRECT on the failed connection. */
+ * and h is BOUND; otherwise h becomes DIRECT on the failed connection (keeping its key). */
 void pool_connect_finished(struct handle *h);
 
 /* h (STARTED, locked) was polled for the first time: it is BOUND from now on. */
@@ -61,8 +62,8 @@ void pool_finish(struct handle *h);
  * server connection of its key. Costs one atomic load when none waits. */
 void pool_note_idle(struct handle *h);
 
-/* h (locked) asked for a cancel object: the connection it is bound to (if any) makes the
- * libpq cancel object that PQcancel through h uses, now and at every later binding. */
+/* Makes sure the connection h (locked) is bound to, if any, has the libpq cancel object that
+ * cancels through h use (every binding makes one too). */
 void pool_make_cancel_target(struct handle *h);
 
 /* h (locked, BOUND) had its server connection reset by libpq (PQreset, PQresetPoll): a new

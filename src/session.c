@@ -30,9 +30,10 @@ static void silent_receiver(void *arg, const PGresult *res)
 
 bool session_init(void)
 {
-    /* An unknown keyword fails the connection object before it touches the network. */
+    /* An unknown keyword fails the connection object before it touches the network (with a
+     * value: libpq ignores keywords whose value is empty). */
     static const char *const keywords[] = { "pqdedup_probe", NULL };
-    static const char *const values[] = { "", NULL };
+    static const char *const values[] = { "probe", NULL };
     PGconn *probe = real.PQconnectStartParams(keywords, values, 0);
     if (probe == NULL)
         return false;

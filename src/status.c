@@ -39,10 +39,12 @@ EXPORT PGTransactionStatusType PQtransactionStatus(const PGconn *conn)
     return status;
 }
 
-/* An unbound handle's is its last command's. One whose server connection could not be found
- * again (DIRECT after a failed rebind) says why first, then what libpq says of the call that
- * failed on that account ("no connection to the server"), as a plain connection that broke
- * would say why at its first failed call. */
+/* An unbound handle's is its last command's, and stays so when it is bound again until it
+ * sends a command (the reset of its new server connection cleared that one's). One whose
+ * server connection could not be found again (DIRECT after a failed rebind), or that the
+ * program already finished, says why first, then what libpq says of the call that failed on
+ * that account ("no connection to the server"), as a plain connection that broke would say
+ * why at its first failed call. */
 EXPORT char *PQerrorMessage(const PGconn *conn)
 {
     struct handle *h = handle_of(conn);
@@ -54,7 +56,10 @@ EXPORT char *PQerrorMessage(const PGconn *conn)
         message = h->last_error != NULL ? h->last_error : (char *) "";
     } else {
         message = real.PQerrorMessage(server);
-        if (h->state == HANDLE_DIRECT && h->failure != NULL && strstr(message, h->failure) == NULL) {
+        if (message[0] == '\0' && h->last_error != NULL)
+            message = h->last_error; /* bound again by a call that sent no command */
+        if ((h->state == HANDLE_DIRECT || h->state == HANDLE_FREE) && h->failure != NULL &&
+            strstr(message, h->failure) == NULL) {
             char *shown = NULL;
             if (asprintf(&shown, "%s%s", h->failure, message) >= 0) {
                 free(h->failure_shown);

@@ -7,9 +7,8 @@
 # next call takes the backend back on a reset session (another handle's hidden work_mem and
 # temp table gone, its error text not shown); the longest-idle handle goes first; a handle in
 # a transaction never loses its backend.
-# KNOWN LIBRARY BUG (reported): once the moved-from handle is bound again by a call that sends
-# nothing (PQconninfo), its PQerrorMessage is "" instead of its own last error (plain libpq
-# keeps it): the move's reset cleared the server connection's error text.
+# Once the moved-from handle is bound again by a call that sends nothing (PQconninfo), its
+# PQerrorMessage is still its own last error, as plain libpq keeps it.
 pqdedup_add_test(NAME handles_move SOURCES test_handles_move.c
                  ENV PQDEDUP_UNBIND_AFTER=0 PQDEDUP_KEEP_PER_KEY=0 LABELS handles)
 
@@ -23,10 +22,8 @@ pqdedup_add_test(NAME handles_move SOURCES test_handles_move.c
 # procedure hears CONNDESTROY at PQfinish and nothing pqdedup caused. At the cap, a handle whose
 # connection moved to a handle that then turned sticky fails its next query as a broken
 # connection with the cap's message, and PQreset brings it back once that handle finished.
-# KNOWN LIBRARY BUGS (reported): that failed query's PQerrorMessage is libpq's "no connection
-# to the server" (the query was sent to pqdedup's failed stand-in, which replaced the reason),
-# and PQreset never recovers the handle (it resets the stand-in, whose parameters are the
-# cap's message, not the handle's).
+# That failed query's PQerrorMessage says why (the cap's message) before libpq's "no connection
+# to the server", and PQreset recovers the handle through the pool once capacity frees up.
 pqdedup_add_test(NAME handles_sticky_cap SOURCES test_handles_sticky.c ARGS cap
                  ENV PQDEDUP_MAX_PER_KEY=1 PQDEDUP_MAX_WAIT=300ms LABELS handles)
 pqdedup_add_test(NAME handles_sticky_new PROGRAM test_handles_sticky ARGS new
@@ -45,9 +42,8 @@ pqdedup_add_test(NAME handles_client_state SOURCES test_handles_client.c
 # on it sees the handle's own results after a move, and nothing of another handle's traffic
 # on the connection it had; an epoll registration kept across moves does the same; -1 after
 # the server closed its bound connection (pg_terminate_backend + a failed query).
-# KNOWN LIBRARY BUG (reported): an epoll registration of the descriptor follows the socket it
-# pointed at when registered (dup3 changes what the number means, not the registration): it
-# reports another handle's traffic, and never the handle's own results after a move.
+# epoll: a registration made for each wait follows the handle; one kept across a move stays on
+# the socket the handle had (README, "The socket": the documented limit), both asserted.
 pqdedup_add_test(NAME handles_socket SOURCES test_handles_socket.c
                  ENV PQDEDUP_UNBIND_AFTER=0 PQDEDUP_KEEP_PER_KEY=0 LABELS handles)
 
@@ -58,8 +54,8 @@ pqdedup_add_test(NAME handles_socket SOURCES test_handles_socket.c
 # SIGALRM handler cancel A's query; after PQfinish(A) its old object never cancels the query
 # of the handle its backend went to; PQfreeCancel afterwards is clean; PQrequestCancel works
 # on a handle that never called PQgetCancel.
-# KNOWN LIBRARY BUG (reported): PQrequestCancel on a handle that never called PQgetCancel
-# returns 1 and sends nothing (the handle has no cancel target until PQgetCancel asks for one).
+# PQrequestCancel works on a handle that never called PQgetCancel (every binding publishes
+# its server connection's cancel target).
 pqdedup_add_test(NAME handles_cancel SOURCES test_handles_cancel.c
                  ENV PQDEDUP_UNBIND_AFTER=0 LABELS handles)
 
@@ -72,12 +68,9 @@ pqdedup_add_test(NAME handles_cancel SOURCES test_handles_cancel.c
 # ignored, and libpq's connect loop does not connect it; every live connect gets a pointer of
 # its own; a program that never calls libpq, started with the library preloaded, connects to
 # nothing.
-# KNOWN LIBRARY BUGS (reported): the finished handles' stand-in and the start-up probe are
-# made with an unknown keyword whose value is empty, which libpq skips: both are real
-# connection starts to the default server (PGHOST...), made at library load in every process
-# and at the first call on a finished handle; a finished handle reads CONNECTION_MADE, its
-# error names a socket, PQconnectPoll connects it and queries then run (shared by every
-# finished handle, across threads).
+# The library's start-up probe and a finished handle's stand-in never reach the network (a
+# program that loads the library connects nowhere; a finished handle reads CONNECTION_BAD,
+# says PQfinish, and never runs a query).
 pqdedup_add_test(NAME handles_connect SOURCES test_handles_connect.c LABELS handles)
 
 # fork: in a child, an inherited idle clean handle runs on a backend of the child's own (not
