@@ -125,3 +125,39 @@ foreach(_pqd_client php-connect php-async php-pconnect php-pdo psycopg3-sync psy
   pqdedup_loaders_test(NAME ${_pqd_name} COMMAND bash ${_pqd_loaders}/clients.sh ${_pqd_client}
     NO_PRELOAD NO_VALGRIND TIMEOUT 180)
 endforeach()
+
+# --- A libpq that exports a function pqdedup does not know (a newer libpq) ---------------------
+# tests/loaders/future_libpq.sh builds, in the build tree, a libpq.so.5 from Debian's libpq.a
+# plus PQfutureThing(PGconn *), exporting what the installed libpq exports and that. Run with
+# LD_LIBRARY_PATH at it: pqdedup passes every call through (a new backend per connect, libpq's
+# own connections), and at PQDEDUP_LOG=info says so in one line that names PQfutureThing. It
+# needs libpq's static dependencies libpgcommon_shlib.a and libpgport_shlib.a (Debian:
+# postgresql-server-dev-15, in `pg_config --pkglibdir`); without them the test reports itself
+# skipped and says why. The control runs the same program with the installed libpq: pooling on.
+execute_process(COMMAND pg_config --pkglibdir OUTPUT_VARIABLE _pqd_pg_pkglibdir
+                OUTPUT_STRIP_TRAILING_WHITESPACE ERROR_QUIET)
+if(NOT _pqd_pg_pkglibdir)
+  set(_pqd_pg_pkglibdir /usr/lib/postgresql/15/lib)
+endif()
+set(PQDEDUP_PG_PKGLIBDIR "${_pqd_pg_pkglibdir}" CACHE PATH
+    "Where libpgcommon_shlib.a and libpgport_shlib.a are (for loaders_unknown_libpq)")
+set(_pqd_future ${CMAKE_CURRENT_BINARY_DIR}/future_libpq)
+if(EXISTS "${PQDEDUP_PG_PKGLIBDIR}/libpgcommon_shlib.a" AND EXISTS "${PQDEDUP_PG_PKGLIBDIR}/libpgport_shlib.a")
+  add_custom_command(
+    OUTPUT ${_pqd_future}/libpq.so.5
+    COMMAND sh ${_pqd_loaders}/future_libpq.sh ${CMAKE_C_COMPILER} ${_pqd_loaders}/future_libpq.c
+            ${_pqd_future} ${PQDEDUP_PG_PKGLIBDIR}
+    DEPENDS ${_pqd_loaders}/future_libpq.sh ${_pqd_loaders}/future_libpq.c ${LIBPQ_LIBDIR}/libpq.a
+    COMMENT "Building a libpq.so.5 with a function pqdedup does not know (tests/loaders/future_libpq.sh)")
+  add_custom_target(loaders_future_libpq ALL DEPENDS ${_pqd_future}/libpq.so.5)
+  pqdedup_loaders_test(NAME loaders_unknown_libpq SOURCES test_loaders_unknown_libpq.c LIBS dl
+    ARGS unknown ENV "LD_LIBRARY_PATH=${_pqd_future}" PQDEDUP_LOG=info)
+else()
+  add_executable(test_loaders_unknown_libpq test_loaders_unknown_libpq.c)
+  target_link_libraries(test_loaders_unknown_libpq PRIVATE pqdedup_testutil dl)
+  pqdedup_loaders_test(NAME loaders_unknown_libpq
+    COMMAND sh -c "echo 'loaders_unknown_libpq: skipped: no libpgcommon_shlib.a and libpgport_shlib.a in ${PQDEDUP_PG_PKGLIBDIR} (install postgresql-server-dev-15, or set PQDEDUP_PG_PKGLIBDIR)' && exit 77"
+    NO_PRELOAD NO_VALGRIND)
+endif()
+pqdedup_loaders_test(NAME loaders_unknown_libpq_control PROGRAM test_loaders_unknown_libpq
+  ARGS known ENV PQDEDUP_LOG=info)
