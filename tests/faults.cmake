@@ -11,24 +11,29 @@ set(_pqd_fu ${CMAKE_CURRENT_SOURCE_DIR}/faults/faultutil.c)
 # --- Server restart, crash, stop, pg_terminate_backend (test_fault_restart.c) ---------------
 # pg_ctl restart -m immediate (a crash) and -m fast with connections of two keys kept, held
 # idle, held mid-transaction, finished mid-transaction, and a writer thread inserting: held
-# ones fail on next use as with plain libpq and are not reused; kept ones are replaced
-# silently; committed writes all there once, uncommitted ones absent.
+# ones fail on next use as with plain libpq (a clean idle one may instead go on on a new
+# backend) and are not reused; kept ones are replaced silently; committed writes all there
+# once, uncommitted ones absent.
 foreach(_pqd_mode immediate fast)
   pqdedup_add_test(NAME fault_restart_${_pqd_mode} SOURCES test_fault_restart.c ${_pqd_fu}
                    ARGS restart ${_pqd_mode} SERIAL LABELS faults)
-  # The same with handles sharing a backend (PQDEDUP_SHARE_AFTER=2).
-  pqdedup_add_test(NAME fault_restart_shared_${_pqd_mode} PROGRAM test_fault_restart
-                   ARGS shared ${_pqd_mode} ENV PQDEDUP_SHARE_AFTER=2 SERIAL LABELS faults)
+  # The same fault with six live handles of one key in one thread on three backends
+  # (PQDEDUP_MAX_PER_KEY=3): one in a transaction, one sticky, four idle taking turns; each
+  # behaves as a plain libpq connection would (an idle one may go on on a new backend).
+  pqdedup_add_test(NAME fault_restart_handles_${_pqd_mode} PROGRAM test_fault_restart
+                   ARGS handles ${_pqd_mode} ENV PQDEDUP_MAX_PER_KEY=3 SERIAL LABELS faults)
 endforeach()
 # The server stopped while connections are kept: connects fail at once with libpq's error,
 # then work again after it starts.
 pqdedup_add_test(NAME fault_server_down PROGRAM test_fault_restart ARGS down SERIAL LABELS faults)
 # pg_terminate_backend of kept, held idle and held mid-transaction connections.
 pqdedup_add_test(NAME fault_terminate PROGRAM test_fault_restart ARGS terminate LABELS faults)
-# ... of a backend two handles share (PQDEDUP_SHARE_AFTER=2): both handles fail, finishing
-# both is safe, the next connect gets a new backend.
-pqdedup_add_test(NAME fault_terminate_shared PROGRAM test_fault_restart ARGS terminate-shared
-                 ENV PQDEDUP_SHARE_AFTER=2 LABELS faults)
+# ... of the backend three idle handles take turns on (PQDEDUP_MAX_PER_KEY=2, a fourth in a
+# transaction on the other): the two whose plain libpq backends live go on working, the one
+# that ran on it last fails as plain libpq's or goes on on a new backend, the transaction
+# commits; compared with plain libpq.
+pqdedup_add_test(NAME fault_terminate_handles PROGRAM test_fault_restart ARGS terminate-handles
+                 ENV PQDEDUP_MAX_PER_KEY=2 LABELS faults)
 
 # --- Server timeouts (test_fault_timeout.c) ----------------------------------------------------
 # idle_session_timeout (ALTER ROLE of a role of the test's own) ends kept and held connections:
