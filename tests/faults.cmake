@@ -131,8 +131,9 @@ pqdedup_add_test(NAME fault_signals_ssl PROGRAM test_fault_concurrency
 # Kept and reused (same backend, pg_stat_ssl true), reset (no state of the last holder left),
 # a churn settles on 2 backends.
 pqdedup_add_test(NAME fault_ssl_reuse SOURCES test_fault_ssl.c ${_pqd_fu} ARGS reuse LABELS faults)
-# Forked children finish or leave the parent's inherited held and kept SSL connections and exit
-# in several ways, one by one and 4 at once: the parent's sessions keep working.
+# Forked children finish or leave the parent's inherited held (one inside a transaction, one
+# idle) and kept SSL connections and exit in several ways, one by one and 4 at once: the
+# parent's sessions keep working.
 pqdedup_add_test(NAME fault_ssl_fork PROGRAM test_fault_ssl ARGS fork LABELS faults)
 # 5 children (and then this process) make their first SSL connections, keep them and exit:
 # each exits 0 (valgrind/ASan check each child), the server logs no SSL error for them.

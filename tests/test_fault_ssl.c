@@ -211,10 +211,10 @@ static int wait_child(pid_t pid)
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
-/* After a child: the parent's held SSL connection answers as the same backend over SSL, and
- * the parent's next connect works (under pqdedup: on its kept backend). (held is idle and
- * clean, so a connect that found no free server connection could take its one; the parent's
- * connects always find the kept one free: that is why its backend is the same.) */
+/* After a child: the parent's held SSL connection (inside a transaction: it keeps its
+ * backend) answers as the same backend over SSL, and the parent's next connect works (under
+ * pqdedup: on its kept backend, which is always free when it connects: held2, idle, is never
+ * asked for its server connection). */
 static void check_parent(PGconn *held, int held_pid, int *kept_pid, const char *after)
 {
     char *v = tu_query_value(held, "SELECT pg_backend_pid()");
@@ -235,7 +235,8 @@ static void check_parent(PGconn *held, int held_pid, int *kept_pid, const char *
     PQfinish(c); /* kept again, its reset in flight at the next fork */
 }
 
-/* The parent holds two SSL connections and keeps a third (reset in flight); children inherit
+/* The parent holds two SSL connections (one inside a transaction, one idle) and keeps a third
+ * (reset in flight); children inherit
  * them and finish the held ones (pqdedup must not send anything on them: no Terminate, no
  * close_notify), leave them, or exit at once, one after another and then 4 at once: every
  * child exits 0, the parent's sessions keep working, all writes are there once. */
@@ -247,15 +248,21 @@ static void test_fork(void)
     cshm = mmap(NULL, sizeof *cshm, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     REQUIRE(cshm != MAP_FAILED, "mmap: %s", strerror(errno));
     ledger = fu_ledger_create(1000 + 64 * CHILD_WRITES);
+    /* held stays inside a transaction, held2 is idle: the children finish inherited handles of
+     * both kinds. Both are busy while the others connect (an idle one's server connection
+     * could go to a connect), so the kept one is a backend of its own. */
     held = PQconnectdb(key);
+    REQUIRE(PQstatus(held) == CONNECTION_OK && PQsslInUse(held), "SSL connect: %s", PQerrorMessage(held));
+    REQUIRE(tu_exec_ok(held, "BEGIN"), "BEGIN: %s", PQerrorMessage(held));
     held2 = PQconnectdb(key);
-    REQUIRE(PQstatus(held) == CONNECTION_OK && PQsslInUse(held) && PQstatus(held2) == CONNECTION_OK,
-            "SSL connect: %s", PQerrorMessage(held));
+    REQUIRE(PQstatus(held2) == CONNECTION_OK, "SSL connect: %s", PQerrorMessage(held2));
+    REQUIRE(tu_exec_ok(held2, "BEGIN"), "BEGIN: %s", PQerrorMessage(held2));
     held_pid = PQbackendPID(held);
     c = PQconnectdb(key);
     REQUIRE(PQstatus(c) == CONNECTION_OK, "SSL connect: %s", PQerrorMessage(c));
     kept_pid = PQbackendPID(c);
     PQfinish(c);
+    REQUIRE(tu_exec_ok(held2, "COMMIT"), "COMMIT: %s", PQerrorMessage(held2));
 
     for (int way = FINISH_HELD_EXIT; way <= FINISH_BOTH_EXIT; way++) {
         int st = wait_child(spawn_child(slot++, (enum child_way)way, held, held2));
