@@ -11,28 +11,34 @@ set(_pqd_fu ${CMAKE_CURRENT_SOURCE_DIR}/faults/faultutil.c)
 # --- Server restart, crash, stop, pg_terminate_backend (test_fault_restart.c) ---------------
 # pg_ctl restart -m immediate (a crash) and -m fast with connections of two keys kept, held
 # idle, held mid-transaction, finished mid-transaction, and a writer thread inserting: held
-# ones fail on next use as with plain libpq and are not reused; kept ones are replaced
-# silently; committed writes all there once, uncommitted ones absent.
+# ones fail on next use as with plain libpq (a clean idle one may instead go on on a new
+# backend) and are not reused; kept ones are replaced silently; committed writes all there
+# once, uncommitted ones absent.
 foreach(_pqd_mode immediate fast)
   pqdedup_add_test(NAME fault_restart_${_pqd_mode} SOURCES test_fault_restart.c ${_pqd_fu}
                    ARGS restart ${_pqd_mode} SERIAL LABELS faults)
-  # The same with handles sharing a backend (PQDEDUP_SHARE_AFTER=2).
-  pqdedup_add_test(NAME fault_restart_shared_${_pqd_mode} PROGRAM test_fault_restart
-                   ARGS shared ${_pqd_mode} ENV PQDEDUP_SHARE_AFTER=2 SERIAL LABELS faults)
+  # The same fault with six live handles of one key in one thread on three backends
+  # (PQDEDUP_MAX_PER_KEY=3): one in a transaction, one sticky, four idle taking turns; each
+  # behaves as a plain libpq connection would (an idle one may go on on a new backend).
+  pqdedup_add_test(NAME fault_restart_handles_${_pqd_mode} PROGRAM test_fault_restart
+                   ARGS handles ${_pqd_mode} ENV PQDEDUP_MAX_PER_KEY=3 SERIAL LABELS faults)
 endforeach()
 # The server stopped while connections are kept: connects fail at once with libpq's error,
 # then work again after it starts.
 pqdedup_add_test(NAME fault_server_down PROGRAM test_fault_restart ARGS down SERIAL LABELS faults)
 # pg_terminate_backend of kept, held idle and held mid-transaction connections.
 pqdedup_add_test(NAME fault_terminate PROGRAM test_fault_restart ARGS terminate LABELS faults)
-# ... of a backend two handles share (PQDEDUP_SHARE_AFTER=2): both handles fail, finishing
-# both is safe, the next connect gets a new backend.
-pqdedup_add_test(NAME fault_terminate_shared PROGRAM test_fault_restart ARGS terminate-shared
-                 ENV PQDEDUP_SHARE_AFTER=2 LABELS faults)
+# ... of the backend three idle handles take turns on (PQDEDUP_MAX_PER_KEY=2, a fourth in a
+# transaction on the other): the two whose plain libpq backends live go on working, the one
+# that ran on it last fails as plain libpq's or goes on on a new backend, the transaction
+# commits; compared with plain libpq.
+pqdedup_add_test(NAME fault_terminate_handles PROGRAM test_fault_restart ARGS terminate-handles
+                 ENV PQDEDUP_MAX_PER_KEY=2 LABELS faults)
 
 # --- Server timeouts (test_fault_timeout.c) ----------------------------------------------------
 # idle_session_timeout (ALTER ROLE of a role of the test's own) ends kept and held connections:
-# next connects get new working backends silently; a held one fails on use as plain libpq.
+# next connects get new working backends silently; a held one fails on use as plain libpq, or
+# goes on on a new backend (it was idle and clean).
 # NO_VALGRIND: each SCRAM connect takes about a second under valgrind, so the held connections
 # would time out during the setup (and the run takes 30 s); the same discard paths run under
 # valgrind in fault_terminate and fault_restart_*.
@@ -61,15 +67,25 @@ pqdedup_add_test(NAME fault_idle_in_transaction_timeout PROGRAM test_fault_timeo
 
 # --- A network path that stops answering (test_fault_netfreeze.c, faults/freeze_proxy.py) ----
 # TCP through a loopback proxy frozen with SIGSTOP: a connect with a kept connection on that
-# path fails within PQDEDUP_CHECK_TIMEOUT (1s) + the app's connect_timeout (2s), with libpq's
-# own "timeout expired" as plain libpq; PQfinish never blocks; a rollback stuck in the frozen
-# path is never committed; after the thaw the app works again.
+# path fails within PQDEDUP_CHECK_TIMEOUT (1s) + the app's connect_timeout (2s) (+ 1.5 s of
+# slack: it takes 4.0 s when it also tries the held connection's server connection, see
+# fault_netfreeze_held_handles), with libpq's own "timeout expired" as plain libpq; PQfinish
+# never blocks; a rollback stuck in the frozen path is never committed; after the thaw the app
+# works again, and so does the connection it held idle across the freeze.
 # Every reuse checked (PQDEDUP_CHECK_AFTER=0):
 pqdedup_add_test(NAME fault_netfreeze_check_always SOURCES test_fault_netfreeze.c ${_pqd_fu}
                  ARGS 0 ENV PQDEDUP_CHECK_AFTER=0 PQDEDUP_CHECK_TIMEOUT=1s LABELS faults)
 # Checked after 300ms idle; the app connects 400ms after the freeze:
 pqdedup_add_test(NAME fault_netfreeze_check_after PROGRAM test_fault_netfreeze
                  ARGS 400 ENV PQDEDUP_CHECK_AFTER=300ms PQDEDUP_CHECK_TIMEOUT=1s LABELS faults)
+# Three held connections idle (no kept one) when the path freezes: the connect's bound is the
+# same, and each held connection works after the thaw, as plain libpq's.
+# KNOWN LIBRARY BUG (reported): a connect takes each idle handle's server connection in turn,
+# waits PQDEDUP_CHECK_TIMEOUT for its reset on the frozen path, closes it, and only then opens
+# its own: 3 x 1s + 2s here (plain libpq: 2s), and the held sessions are lost (their handles
+# reconnect after the thaw).
+pqdedup_add_test(NAME fault_netfreeze_held_handles PROGRAM test_fault_netfreeze
+                 ARGS held 3 ENV PQDEDUP_CHECK_TIMEOUT=1s LABELS faults)
 # The documented gap, default settings: a path that froze within PQDEDUP_CHECK_AFTER (30s) of
 # the kept connection's last use is not noticed at connect (no round trip); the app's first
 # query waits as on any open connection, and completes exactly once when the path answers.
@@ -115,8 +131,9 @@ pqdedup_add_test(NAME fault_signals_ssl PROGRAM test_fault_concurrency
 # Kept and reused (same backend, pg_stat_ssl true), reset (no state of the last holder left),
 # a churn settles on 2 backends.
 pqdedup_add_test(NAME fault_ssl_reuse SOURCES test_fault_ssl.c ${_pqd_fu} ARGS reuse LABELS faults)
-# Forked children finish or leave the parent's inherited held and kept SSL connections and exit
-# in several ways, one by one and 4 at once: the parent's sessions keep working.
+# Forked children finish or leave the parent's inherited held (one inside a transaction, one
+# idle) and kept SSL connections and exit in several ways, one by one and 4 at once: the
+# parent's sessions keep working.
 pqdedup_add_test(NAME fault_ssl_fork PROGRAM test_fault_ssl ARGS fork LABELS faults)
 # 5 children (and then this process) make their first SSL connections, keep them and exit:
 # each exits 0 (valgrind/ASan check each child), the server logs no SSL error for them.

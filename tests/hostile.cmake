@@ -11,18 +11,23 @@ pqdedup_add_test(NAME hostile_inputs SOURCES test_hostile.c ARGS inputs TIMEOUT 
 pqdedup_add_test(NAME hostile_misuse PROGRAM test_hostile ARGS misuse
                  ENV PQDEDUP_LOG=warn LABELS hostile)
 # Garbage, negative, huge values of PQDEDUP_* (children): exactly one warning line per bad
-# variable and the default's behaviour (16 kept, 5 s wait, log off); good values are used.
+# variable and the default's behaviour (16 kept, 5 s wait, 100ms unbind, log off); good values
+# are used.
 pqdedup_add_test(NAME hostile_settings PROGRAM test_hostile ARGS settings SERIAL
                  TIMEOUT 180 LABELS hostile)
 
 # --- Security (test_security.c) ---------------------------------------------------------------
 # 2 threads, random identities (pqd_alice/pqd_bob x postgres/pqd_other, '-c role=...', postgres
 # over the socket, wrong passwords), finished or held at random, SET ROLE / SET SESSION
-# AUTHORIZATION left behind: every session is the one asked for; wrong passwords always fail.
+# AUTHORIZATION left behind: every session is the one asked for, held ones again when used
+# again; wrong passwords always fail.
 pqdedup_add_test(NAME security_cross SOURCES test_security.c ARGS cross LABELS hostile security)
-# The same where a thread's second connect for a key shares its first.
-pqdedup_add_test(NAME security_cross_share_after PROGRAM test_security ARGS cross
-                 ENV PQDEDUP_SHARE_AFTER=1 LABELS hostile security)
+# The same with PQDEDUP_UNBIND_AFTER=0: a held idle connection lends its server connection to
+# the next connect that needs one at once, so held connections used again run on other
+# backends: each is still its own session, its SET ROLE / SET SESSION AUTHORIZATION included
+# (such a connection keeps its backend), and some did move.
+pqdedup_add_test(NAME security_cross_moves PROGRAM test_security ARGS cross
+                 ENV PQDEDUP_UNBIND_AFTER=0 LABELS hostile security)
 # ALTER ROLE ... PASSWORD and a rewritten .pgpass: the old password works again only on the
 # kept backend and only within PQDEDUP_MAX_LIFETIME=1s, then fails as plain libpq; a changed
 # PGPASSWORD fails at once.

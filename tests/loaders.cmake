@@ -53,26 +53,30 @@ function(pqdedup_loaders_test)
   set_property(TEST ${L_NAME} APPEND PROPERTY LABELS loaders)
 endfunction()
 
-# --- One list of wrapped names: intercepted.h, exports.map and the built library agree ---
+# --- One list of wrapped names: intercepted.h, the exports.map generated from it at build time
+# and the built library agree ---
 pqdedup_loaders_test(NAME loaders_exports
-  COMMAND bash ${_pqd_loaders}/check_exports.sh ${PROJECT_SOURCE_DIR}/src/exports.map
-          ${PROJECT_SOURCE_DIR}/src/intercepted.h $<TARGET_FILE:pqdedup_shim> $<TARGET_FILE:pqdedup_audit>
+  COMMAND bash ${_pqd_loaders}/check_exports.sh ${CMAKE_C_COMPILER} ${PROJECT_SOURCE_DIR}/src/intercepted.h
+          ${PROJECT_BINARY_DIR}/src/exports.map $<TARGET_FILE:pqdedup_shim> $<TARGET_FILE:pqdedup_audit>
   NO_PRELOAD NO_VALGRIND)
 
 # --- dlopen("libpq.so.5") + dlsym, as ctypes does -------------------------------------------
 # 200 cycles (half of them PQconnectStart + PQconnectPoll) on at most 2 backends; dlsym returns
-# the wrappers for wrapped names only.
+# the wrappers for wrapped names (PQfinish, PQconnectStart, PQstatus) and libpq's own for the
+# others (PQresultStatus).
 pqdedup_loaders_test(NAME loaders_dlsym_churn SOURCES test_loaders_dlsym.c
   ARGS --cycles 200 --expect-max-pids 2 --expect-redirect yes ENV ${_pqd_audit})
-# Without the auditor, and with it turned off: plain libpq, one backend per cycle.
+# Without the auditor, and with it turned off: plain libpq, one backend per cycle (dlsym gives
+# libpq's own functions).
 pqdedup_loaders_test(NAME loaders_dlsym_no_auditor PROGRAM test_loaders_dlsym
   ARGS --cycles 50 --expect-min-pids 50 --expect-redirect no)
 pqdedup_loaders_test(NAME loaders_dlsym_audit_off PROGRAM test_loaders_dlsym
   ARGS --cycles 50 --expect-min-pids 50 --expect-redirect no ENV ${_pqd_audit} PQDEDUP_AUDIT=0)
-# Leaked (never finished) connections are contained: shared after 2 with PQDEDUP_SHARE_AFTER,
-# and past max_connections (40) with the default settings.
+# Leaked (never finished) connections are contained: on 2 backends at PQDEDUP_MAX_PER_KEY=2
+# (an idle one lends its server connection at once at the cap), and past max_connections (40)
+# with the default settings (after the server's refusal); each still answers at the end.
 pqdedup_loaders_test(NAME loaders_dlsym_leak PROGRAM test_loaders_dlsym
-  ARGS --leak 30 --expect-max-pids 2 ENV ${_pqd_audit} PQDEDUP_SHARE_AFTER=2)
+  ARGS --leak 30 --expect-max-pids 2 ENV ${_pqd_audit} PQDEDUP_MAX_PER_KEY=2)
 pqdedup_loaders_test(NAME loaders_dlsym_leak_past_max PROGRAM test_loaders_dlsym
   ARGS --leak 60 --expect-max-pids 40 ENV ${_pqd_audit} SERIAL)
 
@@ -94,7 +98,8 @@ set_target_properties(test_loaders_deepbind PROPERTIES ENABLE_EXPORTS ON)
 pqdedup_loaders_test(NAME loaders_deepbind_churn_noplt PROGRAM test_loaders_deepbind
   ARGS --module $<TARGET_FILE:loaders_module_noplt> --connect-first
        --cycles 200 --expect-max-pids 2 --expect-redirect yes ENV ${_pqd_audit})
-# No other binding changes: the module's own loaders_probe() stays its own, PQstatus libpq's.
+# No other binding changes: the module's own loaders_probe() stays its own, PQresultStatus
+# libpq's (PQstatus, wrapped, is pqdedup's).
 pqdedup_loaders_test(NAME loaders_deepbind_symbols PROGRAM test_loaders_deepbind
   ARGS --module $<TARGET_FILE:loaders_module_now> --symbols --cycles 10 --expect-redirect yes
   ENV ${_pqd_audit})
@@ -103,7 +108,7 @@ pqdedup_loaders_test(NAME loaders_deepbind_audit_off PROGRAM test_loaders_deepbi
        --expect-redirect no ENV ${_pqd_audit} PQDEDUP_AUDIT=0)
 pqdedup_loaders_test(NAME loaders_deepbind_leak PROGRAM test_loaders_deepbind
   ARGS --module $<TARGET_FILE:loaders_module_now> --leak 30 --expect-max-pids 2
-  ENV ${_pqd_audit} PQDEDUP_SHARE_AFTER=2)
+  ENV ${_pqd_audit} PQDEDUP_MAX_PER_KEY=2)
 pqdedup_loaders_test(NAME loaders_deepbind_leak_past_max PROGRAM test_loaders_deepbind
   ARGS --module $<TARGET_FILE:loaders_module_lazy> --lazy --leak 60 --expect-max-pids 40
   ENV ${_pqd_audit} SERIAL)
@@ -120,3 +125,39 @@ foreach(_pqd_client php-connect php-async php-pconnect php-pdo psycopg3-sync psy
   pqdedup_loaders_test(NAME ${_pqd_name} COMMAND bash ${_pqd_loaders}/clients.sh ${_pqd_client}
     NO_PRELOAD NO_VALGRIND TIMEOUT 180)
 endforeach()
+
+# --- A libpq that exports a function pqdedup does not know (a newer libpq) ---------------------
+# tests/loaders/future_libpq.sh builds, in the build tree, a libpq.so.5 from Debian's libpq.a
+# plus PQfutureThing(PGconn *), exporting what the installed libpq exports and that. Run with
+# LD_LIBRARY_PATH at it: pqdedup passes every call through (a new backend per connect, libpq's
+# own connections), and at PQDEDUP_LOG=info says so in one line that names PQfutureThing. It
+# needs libpq's static dependencies libpgcommon_shlib.a and libpgport_shlib.a (Debian:
+# postgresql-server-dev-15, in `pg_config --pkglibdir`); without them the test reports itself
+# skipped and says why. The control runs the same program with the installed libpq: pooling on.
+execute_process(COMMAND pg_config --pkglibdir OUTPUT_VARIABLE _pqd_pg_pkglibdir
+                OUTPUT_STRIP_TRAILING_WHITESPACE ERROR_QUIET)
+if(NOT _pqd_pg_pkglibdir)
+  set(_pqd_pg_pkglibdir /usr/lib/postgresql/15/lib)
+endif()
+set(PQDEDUP_PG_PKGLIBDIR "${_pqd_pg_pkglibdir}" CACHE PATH
+    "Where libpgcommon_shlib.a and libpgport_shlib.a are (for loaders_unknown_libpq)")
+set(_pqd_future ${CMAKE_CURRENT_BINARY_DIR}/future_libpq)
+if(EXISTS "${PQDEDUP_PG_PKGLIBDIR}/libpgcommon_shlib.a" AND EXISTS "${PQDEDUP_PG_PKGLIBDIR}/libpgport_shlib.a")
+  add_custom_command(
+    OUTPUT ${_pqd_future}/libpq.so.5
+    COMMAND sh ${_pqd_loaders}/future_libpq.sh ${CMAKE_C_COMPILER} ${_pqd_loaders}/future_libpq.c
+            ${_pqd_future} ${PQDEDUP_PG_PKGLIBDIR}
+    DEPENDS ${_pqd_loaders}/future_libpq.sh ${_pqd_loaders}/future_libpq.c ${LIBPQ_LIBDIR}/libpq.a
+    COMMENT "Building a libpq.so.5 with a function pqdedup does not know (tests/loaders/future_libpq.sh)")
+  add_custom_target(loaders_future_libpq ALL DEPENDS ${_pqd_future}/libpq.so.5)
+  pqdedup_loaders_test(NAME loaders_unknown_libpq SOURCES test_loaders_unknown_libpq.c LIBS dl
+    ARGS unknown ENV "LD_LIBRARY_PATH=${_pqd_future}" PQDEDUP_LOG=info)
+else()
+  add_executable(test_loaders_unknown_libpq test_loaders_unknown_libpq.c)
+  target_link_libraries(test_loaders_unknown_libpq PRIVATE pqdedup_testutil dl)
+  pqdedup_loaders_test(NAME loaders_unknown_libpq
+    COMMAND sh -c "echo 'loaders_unknown_libpq: skipped: no libpgcommon_shlib.a and libpgport_shlib.a in ${PQDEDUP_PG_PKGLIBDIR} (install postgresql-server-dev-15, or set PQDEDUP_PG_PKGLIBDIR)' && exit 77"
+    NO_PRELOAD NO_VALGRIND)
+endif()
+pqdedup_loaders_test(NAME loaders_unknown_libpq_control PROGRAM test_loaders_unknown_libpq
+  ARGS known ENV PQDEDUP_LOG=info)

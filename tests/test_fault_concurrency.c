@@ -16,8 +16,9 @@
 
 /*
  * Usage: test_fault_concurrency CASE [ARGS]
- *   prefork           a single-threaded parent (holding one connection and keeping another of
- *                     the same key) forks 8 workers, 3 rounds; each worker connects, writes and
+ *   prefork           a single-threaded parent (holding two connections, one in a transaction,
+ *                     and keeping another of the same key) forks 8 workers, 3 rounds; each
+ *                     worker connects, writes and
  *                     finishes 25 times (scaled), then leaves: even workers by exit(), odd ones
  *                     by _exit()
  *   prefork-threaded  the same while a parent thread churns on the same key; workers _exit()
@@ -138,23 +139,35 @@ static int wait_worker(pid_t pid)
 }
 
 /* Pre-fork server: rounds of 8 workers that connect, write, finish, and exit (exit() or
- * _exit()) while the parent holds one connection and keeps another of the same key (its
- * reset in flight at the fork): every worker exits 0, every write is there once and in the
- * worker's own session, concurrent workers never share a backend, none gets the parent's
- * backends, the parent's connections keep working, and the workers' backends all go away. */
+ * _exit()) while the parent holds two connections (one inside a transaction, one idle) and
+ * keeps another of the same key (its reset in flight at the fork): every worker exits 0,
+ * every write is there once and in the worker's own session, concurrent workers never share
+ * a backend, none gets the parent's backends, the parent's connections keep working (the one
+ * in a transaction on its backend; the idle one may have lent its server connection to
+ * another connect of the parent's and answer from another of the parent's backends), and the
+ * workers' backends all go away. */
 static void test_prefork(bool threaded)
 {
     size_t ids = (size_t)ROUNDS * WORKERS * (size_t)cycles;
-    PGconn *held, *kept;
+    PGconn *held, *held_idle, *kept;
     pthread_t churner;
-    int held_pid, kept_pid = -1;
+    int held_pid, held_idle_pid, kept_pid = -1;
 
     shm = mmap(NULL, sizeof *shm + ids, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     REQUIRE(shm != MAP_FAILED, "mmap: %s", strerror(errno));
     ledger = fu_ledger_create((int)ids);
     held = PQconnectdb(key);
     REQUIRE(PQstatus(held) == CONNECTION_OK, "connect: %s", PQerrorMessage(held));
+    REQUIRE(tu_exec_ok(held, "BEGIN"), "BEGIN: %s", PQerrorMessage(held));
     held_pid = tu_backend_pid(held);
+    held_idle = PQconnectdb(key);
+    REQUIRE(PQstatus(held_idle) == CONNECTION_OK, "connect: %s", PQerrorMessage(held_idle));
+    held_idle_pid = tu_backend_pid(held_idle);
+    /* A kept one from the start: the parent's own connects always find a free server
+     * connection, so without the churn thread held_idle never lends its own. */
+    kept = PQconnectdb(key);
+    REQUIRE(PQstatus(kept) == CONNECTION_OK, "connect: %s", PQerrorMessage(kept));
+    PQfinish(kept);
     if (threaded)
         REQUIRE(pthread_create(&churner, NULL, parent_churn, NULL) == 0, "pthread_create");
 
@@ -192,7 +205,7 @@ static void test_prefork(bool threaded)
             failed += a->connect_failed + a->write_failed;
             wrong += a->wrong_session;
             for (int k = 0; k < a->npids; k++) {
-                parents += a->pids[k] == held_pid || a->pids[k] == kept_pid;
+                parents += a->pids[k] == held_pid || a->pids[k] == kept_pid || a->pids[k] == held_idle_pid;
                 for (int v = w + 1; v < WORKERS; v++)
                     for (int m = 0; m < shm->report[round][v].npids; m++)
                         shared_pids += a->pids[k] == shm->report[round][v].pids[m];
@@ -209,9 +222,19 @@ static void test_prefork(bool threaded)
                 wrong || shared_pids || parents ? "CROSSED" : "own");
         /* The parent's own connections survive whatever the workers did. */
         char *v = tu_query_value(held, "SELECT pg_backend_pid()");
-        fu_note("prefork round %d: parent's held connection: %s", round,
+        fu_note("prefork round %d: parent's held connection (in a transaction): %s", round,
                 v && atoi(v) == held_pid ? "same backend, works" : "BROKEN");
         free(v);
+        int pid_now = tu_backend_pid(held_idle);
+        bool workers = false;
+        for (int w = 0; w < WORKERS; w++)
+            for (int k = 0; k < shm->report[round][w].npids; k++)
+                workers = workers || shm->report[round][w].pids[k] == pid_now;
+        fu_note("prefork round %d: parent's held idle connection: %s", round,
+                pid_now > 0 && !workers ? "works" : "BROKEN");
+        CHECK(pid_now > 0 && !workers, "round %d: the parent's held idle connection answers as "
+              "backend %d (a worker's: %s)", round, pid_now, workers ? "yes" : "no");
+        held_idle_pid = pid_now;
     }
     if (threaded) {
         atomic_store(&stop_churn, 1);
@@ -225,10 +248,13 @@ static void test_prefork(bool threaded)
         CHECK(PQbackendPID(kept) == kept_pid, "the parent's kept connection was not reused after the forks");
     fu_note("after the forks: parent's connect: %s", fu_conn_outcome(kept));
     PQfinish(kept);
+    fu_note("after the forks: parent's held connection: COMMIT %s", fu_exec(held, "COMMIT"));
     PQfinish(held);
+    PQfinish(held_idle);
     /* Every worker's backend went away with its worker: only the parent's kept ones stay
-     * (held + kept, and the churn thread's). */
-    int most = fu_is_reference() ? 0 : threaded ? 4 : 2;
+     * (held, held idle, the kept one and a spare opened while its reset was in flight, and
+     * the churn thread's two). */
+    int most = fu_is_reference() ? 0 : threaded ? 6 : 4;
     long left = -1;
     for (int i = 0; i < 500; i++) {
         left = tu_count_backends(app);
@@ -306,14 +332,16 @@ static void *producer(void *arg)
             PQfinish(j.c);
             continue;
         }
-        j.pid = PQbackendPID(j.c);
         pthread_mutex_lock(&hq.lock);
-        in_use_add(j.pid);
         hq.not_idle += PQtransactionStatus(j.c) != PQTRANS_IDLE;
         pthread_mutex_unlock(&hq.lock);
         bool ok = !strcmp(fu_exec(j.c, "BEGIN"), "ok") &&
                   !strcmp(fu_write_in_txn(ledger, j.c, j.id, user, app), "ok");
+        /* Inside its transaction it keeps its backend until it is finished (idle, before the
+         * BEGIN, another connect could have taken its server connection). */
+        j.pid = PQbackendPID(j.c);
         pthread_mutex_lock(&hq.lock);
+        in_use_add(j.pid);
         hq.failed += !ok;
         while (hq.len == QUEUE_SIZE)
             pthread_cond_wait(&hq.changed, &hq.lock);

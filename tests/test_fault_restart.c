@@ -1,4 +1,4 @@
-/* test_fault_restart.c: server restarts, crashes, stops and pg_terminate_backend with kept, held, shared and mid-transaction connections: nothing lost, duplicated or crossed, errors as plain libpq. */
+/* test_fault_restart.c: server restarts, crashes, stops and pg_terminate_backend with kept, held, mid-transaction and several live handles: nothing lost, duplicated or crossed, errors as plain libpq. */
 #define _GNU_SOURCE
 #include "faults/faultutil.h"
 
@@ -13,16 +13,22 @@
  *   restart immediate|fast  pg_ctl restart (a crash with -m immediate) while connections of
  *                           two keys are kept, held idle, held mid-transaction, finished
  *                           mid-transaction, and while a writer thread inserts non-stop
- *   shared immediate|fast   the same with PQDEDUP_SHARE_AFTER=2 and handles sharing a backend
+ *   handles immediate|fast  the same fault with six live handles of one thread and one key:
+ *                           one inside a transaction, one sticky (SET), four idle and clean
+ *                           taking turns on the server connections left (register with
+ *                           PQDEDUP_MAX_PER_KEY=3: six handles, three backends)
  *   down                    the server stopped while connections are kept: connects fail as
  *                           with plain libpq, and work again once it is started
  *   terminate               pg_terminate_backend of kept, held idle and held mid-transaction
  *                           connections
- *   terminate-shared        pg_terminate_backend of a backend two handles share
- *                           (PQDEDUP_SHARE_AFTER=2; no plain-libpq comparison: sharing is
- *                           pqdedup's own behaviour)
- * Every case but terminate-shared runs itself again with PQDEDUP_DISABLE=1 and compares what
- * the app saw (see faults/faultutil.h). restart, shared and down must be registered SERIAL.
+ *   terminate-handles       pg_terminate_backend of the backend four live handles of one key
+ *                           take turns on, one of them last (register with
+ *                           PQDEDUP_MAX_PER_KEY=2, a fifth handle in a transaction holding
+ *                           the other backend)
+ * Every case runs itself again with PQDEDUP_DISABLE=1 and compares what the app saw (see
+ * faults/faultutil.h): each handle must behave as a plain libpq connection would, but that a
+ * clean, idle held one whose backend died may go on under pqdedup on a new backend.
+ * restart, handles and down must be registered SERIAL.
  */
 
 /* Key A: the unix socket as the harness's superuser; key B: TCP with a password as pqd_alice. */
@@ -108,7 +114,7 @@ static PGconn *check_fresh(const char *conninfo, const char *user, const int *ol
 /* ---- a writer thread that inserts non-stop and reconnects when its connection breaks ----- */
 
 static atomic_int writer_stop, writer_phase; /* phase 1: after the fault */
-static atomic_int writer_ok_after, writer_losses, writer_connect_failures;
+static atomic_int writer_ok_before, writer_ok_after, writer_losses, writer_connect_failures;
 static int writer_next_id; /* ids from WRITER_BASE, used by the writer thread only */
 #define WRITER_BASE 10000
 #define LEDGER_SIZE 40000
@@ -139,8 +145,8 @@ static void *writer_main(void *arg)
         if (writer_next_id >= LEDGER_SIZE)
             break;
         enum fu_state st = fu_write(ledger, c, writer_next_id++, USER_A, app);
-        if (st == FU_OK && atomic_load(&writer_phase) == 1)
-            atomic_fetch_add(&writer_ok_after, 1);
+        if (st == FU_OK)
+            atomic_fetch_add(atomic_load(&writer_phase) == 1 ? &writer_ok_after : &writer_ok_before, 1);
         if (st == FU_AMBIGUOUS || PQstatus(c) != CONNECTION_OK) {
             /* Lost (libpq may still say CONNECTION_OK after the first failure): an app
              * reconnects, as this one does. */
@@ -152,6 +158,16 @@ static void *writer_main(void *arg)
     }
     PQfinish(c);
     return NULL;
+}
+
+/* Waits (30 s at most) until *counter reaches want; REQUIREs it. */
+static void wait_count(atomic_int *counter, int want, const char *what)
+{
+    double give_up = fu_now() + 30;
+
+    while (atomic_load(counter) < want && fu_now() < give_up)
+        tu_sleep_ms(5);
+    REQUIRE(atomic_load(counter) >= want, "%s: %d after 30 s, expected %d", what, atomic_load(counter), want);
 }
 
 /* ---- cases -------------------------------------------------------------------------------- */
@@ -204,13 +220,14 @@ static void test_restart(const char *mode)
     PQfinish(fin);
 
     REQUIRE(pthread_create(&writer, NULL, writer_main, NULL) == 0, "pthread_create");
-    tu_sleep_ms(200);
+    wait_count(&writer_ok_before, 3, "the writer thread's writes before the restart");
     printf("restart -m %s with %d kept/held backends and a writer thread\n", mode, nold);
     fu_restart(mode);
     atomic_store(&writer_phase, 1);
 
-    /* Held connections: the error on next use, as plain libpq. */
-    write_on_dead(held, USER_A, "held idle");
+    /* Held connections: the error on next use, as plain libpq; a clean idle one may go on
+     * under pqdedup on a new backend. */
+    fu_write_idle_held(ledger, held, next_id++, USER_A, app, "held idle: write", old, nold);
     PQfinish(held);
     {
         int id = next_id++;
@@ -253,7 +270,7 @@ static void test_restart(const char *mode)
     if (!fu_is_reference())
         CHECK(npids <= 3, "churn after the restart used %d backends, expected at most 3", npids);
 
-    tu_sleep_ms(300);
+    wait_count(&writer_ok_after, 3, "the writer thread's writes after the restart");
     atomic_store(&writer_stop, 1);
     pthread_join(writer, NULL);
     printf("writer: %d writes after the restart, %d lost connections, %d failed connects\n",
@@ -266,39 +283,110 @@ static void test_restart(const char *mode)
     fu_ledger_drop(ledger);
 }
 
-/* The same fault with PQDEDUP_SHARE_AFTER=2: a third connect shares the first handle's
- * backend; after the restart every handle reports the error, each PQfinish is safe, and new
- * connections work. */
-static void test_shared(const char *mode)
+/* The backends the server has for this process's key A now (postgres, this app). Returns
+ * how many were put in pids (at most max). */
+static int key_a_backends(int *pids, int max)
 {
-    int old[8], nold = 0;
-    PGconn *s1, *s2, *s3, *k, *n[4];
-    char *err;
+    char *v = fu_sql_value("SELECT string_agg(pid::text, ' ') FROM pg_stat_activity WHERE "
+                           "application_name = '%s' AND usename = '" USER_A "'", app);
+    int n = 0;
+
+    for (char *p = v, *end; p && *p && n < max; p = end) {
+        long pid = strtol(p, &end, 10);
+        if (end == p)
+            break;
+        pids[n++] = (int)pid;
+    }
+    free(v);
+    return n;
+}
+
+/* Six live handles of one key in one thread (PQDEDUP_MAX_PER_KEY=3 in the pqdedup run): T
+ * inside a transaction and S sticky (a SET) keep a backend each, four clean idle ones I0-I3 take
+ * turns on the third; all are separate sessions (T's uncommitted row and S's setting are not
+ * seen from the others). Then the server restarts: T's COMMIT and S's next write fail as with
+ * plain libpq; each idle one either fails like plain libpq's (its backend is gone) or goes on
+ * on a new backend, and then keeps that behaviour; I2 is finished unused; new connections work. */
+static void test_handles(const char *mode)
+{
+    int old[32], nold, t_pid, s_pid;
+    PGconn *t, *sh, *idle[4], *k, *n[4];
+    enum fu_state first[4];
+    char what[64], *v, *err;
 
     ledger = fu_ledger_create(1000);
     k = must_connect(key_b, "kept B");
     write_ok(k, USER_B, "kept B");
-    old[nold++] = PQbackendPID(k);
     PQfinish(k);
-    s1 = must_connect(key_a, "held 1");
-    s2 = must_connect(key_a, "held 2");
-    s3 = must_connect(key_a, "held 3");
+    t = must_connect(key_a, "T");
+    sh = must_connect(key_a, "S");
+    for (int i = 0; i < 4; i++) {
+        snprintf(what, sizeof what, "I%d", i);
+        idle[i] = must_connect(key_a, what);
+    }
+    int txn_id = open_txn(t, USER_A, "T, in a transaction");
+    t_pid = PQbackendPID(t);
+    fu_note("S: SET work_mem: %s", fu_exec(sh, "SET work_mem = '7MB'"));
+    write_ok(sh, USER_A, "S, sticky");
+    s_pid = PQbackendPID(sh);
+    for (int i = 0; i < 4; i++) {
+        snprintf(what, sizeof what, "I%d", i);
+        write_ok(idle[i], USER_A, what);
+    }
+    /* Six sessions, each its own, on as many backends as the cap allows. */
+    PGconn *all[] = { t, sh, idle[0], idle[1], idle[2], idle[3] };
+    for (int i = 0; i < 6; i++)
+        for (int j = 0; j < i; j++)
+            CHECK(all[i] != all[j], "two connects returned the same PGconn *");
+    v = tu_query_value(idle[0], "SHOW work_mem");
+    fu_note("I0 sees S's work_mem: %s", v && !strcmp(v, "7MB") ? "yes" : "no");
+    free(v);
+    snprintf(what, sizeof what, "SELECT count(*) FROM %s WHERE id = %d", fu_ledger_table(ledger), txn_id);
+    v = tu_query_value(idle[1], what);
+    fu_note("I1 sees T's uncommitted row: %s", v && !strcmp(v, "0") ? "no" : "yes");
+    free(v);
+    CHECK(PQbackendPID(t) == t_pid && PQbackendPID(sh) == s_pid,
+          "T (in a transaction) or S (sticky) changed backend while the idle ones took turns");
+    nold = key_a_backends(old, 32);
+    printf("restart -m %s with 6 handles on %d backends\n", mode, nold);
     if (!fu_is_reference())
-        CHECK(s3 == s1, "with PQDEDUP_SHARE_AFTER=2, the third connect did not share the first");
-    write_ok(s1, USER_A, "held 1");
-    write_ok(s2, USER_A, "held 2");
-    write_ok(s3, USER_A, "held 3");
-    old[nold++] = PQbackendPID(s1);
-    old[nold++] = PQbackendPID(s2);
-    old[nold++] = PQbackendPID(s3);
+        CHECK(nold <= 3, "six handles with PQDEDUP_MAX_PER_KEY=3 use %d backends", nold);
+    for (int i = 0; i < 4 && nold < 32; i++)
+        old[nold++] = PQbackendPID(idle[i]);
 
     fu_restart(mode);
-    write_on_dead(s3, USER_A, "shared handle 3");
-    write_on_dead(s1, USER_A, "shared handle 1");
-    write_on_dead(s2, USER_A, "handle 2");
-    PQfinish(s3);
-    PQfinish(s1);
-    PQfinish(s2);
+
+    first[0] = fu_write_idle_held(ledger, idle[0], next_id++, USER_A, app, "I0: write", old, nold);
+    {
+        int id = next_id++;
+        fu_note("T: next INSERT: %s", fu_write_in_txn(ledger, t, id, USER_A, app));
+        int ids[] = { txn_id, id };
+        fu_note("T: COMMIT: %s", fu_commit(ledger, t, ids, 2));
+        fu_mark(ledger, txn_id, FU_FAILED); /* the backend died before COMMIT was sent */
+        fu_mark(ledger, id, FU_FAILED);
+    }
+    write_on_dead(sh, USER_A, "S (sticky)");
+    first[1] = fu_write_idle_held(ledger, idle[1], next_id++, USER_A, app, "I1: write", old, nold);
+    PQfinish(idle[2]);
+    first[3] = fu_write_idle_held(ledger, idle[3], next_id++, USER_A, app, "I3: write", old, nold);
+    /* Each goes on as it started: working on its new backend, or failed for good as plain
+     * libpq's connection (its PGconn is CONNECTION_BAD: nothing is sent). */
+    for (int i = 0; i < 4; i++) {
+        if (i == 2)
+            continue;
+        int id = next_id++;
+        enum fu_state again = fu_write(ledger, idle[i], id, USER_A, app);
+        if (first[i] != FU_OK)
+            fu_mark(ledger, id, FU_FAILED);
+        fu_note("I%d: second write: %s", i, (again == FU_OK) == (first[i] == FU_OK) ? "as the first" : "NOT as the first");
+        CHECK((again == FU_OK) == (first[i] == FU_OK), "I%d: first write %s, second %s", i,
+              first[i] == FU_OK ? "ok" : "failed", again == FU_OK ? "ok" : "failed");
+    }
+    PQfinish(t);
+    PQfinish(sh);
+    for (int i = 0; i < 4; i++)
+        if (i != 2)
+            PQfinish(idle[i]);
 
     tu_capture_stderr();
     n[0] = check_fresh(key_a, USER_A, old, nold, "after restart, key A 1");
@@ -310,7 +398,7 @@ static void test_shared(const char *mode)
     free(err);
     for (int i = 0; i < 4; i++)
         PQfinish(n[i]);
-    fu_ledger_verify(ledger, 0, "shared");
+    fu_ledger_verify(ledger, 0, "handles");
     fu_ledger_drop(ledger);
 }
 
@@ -401,13 +489,19 @@ static void test_terminate(void)
     old[nold++] = PQbackendPID(txn_unused);
     PQfinish(k1);
     PQfinish(k2);
-    tu_sleep_ms(100); /* their resets complete */
+    if (!fu_is_reference()) { /* their resets complete (plain libpq: the backends exit) */
+        CHECK(tu_wait_reset(old[0]), "kept 1: its reset did not complete");
+        CHECK(tu_wait_reset(old[1]), "kept 2: its reset did not complete");
+    }
 
-    /* With plain libpq the finished ones are already gone; pqdedup keeps them open. */
+    /* With plain libpq the finished ones are already gone; pqdedup keeps them open. (A kept
+     * one may be the backend a held idle one had before: a connect may take an idle handle's
+     * server connection. Each backend is ended once.) */
     for (int i = fu_is_reference() ? 2 : 0; i < nold; i++)
-        fu_terminate(old[i]);
+        if (!in_list(old[i], old, i))
+            fu_terminate(old[i]);
 
-    write_on_dead(held, USER_A, "terminated, held idle");
+    fu_write_idle_held(ledger, held, next_id++, USER_A, app, "terminated, held idle: write", old, nold);
     PQfinish(held);
     int ids[] = { txn_id };
     fu_note("terminated, held mid-transaction: COMMIT: %s", fu_commit(ledger, txn, ids, 1));
@@ -427,32 +521,49 @@ static void test_terminate(void)
     fu_ledger_drop(ledger);
 }
 
-/* PQDEDUP_SHARE_AFTER=2: two handles share one backend; pg_terminate_backend of it makes both
- * handles fail (one session, seen through two handles), the other held connection is
- * untouched, finishing both handles is safe, and the next connect gets a new backend. */
-static void test_terminate_shared(void)
+/* Four live handles of one key (PQDEDUP_MAX_PER_KEY=2 in the pqdedup run): T inside a
+ * transaction keeps one backend, three clean idle ones I0-I2 take turns on the other, I2 last.
+ * pg_terminate_backend of I2's backend (under plain libpq its own, where I0 and I1 have theirs):
+ * I0 and I1 go on working as plain libpq's do; I2 fails like plain libpq's or goes on on a new
+ * backend; T's transaction is untouched and commits; the next connect gets a new backend. */
+static void test_terminate_handles(void)
 {
-    PGconn *s1, *s2, *s3, *n;
-    int old[2];
+    PGconn *t, *idle[3], *n;
+    int victim, old[1];
+    char what[32];
 
     ledger = fu_ledger_create(100);
-    s1 = must_connect(key_a, "held 1");
-    s2 = must_connect(key_a, "held 2");
-    s3 = must_connect(key_a, "held 3 (shares 1)");
-    REQUIRE(s3 == s1, "with PQDEDUP_SHARE_AFTER=2, the third connect did not share the first");
-    write_ok(s1, USER_A, "held 1");
-    old[0] = PQbackendPID(s1);
-    old[1] = PQbackendPID(s2);
-    fu_terminate(old[0]);
-    write_on_dead(s3, USER_A, "shared handle 3");
-    write_on_dead(s1, USER_A, "shared handle 1");
-    write_ok(s2, USER_A, "the other held connection");
-    PQfinish(s1);
-    PQfinish(s3);
-    PQfinish(s2);
-    n = check_fresh(key_a, USER_A, old, 1, "after terminating a shared backend");
+    t = must_connect(key_a, "T");
+    for (int i = 0; i < 3; i++) {
+        snprintf(what, sizeof what, "I%d", i);
+        idle[i] = must_connect(key_a, what);
+    }
+    int txn_id = open_txn(t, USER_A, "T, in a transaction");
+    int t_pid = PQbackendPID(t);
+    for (int i = 0; i < 3; i++) {
+        snprintf(what, sizeof what, "I%d", i);
+        write_ok(idle[i], USER_A, what);
+    }
+    victim = old[0] = PQbackendPID(idle[2]);
+    CHECK(victim != t_pid, "I2 ran on T's backend, which is inside a transaction");
+    fu_terminate(victim);
+
+    fu_note("I0: write: %s", fu_write(ledger, idle[0], next_id++, USER_A, app) == FU_OK ? "ok" : fu_last_outcome());
+    fu_write_idle_held(ledger, idle[2], next_id++, USER_A, app, "I2 (terminated): write", old, 1);
+    fu_note("I1: write: %s", fu_write(ledger, idle[1], next_id++, USER_A, app) == FU_OK ? "ok" : fu_last_outcome());
+    {
+        int id = next_id++;
+        fu_note("T: INSERT: %s", fu_write_in_txn(ledger, t, id, USER_A, app));
+        int ids[] = { txn_id, id };
+        fu_note("T: COMMIT: %s", fu_commit(ledger, t, ids, 2));
+        CHECK(PQbackendPID(t) == t_pid, "T changed backend inside its transaction");
+    }
+    for (int i = 0; i < 3; i++)
+        PQfinish(idle[i]);
+    PQfinish(t);
+    n = check_fresh(key_a, USER_A, old, 1, "after pg_terminate_backend of the idle handles' backend");
     PQfinish(n);
-    fu_ledger_verify(ledger, 0, "terminate-shared");
+    fu_ledger_verify(ledger, 0, "terminate-handles");
     fu_ledger_drop(ledger);
 }
 
@@ -468,18 +579,17 @@ int main(int argc, char **argv)
     printf("test_fault_restart %s %s as %s\n", which, mode, app);
     if (!strcmp(which, "restart") && mode_ok)
         test_restart(mode);
-    else if (!strcmp(which, "shared") && mode_ok)
-        test_shared(mode);
+    else if (!strcmp(which, "handles") && mode_ok)
+        test_handles(mode);
     else if (!strcmp(which, "down"))
         test_down();
     else if (!strcmp(which, "terminate"))
         test_terminate();
-    else if (!strcmp(which, "terminate-shared")) {
-        test_terminate_shared();
-        return fu_finish(true);
-    } else {
-        fprintf(stderr, "usage: test_fault_restart restart|shared immediate|fast | down | terminate | "
-                        "terminate-shared\n");
+    else if (!strcmp(which, "terminate-handles"))
+        test_terminate_handles();
+    else {
+        fprintf(stderr, "usage: test_fault_restart restart|handles immediate|fast | down | terminate | "
+                        "terminate-handles\n");
         return 1;
     }
     return fu_finish(false);

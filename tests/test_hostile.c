@@ -18,7 +18,8 @@
  *   misuse    PQfinish(NULL); PQfinish twice on a kept connection: one warning line on stderr
  *             (run with PQDEDUP_LOG=warn), and the next holders get the kept backend, working.
  *   settings  bad PQDEDUP_* values, each in a child process: exactly one warning line per bad
- *             variable, and the default's behaviour (KEEP_PER_KEY 16, MAX_WAIT 5s, LOG off).
+ *             variable, and the default's behaviour (KEEP_PER_KEY 16, MAX_WAIT 5s,
+ *             UNBIND_AFTER 100ms, LOG off).
  */
 
 /* ---- inputs: one connect call each ---------------------------------------------------- */
@@ -551,8 +552,11 @@ static void test_misuse(void)
 
 /* ---- settings ------------------------------------------------------------------------------ */
 
-/* Child: 20 connections open at once, all finished: how many backends stay kept. */
-static int settings_child_keep(void)
+/* Child: 20 connections open at once, each inside a transaction (busy: each keeps a server
+ * connection of its own, none lends it to the next connect), all finished: how many backends
+ * stay kept. Waits (5 s at most) for the count to reach `want` (the backends of the ones closed
+ * exit a moment after), and prints the count it ended on. */
+static int settings_child_keep(long want)
 {
     PGconn *c[20];
     long kept;
@@ -560,14 +564,34 @@ static int settings_child_keep(void)
     for (int i = 0; i < 20; i++) {
         c[i] = PQconnectdb(tu_conninfo(""));
         REQUIRE(PQstatus(c[i]) == CONNECTION_OK, "connect %d: %s", i, PQerrorMessage(c[i]));
+        REQUIRE(tu_exec_ok(c[i], "BEGIN"), "BEGIN %d: %s", i, PQerrorMessage(c[i]));
     }
+    CHECK(tu_count_backends(tu_app_name()) == 20, "20 busy connections are not 20 backends");
     for (int i = 0; i < 20; i++)
         PQfinish(c[i]);
-    tu_sleep_ms(300);
-    kept = tu_wait_backends(tu_app_name(), 16, 3000);
-    kept = tu_count_backends(tu_app_name());
+    kept = tu_wait_backends(tu_app_name(), want, 5000);
     printf("kept=%ld\n", kept);
     fflush(stdout);
+    return tu_finish();
+}
+
+/* Child: a connection used once, then idle 300 ms, and a second connect: whether the second
+ * got the first one's server connection (moved=1: the first had been idle longer than
+ * PQDEDUP_UNBIND_AFTER), or a new backend (moved=0). */
+static int settings_child_unbind(void)
+{
+    PGconn *a = PQconnectdb(tu_conninfo("")), *b;
+    int pid_a;
+
+    REQUIRE(PQstatus(a) == CONNECTION_OK, "connect: %s", PQerrorMessage(a));
+    pid_a = tu_backend_pid(a);
+    tu_sleep_ms(300); /* the scenario: a is idle this long */
+    b = PQconnectdb(tu_conninfo(""));
+    REQUIRE(PQstatus(b) == CONNECTION_OK, "connect: %s", PQerrorMessage(b));
+    printf("moved=%d\n", tu_backend_pid(b) == pid_a);
+    fflush(stdout);
+    PQfinish(b);
+    PQfinish(a);
     return tu_finish();
 }
 
@@ -623,7 +647,14 @@ static int settings_child_log(void)
 /* Runs the settings child `what` with env; returns its stdout, *err gets stderr. */
 static char *run_settings_child(const char *what, const char *const *env, char **err)
 {
-    char *argv[] = {NULL, "settings", "--child", (char *)what, NULL};
+    char *argv[] = {NULL, "settings", "--child", (char *)what, NULL, NULL};
+    char want[16];
+
+    if (!strncmp(what, "keep=", 5)) { /* keep=N: the kept count the child waits for */
+        snprintf(want, sizeof want, "%s", what + 5);
+        argv[3] = "keep";
+        argv[4] = want;
+    }
     char *out = NULL;
     int status = hq_run_capture(NULL, argv, env, &out, err);
 
@@ -657,7 +688,7 @@ static void test_settings(void)
                                            "PQDEDUP_KEEP_PER_KEY=abc", "PQDEDUP_KEEP_PER_KEY=", "PQDEDUP_KEEP_PER_KEY=1.5"};
     for (size_t i = 0; i < sizeof bad_keep / sizeof bad_keep[0]; i++) {
         const char *env[] = {bad_keep[i], "PQDEDUP_LOG", NULL};
-        char *err = NULL, *out = run_settings_child("keep", env, &err);
+        char *err = NULL, *out = run_settings_child("keep=16", env, &err);
         long kept = value_of(out, "kept=");
 
         check_one_warning(err, "PQDEDUP_KEEP_PER_KEY", bad_keep[i]);
@@ -667,7 +698,7 @@ static void test_settings(void)
     }
     {   /* control: a good value is used, and says nothing */
         const char *env[] = {"PQDEDUP_KEEP_PER_KEY=3", "PQDEDUP_LOG", NULL};
-        char *err = NULL, *out = run_settings_child("keep", env, &err);
+        char *err = NULL, *out = run_settings_child("keep=3", env, &err);
 
         CHECK(value_of(out, "kept=") == 3, "PQDEDUP_KEEP_PER_KEY=3: %ld kept, expected 3", value_of(out, "kept="));
         CHECK(hq_count_lines(err, pqd_lines) == 0, "PQDEDUP_KEEP_PER_KEY=3 printed: %s", err);
@@ -696,6 +727,30 @@ static void test_settings(void)
         free(out), free(err);
     }
 
+    /* UNBIND_AFTER: not a duration means the default 100ms, after which an idle connection's
+     * server connection goes to the next connect that needs one; a good value (1h) is used. */
+    static const char *const bad_unbind[] = {"PQDEDUP_UNBIND_AFTER=soon", "PQDEDUP_UNBIND_AFTER=-100ms",
+                                             "PQDEDUP_UNBIND_AFTER=99999999999999999999"};
+    for (size_t i = 0; i < sizeof bad_unbind / sizeof bad_unbind[0]; i++) {
+        const char *env[] = {bad_unbind[i], "PQDEDUP_LOG", NULL};
+        char *err = NULL, *out = run_settings_child("unbind", env, &err);
+
+        check_one_warning(err, "PQDEDUP_UNBIND_AFTER", bad_unbind[i]);
+        CHECK(hq_count_lines(err, pqd_lines) == 1, "%s: other pqdedup lines: %s", bad_unbind[i], err);
+        CHECK(value_of(out, "moved=") == 1, "%s: a connection idle 300 ms did not lend its server "
+              "connection (moved=%ld), as with the default 100ms", bad_unbind[i], value_of(out, "moved="));
+        free(out), free(err);
+    }
+    {   /* control: a good value is used, and says nothing */
+        const char *env[] = {"PQDEDUP_UNBIND_AFTER=1h", "PQDEDUP_LOG", NULL};
+        char *err = NULL, *out = run_settings_child("unbind", env, &err);
+
+        CHECK(value_of(out, "moved=") == 0, "PQDEDUP_UNBIND_AFTER=1h: a connection idle 300 ms lent "
+              "its server connection (moved=%ld)", value_of(out, "moved="));
+        CHECK(hq_count_lines(err, pqd_lines) == 0, "PQDEDUP_UNBIND_AFTER=1h printed: %s", err);
+        free(out), free(err);
+    }
+
     /* LOG=loud: one warning, then the default (off): the double PQfinish says nothing. */
     {
         const char *env[] = {"PQDEDUP_LOG=loud", NULL};
@@ -719,11 +774,11 @@ static void test_settings(void)
     /* Many bad values at once, in a process with 4 threads connecting: one line each. */
     {
         static const char *const names[] = {"PQDEDUP_KEEP_PER_KEY", "PQDEDUP_MAX_WAIT", "PQDEDUP_LOG",
-                                            "PQDEDUP_IDLE_TIMEOUT", "PQDEDUP_SHARE_AFTER", "PQDEDUP_STATS",
+                                            "PQDEDUP_IDLE_TIMEOUT", "PQDEDUP_UNBIND_AFTER", "PQDEDUP_STATS",
                                             "PQDEDUP_MAX_LIFETIME", "PQDEDUP_CHECK_TIMEOUT", "PQDEDUP_MAX_PER_KEY",
                                             "PQDEDUP_CHECK_AFTER", "PQDEDUP_DISABLE"};
         const char *env[] = {"PQDEDUP_KEEP_PER_KEY=abc", "PQDEDUP_MAX_WAIT=1e9", "PQDEDUP_LOG=loud",
-                             "PQDEDUP_IDLE_TIMEOUT=-1", "PQDEDUP_SHARE_AFTER=99999999999", "PQDEDUP_STATS=maybe",
+                             "PQDEDUP_IDLE_TIMEOUT=-1", "PQDEDUP_UNBIND_AFTER=1 fortnight", "PQDEDUP_STATS=maybe",
                              "PQDEDUP_MAX_LIFETIME=10 years", "PQDEDUP_CHECK_TIMEOUT=-5s",
                              "PQDEDUP_MAX_PER_KEY=0x10", "PQDEDUP_CHECK_AFTER=99999999999999999999",
                              "PQDEDUP_DISABLE=perhaps", NULL};
@@ -752,7 +807,9 @@ int main(int argc, char **argv)
         return report();
     if (!strcmp(mode, "settings") && argc > 3 && !strcmp(argv[2], "--child")) {
         if (!strcmp(argv[3], "keep"))
-            return settings_child_keep();
+            return settings_child_keep(argc > 4 ? atol(argv[4]) : 16);
+        if (!strcmp(argv[3], "unbind"))
+            return settings_child_unbind();
         if (!strcmp(argv[3], "wait"))
             return settings_child_wait();
         return settings_child_log();

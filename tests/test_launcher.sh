@@ -78,7 +78,7 @@ run_env() {
 
 # The settings the issue requires, plus every PQDEDUP_ name the library reads.
 required_vars() {
-  printf '%s\n' PQDEDUP_DISABLE PQDEDUP_SHARE_AFTER PQDEDUP_MAX_PER_KEY PQDEDUP_MAX_WAIT \
+  printf '%s\n' PQDEDUP_DISABLE PQDEDUP_UNBIND_AFTER PQDEDUP_MAX_PER_KEY PQDEDUP_MAX_WAIT \
     PQDEDUP_KEEP_PER_KEY PQDEDUP_IDLE_TIMEOUT PQDEDUP_MAX_LIFETIME PQDEDUP_RESET_QUERY \
     PQDEDUP_LOG PQDEDUP_LOG_FILE PQDEDUP_STATS
   grep -oh '"PQDEDUP_[A-Z_]*"' "$SRC"/../src/*.c 2>/dev/null | tr -d '"'
@@ -103,20 +103,22 @@ group_help() {
 # Usage errors exit 2 with a message on stderr and run nothing.
 group_usage() {
   local args
-  for args in "" "--" "--stats" "--share-after 3" "--stats --"; do
+  for args in "" "--" "--stats" "--unbind-after 3s" "--stats --"; do
     # shellcheck disable=SC2086
     run $args
     [[ $rc -eq 2 ]] && pass || fail "'pqdedup $args' (no command) exits 2 (got $rc)"
     [[ -n $err ]] && pass || fail "'pqdedup $args' says why on stderr"
   done
-  for args in "--bogus true" "-Z true" "--share-after" "-s" "--max-wait" "--stats=1 true"; do
+  # (--share-after/-s went with same-pointer sharing: now unknown options.)
+  for args in "--bogus true" "-Z true" "--unbind-after" "-u" "--max-wait" "--stats=1 true" \
+              "--share-after 2 true" "-s 2 true"; do
     # shellcheck disable=SC2086
     run $args
     [[ $rc -eq 2 ]] && pass || fail "'pqdedup $args' (bad option) exits 2 (got $rc)"
     [[ -n $err ]] && pass || fail "'pqdedup $args' says why on stderr"
   done
   local bad
-  for bad in "--share-after abc" "--share-after -1" "--share-after 1.5" "--max-per-key x"
+  for bad in "--unbind-after abc" "--unbind-after -1" "--unbind-after 5parsecs" "--max-per-key x"
   do
     # shellcheck disable=SC2086
     run $bad -- touch "$T/ran"
@@ -125,7 +127,7 @@ group_usage() {
     [[ ! -e $T/ran ]] && pass || fail "'pqdedup $bad' does not run the command"
   done
   for bad in "--max-wait -5" "--max-wait abc" "--max-wait 5parsecs" "--idle-timeout 1y" \
-             "--max-lifetime -1s" "--keep-per-key many" "--log loud" "-w -5" "-s abc"; do
+             "--max-lifetime -1s" "--keep-per-key many" "--log loud" "-w -5" "-u abc"; do
     # shellcheck disable=SC2086
     run $bad -- touch "$T/ran"
     [[ $rc -eq 2 ]] && pass || fail "'pqdedup $bad' exits 2 (got $rc)"
@@ -189,9 +191,9 @@ group_preload() {
 
 # Each option sets its variable, long and short forms, "--opt=value" too.
 group_options() {
-  run_env --share-after 3 --stats
-  [[ $rc -eq 0 ]] && pass || fail "--share-after 3 --stats: exit 0"
-  grep -qx 'PQDEDUP_SHARE_AFTER=3' "$T/out" && pass || fail "PQDEDUP_SHARE_AFTER=3"
+  run_env --unbind-after 3s --stats
+  [[ $rc -eq 0 ]] && pass || fail "--unbind-after 3s --stats: exit 0"
+  grep -qx 'PQDEDUP_UNBIND_AFTER=3s' "$T/out" && pass || fail "PQDEDUP_UNBIND_AFTER=3s"
   grep -qx 'PQDEDUP_STATS=1' "$T/out" && pass || fail "PQDEDUP_STATS=1"
   [[ $(grep -c '^PQDEDUP_' "$T/out") -eq 2 ]] && pass || fail "no option, no other variable"
   run_env --disable --keep-per-key 4 --idle-timeout 30s --max-lifetime 1h \
@@ -203,17 +205,17 @@ group_options() {
               PQDEDUP_MAX_WAIT=200ms PQDEDUP_LOG=debug "PQDEDUP_LOG_FILE=$T/log"; do
     grep -qxF "$want" "$T/out" && pass || fail "long option gives $want"
   done
-  run_env -d -k 2 -i 10 -l 20min -r "" -s 7 -m 9 -w 1s
+  run_env -d -k 2 -i 10 -l 20min -r "" -u 7ms -m 9 -w 1s
   [[ $rc -eq 0 ]] && pass || fail "every short option: exit 0 (rc $rc: $err)"
   for want in PQDEDUP_DISABLE=1 PQDEDUP_KEEP_PER_KEY=2 PQDEDUP_IDLE_TIMEOUT=10 \
-              PQDEDUP_MAX_LIFETIME=20min PQDEDUP_RESET_QUERY= PQDEDUP_SHARE_AFTER=7 \
+              PQDEDUP_MAX_LIFETIME=20min PQDEDUP_RESET_QUERY= PQDEDUP_UNBIND_AFTER=7ms \
               PQDEDUP_MAX_PER_KEY=9 PQDEDUP_MAX_WAIT=1s; do
     grep -qxF "$want" "$T/out" && pass || fail "short option gives $want"
   done
   # An option overrides the same variable from the environment.
-  PQDEDUP_SHARE_AFTER=1 launch --share-after 4 "${ENVCMD[@]}" >"$T/out" 2>/dev/null
+  PQDEDUP_UNBIND_AFTER=1s launch --unbind-after 4s "${ENVCMD[@]}" >"$T/out" 2>/dev/null
   normalize_env
-  grep -qx 'PQDEDUP_SHARE_AFTER=4' "$T/out" && pass || fail "option beats the environment"
+  grep -qx 'PQDEDUP_UNBIND_AFTER=4s' "$T/out" && pass || fail "option beats the environment"
   # Options stop at the command: what follows is the command's.
   # shellcheck disable=SC2016
   run sh -c 'echo "${PQDEDUP_STATS-unset}|$1"' sh --stats
@@ -227,8 +229,8 @@ group_passthrough() {
   local want
   want=$(printf '[%s]\n' "a b" "-x" "--stats" "" "  two  spaces " '$HOME' '*')
   [[ $rc -eq 0 && $out == "$want" ]] && pass || fail "arguments unchanged (rc $rc): $out"
-  run sh -c 'printf "[%s]\n" "$@"' sh -- --help -s 3
-  [[ $out == $'[--]\n[--help]\n[-s]\n[3]' ]] && pass || fail "arguments after the command that look like options: $out"
+  run sh -c 'printf "[%s]\n" "$@"' sh -- --help -u 3
+  [[ $out == $'[--]\n[--help]\n[-u]\n[3]' ]] && pass || fail "arguments after the command that look like options: $out"
   local code
   for code in 0 1 3 42 125 126 127 255; do
     run sh -c "exit $code"
@@ -264,7 +266,7 @@ check_stats() {
   local want_connects=$1 want_opened=${2:-} stats connects reused opened
   stats=$(grep '^pqdedup\[[0-9]*\]: stats ' "$T/err")
   [[ $(grep -c . <<<"$stats") -eq 1 ]] && pass || fail "--stats prints exactly one stats line: $stats"
-  [[ $stats =~ connects=[0-9]+\ opened=[0-9]+\ reused=[0-9]+\ shared=[0-9]+\ resets=[0-9]+\ dead=[0-9]+\ closed=[0-9]+\ cap_waits=[0-9]+\ cap_failures=[0-9]+\ passthrough=[0-9]+ ]] && pass || fail "stats line has every counter: $stats"
+  [[ $stats =~ stats\ connects=[0-9]+\ opened=[0-9]+\ reused=[0-9]+\ moved=[0-9]+\ resets=[0-9]+\ dead=[0-9]+\ closed=[0-9]+\ refusals=[0-9]+\ waits=[0-9]+\ wait_failures=[0-9]+\ passthrough=[0-9]+$ ]] && pass || fail "stats line has every counter: $stats"
   connects=$(sed -n 's/.* connects=\([0-9]*\).*/\1/p' <<<"$stats")
   reused=$(sed -n 's/.* reused=\([0-9]*\).*/\1/p' <<<"$stats")
   opened=$(sed -n 's/.* opened=\([0-9]*\).*/\1/p' <<<"$stats")
@@ -350,16 +352,16 @@ group_quiet() {
   [[ $? -eq 0 && ! -s $T/err ]] && pass || fail "test_churn, default settings: stderr is empty: $(cat "$T/err")"
 
   # A bad value in the environment: one warning line, prefixed, and the program still works.
-  run_libpq_program PQDEDUP_SHARE_AFTER=zz --
-  [[ $rc -eq 0 ]] && pass || fail "bad PQDEDUP_SHARE_AFTER: the program still exits 0 (rc $rc)"
+  run_libpq_program PQDEDUP_UNBIND_AFTER=zz --
+  [[ $rc -eq 0 ]] && pass || fail "bad PQDEDUP_UNBIND_AFTER: the program still exits 0 (rc $rc)"
   if [[ -z $RT ]]; then
-    [[ $(grep -c '^[0-9][0-9]*$' "$T/out") -eq 4 ]] && pass || fail "bad PQDEDUP_SHARE_AFTER: psql's output unchanged"
+    [[ $(grep -c '^[0-9][0-9]*$' "$T/out") -eq 4 ]] && pass || fail "bad PQDEDUP_UNBIND_AFTER: psql's output unchanged"
   fi
-  [[ $(grep -c . "$T/err") -eq 1 ]] && pass || fail "bad PQDEDUP_SHARE_AFTER: exactly one line on stderr: $(cat "$T/err")"
+  [[ $(grep -c . "$T/err") -eq 1 ]] && pass || fail "bad PQDEDUP_UNBIND_AFTER: exactly one line on stderr: $(cat "$T/err")"
   grep -q '^pqdedup\[[0-9][0-9]*\]: ' "$T/err" && pass || fail "the warning is prefixed pqdedup[pid]: $(cat "$T/err")"
-  grep -q 'PQDEDUP_SHARE_AFTER' "$T/err" && pass || fail "the warning names the variable"
-  run_libpq_program PQDEDUP_LOG=off PQDEDUP_SHARE_AFTER=zz --
-  [[ $rc -eq 0 && ! -s $T/err ]] && pass || fail "bad PQDEDUP_SHARE_AFTER with PQDEDUP_LOG=off: stderr is empty (rc $rc): $(cat "$T/err")"
+  grep -q 'PQDEDUP_UNBIND_AFTER' "$T/err" && pass || fail "the warning names the variable"
+  run_libpq_program PQDEDUP_LOG=off PQDEDUP_UNBIND_AFTER=zz --
+  [[ $rc -eq 0 && ! -s $T/err ]] && pass || fail "bad PQDEDUP_UNBIND_AFTER with PQDEDUP_LOG=off: stderr is empty (rc $rc): $(cat "$T/err")"
   # Two bad values: two lines, one for each, once per process.
   run_libpq_program PQDEDUP_MAX_WAIT=-5 PQDEDUP_KEEP_PER_KEY=lots --
   [[ $(grep -c '^pqdedup\[[0-9]*\]: ' "$T/err") -eq 2 && $(grep -c . "$T/err") -eq 2 ]] && pass || fail "two bad values: two warning lines: $(cat "$T/err")"

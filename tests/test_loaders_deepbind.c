@@ -14,13 +14,15 @@
  *                   pqdedup sweeps the module's slots before the module's first connect.
  *   --symbols       bindings that are not pqdedup's stay as they were: the module's calls
  *                   to loaders_probe(), which this program defines too, reach the module's
- *                   own definition (RTLD_DEEPBIND), and its PQstatus is libpq's.
+ *                   own definition (RTLD_DEEPBIND), and its PQresultStatus is libpq's.
  *   --cycles N      N times through the module: connect (odd cycles: PQconnectStart from a
  *                   constant table and a PQconnectPoll loop), SELECT pg_backend_pid(),
  *                   PQfinish through a pointer taken at run time.
  *   --leak N        then N connects through the module that answer SELECT 1 and are never
- *                   finished; --expect-max-pids bounds the backends they use.
- *   --expect-redirect yes|no  the module's PQfinish slot holds pqdedup's wrapper (or not).
+ *                   finished; --expect-max-pids bounds the backends they use; then each
+ *                   answers SELECT 1 again.
+ *   --expect-redirect yes|no  the module's PQfinish and PQstatus slots hold pqdedup's
+ *                   wrappers (or not).
  * Sanitizer runtimes abort any dlopen with RTLD_DEEPBIND (github.com/google/sanitizers
  * issue 611), so in ASan and TSan builds the program reports itself skipped (exit 77).
  */
@@ -82,7 +84,8 @@ int main(int argc, char **argv)
         int (*probe)(void) = (int (*)(void)) m.probe_address();
         CHECK(probe() == 2, "the module's address of loaders_probe() is its own definition");
         CHECK(loaders_probe() == 1, "the program's call reaches the program's definition");
-        CHECK(m.address_of(1) == dlsym(RTLD_DEFAULT, "PQstatus"), "the module's PQstatus is libpq's own");
+        CHECK(m.address_of(1) == dlsym(RTLD_DEFAULT, "PQresultStatus"),
+              "the module's PQresultStatus (no connection: not wrapped) is libpq's own");
         CHECK(dlsym(h, "loaders_probe") == (void *) m.probe_address(), "dlsym on the module finds the module's definition");
     }
 
@@ -103,16 +106,22 @@ int main(int argc, char **argv)
         free(pids);
     }
 
-    void *wrapper = dlsym(RTLD_DEFAULT, "PQfinish");
-    if (o.expect_redirect == 1)
+    void *wrapper = dlsym(RTLD_DEFAULT, "PQfinish"), *status_wrapper = dlsym(RTLD_DEFAULT, "PQstatus");
+    if (o.expect_redirect == 1) {
         CHECK(m.address_of(0) == wrapper, "the module's PQfinish slot holds pqdedup's wrapper");
-    if (o.expect_redirect == 0)
+        CHECK(m.address_of(2) == status_wrapper, "the module's PQstatus slot holds pqdedup's wrapper");
+    }
+    if (o.expect_redirect == 0) {
         CHECK(m.address_of(0) != wrapper, "the module's PQfinish slot holds libpq's own function");
+        CHECK(m.address_of(2) != status_wrapper, "the module's PQstatus slot holds libpq's own function");
+    }
 
     if (o.leak >= 0) {
         long answered = 0;
+        PGconn **leaked = calloc((size_t) o.leak + 1, sizeof *leaked);
+        REQUIRE(leaked != NULL, "out of memory");
         for (long i = 0; i < o.leak; i++) {
-            PGconn *c = m.connect(tu_conninfo(""));
+            PGconn *c = leaked[i] = m.connect(tu_conninfo(""));
             if (CHECK(PQstatus(c) == CONNECTION_OK, "leak %ld: connect through the module: %s", i, PQerrorMessage(c)))
                 answered += m.query_number(c, "SELECT 1") == 1;
             /* never finished */
@@ -123,6 +132,13 @@ int main(int argc, char **argv)
         if (o.max_pids >= 0)
             CHECK(backends >= 1 && backends <= o.max_pids, "%ld leaked connections use %ld backends, expected at most %ld",
                   o.leak, backends, o.max_pids);
+        /* Each leaked connection still works, through the module (one whose server connection
+         * went to a later connect binds another). */
+        answered = 0;
+        for (long i = 0; i < o.leak; i++)
+            answered += m.query_number(leaked[i], "SELECT 1") == 1;
+        CHECK(answered == o.leak, "every leaked connection answered again (%ld of %ld)", answered, o.leak);
+        free(leaked);
     }
     return tu_finish();
 }

@@ -1,4 +1,5 @@
 /* test_loaders_dlsym.c: a program that dlopen()s libpq and calls it only through dlsym, as ctypes (psycopg 3) does. */
+#define _GNU_SOURCE
 #include "testutil.h"
 #include "loaders/loaders_util.h"
 
@@ -12,10 +13,11 @@
  *                 pointers from dlsym(dlopen("libpq.so.5"), ...); odd cycles connect
  *                 asynchronously (PQconnectStart and a PQconnectPoll loop, as psycopg 3).
  *   --leak N      then N connects that each answer SELECT 1 and are never finished;
- *                 --expect-max-pids bounds the server backends they use.
+ *                 --expect-max-pids bounds the server backends they use; then each answers
+ *                 SELECT 1 again.
  *   --expect-redirect yes  dlsym returned pqdedup's wrapper for the wrapped names (the
  *                 loader auditor is active); no: libpq's own functions (plain LD_PRELOAD).
- *                 Either way an unwrapped name (PQstatus) is libpq's own.
+ *                 Either way an unwrapped name (PQresultStatus) is libpq's own.
  */
 
 struct libpq_fns {
@@ -97,7 +99,17 @@ int main(int argc, char **argv)
               "dlsym on the libpq handle returns pqdedup's wrappers");
     if (o.expect_redirect == 0)
         CHECK((void *) f.finish != wrapper, "dlsym on the libpq handle returns libpq's own PQfinish");
-    CHECK((void *) f.status == dlsym(RTLD_DEFAULT, "PQstatus"), "an unwrapped name (PQstatus) is libpq's own function");
+    /* PQstatus takes a PGconn *: wrapped, like every such function, so with the auditor the
+     * handle must reach pqdedup's wrapper (libpq's own would read a handle as its PGconn). */
+    if (o.expect_redirect == 1)
+        CHECK((void *) f.status == dlsym(RTLD_DEFAULT, "PQstatus"), "dlsym returns pqdedup's PQstatus");
+    if (o.expect_redirect == 0)
+        CHECK((void *) f.status != dlsym(RTLD_DEFAULT, "PQstatus"), "dlsym returns libpq's own PQstatus");
+    /* PQresultStatus takes no connection (PQDEDUP_NOT_INTERCEPTED): libpq's own either way. */
+    Dl_info where;
+    CHECK((void *) f.result_status == dlsym(RTLD_DEFAULT, "PQresultStatus") &&
+              dladdr((void *) f.result_status, &where) != 0 && strstr(where.dli_fname, "libpq.so") != NULL,
+          "an unwrapped name (PQresultStatus) is libpq's own function");
 
     if (o.cycles >= 0) {
         long cycles = tu_scaled(o.cycles);
@@ -118,8 +130,10 @@ int main(int argc, char **argv)
 
     if (o.leak >= 0) {
         long answered = 0;
+        PGconn **leaked = calloc((size_t) o.leak + 1, sizeof *leaked);
+        REQUIRE(leaked != NULL, "out of memory");
         for (long i = 0; i < o.leak; i++) {
-            PGconn *c = f.connectdb(tu_conninfo(""));
+            PGconn *c = leaked[i] = f.connectdb(tu_conninfo(""));
             if (CHECK(f.status(c) == CONNECTION_OK, "leak %ld: connect: %s", i, f.error_message(c)))
                 answered += query_number(&f, c, "SELECT 1") == 1;
             /* never finished */
@@ -130,6 +144,13 @@ int main(int argc, char **argv)
         if (o.max_pids >= 0)
             CHECK(backends >= 1 && backends <= o.max_pids, "%ld leaked connections use %ld backends, expected at most %ld",
                   o.leak, backends, o.max_pids);
+        /* Each leaked connection still works (one whose server connection went to a later
+         * connect binds another). */
+        answered = 0;
+        for (long i = 0; i < o.leak; i++)
+            answered += query_number(&f, leaked[i], "SELECT 1") == 1;
+        CHECK(answered == o.leak, "every leaked connection answered again (%ld of %ld)", answered, o.leak);
+        free(leaked);
     }
     return tu_finish();
 }

@@ -13,7 +13,8 @@
  *   cross     2 threads connect as random identities (pqd_alice/pqd_bob x postgres/pqd_other,
  *             alice with options '-c role=...', postgres over the socket, and wrong passwords),
  *             finish or hold them at random, leave SET ROLE / SET SESSION AUTHORIZATION behind:
- *             every connect is the identity it asked for, every wrong password fails.
+ *             every connect is the identity it asked for, every wrong password fails, and a
+ *             held connection used again is still its own session (with the role it set).
  *   lifetime  (PQDEDUP_MAX_LIFETIME=1s) ALTER ROLE ... PASSWORD, a .pgpass rewrite and a
  *             PGPASSWORD change: the old password works afterwards only on the kept backend
  *             it authenticated, and only within the lifetime; then it fails as plain libpq.
@@ -46,7 +47,6 @@ struct identity {
 #define NIDS 10
 static struct identity ids[NIDS];
 static const char *wrong_pw_text = "password authentication failed";
-static int sharing; /* PQDEDUP_SHARE_AFTER is set */
 
 static void build_identities(void)
 {
@@ -72,17 +72,45 @@ static const char *conninfo_for(int i)
 }
 
 struct cross_stats {
-    long connects, checked;
+    long connects, checked, rechecked, moved;
     int pids[4096];
     long npids;
 };
 
-/* One thread: random identities, finished at once or held for a while. */
+/* The session c must be: current_user, session_user and database. Returns the backend pid it
+ * ran on (-1 when the query failed, counted as a failed check). */
+static int check_identity(PGconn *c, const char *user, const char *session_user, const char *db,
+                          const char *what, int i)
+{
+    int pid = -1;
+    PGresult *r = PQexec(c, "SELECT current_user, session_user, current_database(), pg_backend_pid()");
+
+    if (CHECK(PQresultStatus(r) == PGRES_TUPLES_OK, "identity %d, %s: query: %s", i, what, PQerrorMessage(c))) {
+        CHECK(!strcmp(PQgetvalue(r, 0, 0), user) && !strcmp(PQgetvalue(r, 0, 1), session_user) &&
+                  !strcmp(PQgetvalue(r, 0, 2), db),
+              "identity %d, %s: expected %s/%s on %s, got current_user %s, session_user %s, database %s", i,
+              what, user, session_user, db, PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1), PQgetvalue(r, 0, 2));
+        pid = atoi(PQgetvalue(r, 0, 3));
+    }
+    PQclear(r);
+    return pid;
+}
+
+/* A connection the thread holds, and the session it must still be when used again. */
+struct held {
+    PGconn *c;
+    int id, pid;
+    const char *user, *session_user;
+};
+
+/* One thread: random identities, finished at once or held for a while. A held one may be left
+ * with SET ROLE / SET SESSION AUTHORIZATION or inside a transaction, and is used again before
+ * it is finished: it must still be its own session (the role it set included), wherever its
+ * idle time let pqdedup move its server connection meanwhile. */
 static void *cross_thread(void *arg)
 {
     struct cross_stats *st = arg;
-    PGconn *held[6] = {NULL};
-    int held_id[6];
+    struct held held[6] = {{0}};
     unsigned seed = (unsigned)(uintptr_t)arg ^ (unsigned)getpid();
     long n = tu_scaled(300);
 
@@ -103,51 +131,47 @@ static void *cross_thread(void *arg)
             PQfinish(c);
             continue;
         }
-        PGresult *r = PQexec(c, "SELECT current_user, session_user, current_database(), pg_backend_pid()");
-        if (CHECK(PQresultStatus(r) == PGRES_TUPLES_OK, "identity %d: query: %s", i, PQerrorMessage(c))) {
-            CHECK(!strcmp(PQgetvalue(r, 0, 0), ids[i].user) && !strcmp(PQgetvalue(r, 0, 1), ids[i].session_user) &&
-                      !strcmp(PQgetvalue(r, 0, 2), ids[i].db),
-                  "identity %d asked for %s/%s on %s, got current_user %s, session_user %s, database %s", i,
-                  ids[i].user, ids[i].session_user, ids[i].db, PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1),
-                  PQgetvalue(r, 0, 2));
+        int pid = check_identity(c, ids[i].user, ids[i].session_user, ids[i].db, "at connect", i);
+        if (pid > 0) {
             st->checked++;
             if (st->npids < 4096)
-                st->pids[st->npids++] = atoi(PQgetvalue(r, 0, 3));
+                st->pids[st->npids++] = pid;
         }
-        PQclear(r);
-        /* Leave something behind for the next holder of this backend. With PQDEDUP_SHARE_AFTER
-         * a held connection is shared with this thread's next connect for its key: the same
-         * session by design (a SET ROLE on one handle is seen on the other, and finishing one
-         * handle does not reset it), so roles are changed only without sharing; a transaction
-         * left open makes a held connection unshareable. */
+        /* Leave something behind: for the next holder of this backend (finished ones), or for
+         * this connection's own next use (held ones). */
         int finish_now = rand_r(&seed) % 2, what = rand_r(&seed) % 4;
+        const char *user = ids[i].user, *session_user = ids[i].session_user;
         char sql[128];
 
-        if (finish_now && what <= 1 && !sharing) {
+        if (what <= 1) {
             snprintf(sql, sizeof sql, "SET ROLE %s", role_r);
-            if (i == 0)
-                CHECK(tu_exec_ok(c, sql), "SET ROLE: %s", PQerrorMessage(c));
-            if (i == 9)
-                CHECK(tu_exec_ok(c, "SET SESSION AUTHORIZATION pqd_bob"), "SET SESSION AUTHORIZATION: %s",
-                      PQerrorMessage(c));
+            if (i == 0 && CHECK(tu_exec_ok(c, sql), "SET ROLE: %s", PQerrorMessage(c)))
+                user = role_r;
+            if (i == 9 && CHECK(tu_exec_ok(c, "SET SESSION AUTHORIZATION pqd_bob"),
+                                "SET SESSION AUTHORIZATION: %s", PQerrorMessage(c)))
+                user = session_user = "pqd_bob";
         } else if (what == 2) {
             tu_exec_ok(c, "BEGIN");
-            if (i == 9)
-                tu_exec_ok(c, "SET LOCAL SESSION AUTHORIZATION pqd_alice");
+            if (i == 9 && tu_exec_ok(c, "SET LOCAL SESSION AUTHORIZATION pqd_alice"))
+                user = session_user = "pqd_alice";
         }
         if (finish_now) {
             PQfinish(c);
         } else {
             int slot = (int)(rand_r(&seed) % 6);
+            struct held *h = &held[slot];
 
-            PQfinish(held[slot]);
-            held[slot] = c;
-            held_id[slot] = i;
+            if (h->c != NULL) {
+                int again = check_identity(h->c, h->user, h->session_user, ids[h->id].db, "held, used again", h->id);
+                st->rechecked++;
+                st->moved += again > 0 && again != h->pid;
+                PQfinish(h->c);
+            }
+            *h = (struct held){c, i, pid, user, session_user};
         }
     }
     for (int s = 0; s < 6; s++)
-        PQfinish(held[s]);
-    (void)held_id;
+        PQfinish(held[s].c);
     return NULL;
 }
 
@@ -155,7 +179,7 @@ static void test_cross(void)
 {
     pthread_t t[2];
     struct cross_stats *st = calloc(2, sizeof *st);
-    long connects = 0, checked = 0, distinct = 0;
+    long connects = 0, checked = 0, distinct = 0, rechecked = 0, moved = 0;
     char sql[256];
 
     REQUIRE(st != NULL, "out of memory");
@@ -167,7 +191,6 @@ static void test_cross(void)
     snprintf(sql, sizeof sql, "GRANT %s TO pqd_alice", role_r);
     hq_observer_exec(sql);
     build_identities();
-    sharing = getenv("PQDEDUP_SHARE_AFTER") != NULL;
 
     for (int i = 0; i < 2; i++)
         REQUIRE(pthread_create(&t[i], NULL, cross_thread, &st[i]) == 0, "pthread_create");
@@ -176,6 +199,8 @@ static void test_cross(void)
     for (int i = 0; i < 2; i++) {
         connects += st[i].connects;
         checked += st[i].checked;
+        rechecked += st[i].rechecked;
+        moved += st[i].moved;
         for (long j = 0; j < st[i].npids; j++) {
             int seen = 0;
 
@@ -185,8 +210,16 @@ static void test_cross(void)
             distinct += !seen;
         }
     }
-    printf("test_security: %ld connects, %ld sessions checked on %ld distinct backends\n", connects, checked,
-           distinct);
+    printf("test_security: %ld connects, %ld sessions checked on %ld distinct backends; %ld held ones "
+           "checked again, %ld of them on another backend than at first\n", connects, checked, distinct,
+           rechecked, moved);
+    /* PQDEDUP_UNBIND_AFTER=0 (security_cross_moves): held idle connections lend their server
+     * connections at once, so some held ones must have come back on another backend (12-19 of
+     * 150-180 seen; under valgrind the run is too short to require it). */
+    const char *unbind = getenv("PQDEDUP_UNBIND_AFTER");
+    if (unbind != NULL && !strcmp(unbind, "0") && rechecked >= 100) /* too few at PQD_TEST_SCALE=0.1 */
+        CHECK(moved > 0, "with PQDEDUP_UNBIND_AFTER=0 none of %ld held connections ever ran on another backend",
+              rechecked);
     /* The identities must have been tried on reused backends, or nothing was shown. */
     CHECK(distinct * 2 <= checked, "only %ld of %ld sessions were on reused backends", checked - distinct, checked);
     snprintf(sql, sizeof sql, "DROP ROLE %s", role_r);
@@ -301,6 +334,7 @@ static void test_lifetime(void)
      * fails at once, even within the lifetime. */
     setenv("PGPASSWORD", "new_pw", 1);
     pid = connect_pid(old_ci, &c);
+    t0 = tu_now_ms();
     REQUIRE(pid > 0, "PGPASSWORD=new_pw: %s", PQerrorMessage(c));
     PQfinish(c);
     tu_wait_reset(pid);
@@ -308,9 +342,17 @@ static void test_lifetime(void)
     expect_auth_failure(old_ci, "PGPASSWORD changed to a wrong one, a connection kept");
     setenv("PGPASSWORD", "new_pw", 1);
     {
+        /* The kept one, while its lifetime lasts (a failed SCRAM login takes about a second
+         * under valgrind: then it may be past it, and a new login is right). */
+        int within = tu_now_ms() - t0 < 700;
         int p2 = connect_pid(old_ci, &c);
 
-        CHECK(p2 == pid, "PGPASSWORD back to the right one: backend %d, expected the kept %d", p2, pid);
+        if (within)
+            CHECK(p2 == pid, "PGPASSWORD back to the right one: backend %d, expected the kept %d", p2, pid);
+        else
+            CHECK(p2 > 0, "PGPASSWORD back to the right one: %s", PQerrorMessage(c));
+        printf("test_security: PGPASSWORD back to the right one: %s\n",
+               p2 == pid ? "the kept backend" : within ? "ANOTHER backend" : "past the lifetime, a new login");
         PQfinish(c);
     }
     unsetenv("PGPASSWORD");

@@ -18,7 +18,9 @@
  *  2. no wrong session (the rows above, plus per-test pid and user checks);
  *  3. the app sees what plain libpq would show: each app-visible outcome is noted with
  *     fu_note(); fu_finish() runs the same program again with PQDEDUP_DISABLE=1 (the
- *     "reference run", plain libpq) and asserts that both transcripts are equal.
+ *     "reference run", plain libpq) and asserts that both transcripts are equal, but for one
+ *     allowed difference: a clean, idle held connection whose server connection died may
+ *     continue under pqdedup ("ok") where plain libpq's is "lost" (fu_note_idle_held).
  * The app's writes use synchronous_commit=on (FU_SYNC_COMMIT in the conninfo): the harness
  * server runs with synchronous_commit=off, which may lose commits at an immediate shutdown
  * even with plain libpq.
@@ -34,6 +36,14 @@ bool fu_is_reference(void);
 
 /* Appends one line of app-visible outcome to the transcript (printed too). */
 void fu_note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Notes "<what>: <outcome>" for the first use of a clean, idle held connection after its
+ * server connection died. Under pqdedup such a handle may have been unbound meanwhile and
+ * continue on a new server connection (notes/MODEL.md): the comparison with plain libpq
+ * accepts "ok" on this line where plain libpq says "lost", and nothing else (never the
+ * reverse). Use it for nothing but such a handle: never one inside a transaction, sticky or
+ * busy. */
+void fu_note_idle_held(const char *what, const char *outcome);
 
 /* "ok", or "failed: <first line of the error, digits as #>" for a connect. */
 const char *fu_conn_outcome(PGconn *c);
@@ -85,6 +95,14 @@ const char *fu_ledger_table(const struct fu_ledger *l);
  * must show `user` and `app` (the session the app asked for) and c's backend pid. Returns
  * the state. */
 enum fu_state fu_write(struct fu_ledger *l, PGconn *c, int id, const char *user, const char *app);
+
+/* A write on a clean, idle held connection c whose backend (one of dead[0..ndead)) is known
+ * gone: plain libpq must report it lost; pqdedup may instead have moved the handle to a new
+ * backend, where the write must then work (never on a dead one). Notes the outcome with
+ * fu_note_idle_held; a write the app saw fail on a dead backend is recorded FAILED (nothing was
+ * there to commit it), one it saw succeed must be in the table once. Returns the state. */
+enum fu_state fu_write_idle_held(struct fu_ledger *l, PGconn *c, int id, const char *user, const char *app,
+                                 const char *what, const int *dead, int ndead);
 
 /* What the app saw at the last fu_exec/fu_write/fu_write_in_txn/fu_commit of this thread
  * ("ok", "error <SQLSTATE>", "lost"). */

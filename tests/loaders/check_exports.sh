@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# check_exports.sh EXPORTS_MAP INTERCEPTED_H LIBPQDEDUP_SO AUDIT_SO: the list of wrapped names agrees everywhere.
+# check_exports.sh CC INTERCEPTED_H EXPORTS_MAP LIBPQDEDUP_SO AUDIT_SO: the list of wrapped names agrees everywhere.
 #
-# src/intercepted.h (what the auditor and the GOT sweep use), src/exports.map (what the
-# version script exports) and `nm -D` of the built libpqdedup.so must name the same libpq
-# functions; the library exports nothing else but the auditor's channel, an object. The
-# auditor exports only the rtld-audit entry points and needs no library at all (it is
-# freestanding: a libc of its own would be loaded into every process).
+# src/intercepted.h is the one list: its PQDEDUP_INTERCEPTED rows are what the library wraps
+# (read here by preprocessing the header with CC, as the build does), its
+# PQDEDUP_NOT_INTERCEPTED names what it must leave to libpq. EXPORTS_MAP is the version script
+# the build generated from it (build/src/exports.map). The built libpqdedup.so must export
+# exactly the wrapped functions, plus the auditor's channel (an object), and none of the
+# others. The auditor exports only the rtld-audit entry points and needs no library at all (it
+# is freestanding: a libc of its own would be loaded into every process).
 set -uo pipefail
-[[ $# -eq 4 ]] || { echo "usage: $0 EXPORTS_MAP INTERCEPTED_H LIBPQDEDUP_SO AUDIT_SO" >&2; exit 2; }
-MAP=$1 LIST=$2 LIB=$3 AUDIT=$4
+[[ $# -eq 5 ]] || { echo "usage: $0 CC INTERCEPTED_H EXPORTS_MAP LIBPQDEDUP_SO AUDIT_SO" >&2; exit 2; }
+CC=$1 LIST=$2 MAP=$3 LIB=$4 AUDIT=$5
 failed=0 passed=0
 check() { # check DESCRIPTION EXPECTED ACTUAL
   if [[ $2 == "$3" ]]; then
@@ -19,15 +21,27 @@ check() { # check DESCRIPTION EXPECTED ACTUAL
 }
 words() { tr '\n' ' ' | sed 's/ $//'; }
 
-list=$(sed -n 's/^ *X(\([A-Za-z_0-9]*\)).*/\1/p' "$LIST" | sort | words)
-map=$(sed -n '/global:/,/local:/p' "$MAP" | sed -n 's/^ *\([A-Za-z_0-9]*\);.*/\1/p' | sort | words)
+# names MACRO: the first argument of every row of MACRO in intercepted.h, one per line.
+names() {
+  printf '#include "%s"\n#define PQD_NAME(name, ...) PQD_NAME_IS name\n%s(PQD_NAME)\n' "$LIST" "$1" |
+    "$CC" -E -P -x c - | tr ' ' '\n' | sed -n '/^PQD_NAME_IS$/{n;p}' | sort
+}
+list=$(names PQDEDUP_INTERCEPTED | words)
+not_wrapped=$(names PQDEDUP_NOT_INTERCEPTED | words)
+map=$(tr '\n' ' ' <"$MAP" | sed -n 's/.*global:\(.*\)local:.*/\1/p' | tr ' ;' '\n\n' | grep . | sort | words)
 lib_functions=$(nm -D --defined-only "$LIB" | awk '$2 == "T" {print $3}' | sort | words)
 lib_others=$(nm -D --defined-only "$LIB" | awk '$2 != "T" {print $2, $3}' | sort | words)
 
-[[ -n $list ]] || { echo "FAIL: no X(name) line in $LIST" >&2; exit 1; }
-check "exports.map exports the intercepted.h list and the channel" \
+[[ $(wc -w <<<"$list") -ge 100 ]] || { echo "FAIL: fewer than 100 PQDEDUP_INTERCEPTED rows read from $LIST: $list" >&2; exit 1; }
+[[ $(wc -w <<<"$not_wrapped") -ge 50 ]] || { echo "FAIL: fewer than 50 PQDEDUP_NOT_INTERCEPTED names read from $LIST" >&2; exit 1; }
+echo "intercepted.h: $(wc -w <<<"$list") wrapped, $(wc -w <<<"$not_wrapped") left to libpq"
+check "no name is both wrapped and left to libpq" "" \
+  "$(comm -12 <(tr ' ' '\n' <<<"$list") <(tr ' ' '\n' <<<"$not_wrapped") | words)"
+check "the built exports.map exports the intercepted.h list and the channel" \
   "$(printf '%s\n' $list pqdedup_audit_channel | sort | words)" "$map"
 check "libpqdedup.so's exported functions are the intercepted.h list" "$list" "$lib_functions"
+check "libpqdedup.so exports none of the functions left to libpq" "" \
+  "$(comm -12 <(nm -D --defined-only "$LIB" | awk '{print $3}' | sort) <(tr ' ' '\n' <<<"$not_wrapped") | words)"
 check "libpqdedup.so exports no other symbol but the channel (an initialized object)" "D pqdedup_audit_channel" "$lib_others"
 
 check "the auditor exports only the audit interface" "la_objclose la_objopen la_symbind64 la_version" \

@@ -56,6 +56,20 @@ compare "sh -c 'echo hi'" sh -c 'echo hi'
 compare "python3 importing ctypes and calling libc" "$PYTHON" -c 'import ctypes; print(ctypes.CDLL(None).getpid() > 0)'
 PQDEDUP_LOG=debug "$L" -- sh -c 'echo hi' >"$T/out" 2>"$T/err"
 check "PQDEDUP_LOG=debug, a program without libpq: nothing logged: $(cat "$T/err")" test ! -s "$T/err"
+# The library says everything (its settings' warnings included) at the first connect: a program
+# that loads libpq and calls it without connecting prints nothing either, even with a bad
+# setting, and a log file is never created. The same settings with a connect do log (control).
+NOCONNECT=("$PYTHON" -c 'import ctypes; print(ctypes.CDLL("libpq.so.5").PQlibVersion() > 0)')
+PQDEDUP_LOG=debug PQDEDUP_LOG_FILE=$T/never.log PQDEDUP_MAX_WAIT=zz "$L" -- "${NOCONNECT[@]}" >"$T/out" 2>"$T/err"
+check "PQDEDUP_LOG=debug, a bad setting, libpq called without a connect: it ran ($(cat "$T/out")), nothing printed: $(cat "$T/err")" \
+  test "$(cat "$T/out")" = True -a ! -s "$T/err"
+check "... and PQDEDUP_LOG_FILE was not created" test ! -e "$T/never.log"
+PQDEDUP_LOG=debug PQDEDUP_LOG_FILE=$T/never.log PQDEDUP_MAX_WAIT=zz "$L" -- sh -c 'echo hi' >/dev/null 2>"$T/err"
+check "a program without libpq: PQDEDUP_LOG_FILE not created, nothing printed: $(cat "$T/err")" \
+  test ! -e "$T/never.log" -a ! -s "$T/err"
+PQDEDUP_LOG=debug PQDEDUP_LOG_FILE=$T/used.log PQDEDUP_MAX_WAIT=zz "$L" -- "$PQD_LOADERS_DLSYM" --cycles 1 >/dev/null 2>"$T/err"
+check "control: with a connect the same settings log to the file (the bad setting's warning included)" \
+  grep -q 'warning: ignoring PQDEDUP_MAX_WAIT' "$T/used.log"
 
 # --- The auditor without libpqdedup.so: nothing changes, a warning only when asked ----------
 LOADLIBPQ=(env "LD_AUDIT=$AUDIT" "$PYTHON" -c 'import ctypes; l = ctypes.CDLL("libpq.so.5"); print(l.PQlibVersion() > 0)')

@@ -70,9 +70,10 @@ void *mod_probe_address(void)
     return (void *) loaders_probe;
 }
 
-/* The addresses the module holds for a wrapped (PQfinish) and an unwrapped (PQstatus) name. */
+/* The addresses the module holds for wrapped names (0: PQfinish, 2: PQstatus) and an unwrapped
+ * one (1: PQresultStatus, which takes no connection). */
 void *mod_address_of(int which);
 void *mod_address_of(int which)
 {
-    return which == 0 ? (void *) PQfinish : (void *) PQstatus;
+    return which == 0 ? (void *) PQfinish : which == 1 ? (void *) PQresultStatus : (void *) PQstatus;
 }
