@@ -370,9 +370,10 @@ static void pool_shutdown(void)
     /* Collect what is still in flight first: a server still sending a reset's result to a
      * closed socket logs a broken connection. */
     int64_t timeout = settings.check_timeout_ns < NS_PER_SEC ? settings.check_timeout_ns : NS_PER_SEC;
+    int64_t deadline = monotonic_ns() + timeout;
     for (struct server_conn *s = to_close; s != NULL; s = s->next)
         if (s->pending != PENDING_NONE)
-            session_finish_reset(s->conn, s->pending, "", false, timeout, &s->server_closing);
+            session_finish_reset(s->conn, &s->pending, "", false, deadline, &s->server_closing);
     close_list(to_close);
     if (first)
         stats_print_if_asked();
@@ -603,40 +604,58 @@ static bool reset_kept_parameters(struct server_conn *s, uint64_t baseline)
     return true;
 }
 
-/* Makes a connection taken from the free stack or from an idle handle fit for a new handle:
- * collects or runs its reset, checks it when it was idle long (or the key asks), learns the
- * server's idle_session_timeout once. Called without pool_lock, s BUSY. Returns false when
- * it must be closed instead. */
-static bool make_ready(struct server_conn *s, const char *target, bool from_handle, bool handle_dirty,
-                       int64_t now, uint64_t baseline)
+/* True when a free connection must answer a round trip before it is handed out: a server that
+ * ends idle sessions gets one (which restarts its idle clock) once half its timeout has
+ * passed; one idle PQDEDUP_CHECK_AFTER gets one; a key that asked for a kind of server
+ * re-checks it every time. */
+static bool needs_check(const struct server_conn *s, const char *target, int64_t now)
 {
     int64_t idle = now - s->freed_ns;
-    /* A server that ends idle sessions gets a round trip (which restarts its idle clock)
-     * once half its timeout has passed; a key that asked for a kind of server re-checks it. */
-    bool check = idle >= settings.check_after_ns || target[0] != '\0' ||
-                 (s->server_idle_limit_ns > 0 && idle >= s->server_idle_limit_ns / 2);
-    bool usable, reset;
+    return idle >= settings.check_after_ns || target[0] != '\0' ||
+           (s->server_idle_limit_ns > 0 && idle >= s->server_idle_limit_ns / 2);
+}
+
+/* Makes a connection taken from the free stack or from an idle handle fit for a new handle:
+ * collects or runs its reset, checks it when it was idle long (or the key asks), learns the
+ * server's idle_session_timeout once, all before `deadline` (the connect's: it waits at most
+ * PQDEDUP_CHECK_TIMEOUT in all, whatever it tries). Called without pool_lock, s BUSY.
+ * Returns SESSION_STEP_DONE when it may be handed out; SESSION_STEP_WAIT when the deadline
+ * came first on a connection not known to be broken (a network path that stopped answering):
+ * s->pending says what is in flight, and s goes back to the free stack rather than being
+ * closed (its session was clean: nothing is lost, and it may answer later); FAILED when it
+ * must be closed. */
+static enum session_step make_ready(struct server_conn *s, const char *target, bool from_handle,
+                                    bool handle_dirty, int64_t now, int64_t deadline, uint64_t baseline)
+{
+    bool check = needs_check(s, target, now);
+    bool reset;
+    enum session_step step;
     if (from_handle) {
         /* A handle's session: its reset runs now (PQDEDUP_RESET=dirty skips it for a clean one). */
         reset = !settings.reset_only_dirty || handle_dirty;
-        enum reset_pending pending;
-        usable = session_start_reset(s->conn, reset ? settings.reset_query : "", &pending, &s->server_closing) &&
-                 session_finish_reset(s->conn, pending, "", check, settings.check_timeout_ns, &s->server_closing);
+        s->reset_needed = false;
+        step = session_start_reset(s->conn, reset ? settings.reset_query : "", &s->pending, &s->server_closing)
+                   ? session_finish_reset(s->conn, &s->pending, "", check, deadline, &s->server_closing)
+                   : SESSION_STEP_FAILED;
         if (reset)
             stats_add(resets);
     } else {
         reset = s->reset_needed;
-        const char *reset_query = reset ? settings.reset_query : "";
-        usable = session_finish_reset(s->conn, s->pending, reset_query, check, settings.check_timeout_ns,
-                                      &s->server_closing);
+        step = session_finish_reset(s->conn, &s->pending, reset ? settings.reset_query : "", check, deadline,
+                                    &s->server_closing);
     }
-    s->pending = PENDING_NONE;
-    usable = usable && session_looks_alive(s->conn) && session_matches_target(s->conn, target) &&
-             (!reset || settings.reset_query[0] == '\0' || reset_kept_parameters(s, baseline));
-    if (usable && !s->idle_limit_known)
-        usable = s->idle_limit_known =
-            session_read_idle_timeout(s->conn, settings.check_timeout_ns, &s->server_idle_limit_ns);
-    return usable;
+    if (step != SESSION_STEP_DONE)
+        return step;
+    if (!session_looks_alive(s->conn) || !session_matches_target(s->conn, target) ||
+        (reset && settings.reset_query[0] != '\0' && !reset_kept_parameters(s, baseline)))
+        return SESSION_STEP_FAILED;
+    if (!s->idle_limit_known) {
+        int64_t left = deadline - monotonic_ns();
+        s->idle_limit_known = left > 0 && session_read_idle_timeout(s->conn, left, &s->server_idle_limit_ns);
+        if (!s->idle_limit_known)
+            return SESSION_STEP_FAILED;
+    }
+    return SESSION_STEP_DONE;
 }
 
 /* A connection libpq just opened for b (counted in b->open): learns the server's
@@ -712,6 +731,9 @@ static enum acquired acquire(struct handle *h, const struct connect_call *call, 
     *failed = NULL;
     lock_pool();
     int64_t now = monotonic_ns();
+    /* All the round trips this connect makes to check or reset connections wait
+     * PQDEDUP_CHECK_TIMEOUT in all; after that it only opens a new one or waits. */
+    int64_t check_deadline = now + settings.check_timeout_ns;
     sweep_expired(now, &to_close);
     for (;;) {
         if (shutting_down) {
@@ -719,9 +741,11 @@ static enum acquired acquire(struct handle *h, const struct connect_call *call, 
             break;
         }
         bool pressure = at_cap(b) || now < b->refused_until_ns;
-        struct server_conn *s = pick_free(b, now, pressure, &to_close);
+        bool may_check = now < check_deadline;
+        struct server_conn *s = may_check ? pick_free(b, now, pressure, &to_close) : NULL;
         /* Free ones still resetting: a spare is opened rather than a handle's taken. */
-        struct handle *victim = s == NULL && b->free == NULL ? pick_idle_handle(b, now, pressure) : NULL;
+        struct handle *victim =
+            s == NULL && b->free == NULL && may_check ? pick_idle_handle(b, now, pressure) : NULL;
         bool victim_dirty = false;
         if (victim != NULL) {
             struct server_conn *taken = victim->server;
@@ -740,10 +764,19 @@ static enum acquired acquire(struct handle *h, const struct connect_call *call, 
         if (s != NULL) {
             uint64_t baseline = atomic_load(&b->baseline);
             unlock_pool();
-            bool usable = make_ready(s, b->target, victim != NULL, victim_dirty, now, baseline);
+            enum session_step step =
+                make_ready(s, b->target, victim != NULL, victim_dirty, now, check_deadline, baseline);
             lock_pool();
             now = monotonic_ns();
-            if (usable) {
+            if (step == SESSION_STEP_WAIT) {
+                /* Not answering in time, not known to be broken: kept, free, its reset still in
+                 * flight, last in line; this connect goes on without it. */
+                s->state = SERVER_FREE;
+                DL_APPEND(b->free, s);
+                b->nfree++;
+                continue;
+            }
+            if (step == SESSION_STEP_DONE) {
                 bind(h, s, started ? HANDLE_STARTED : HANDLE_BOUND);
                 if (victim != NULL)
                     stats_add(moved);

@@ -91,46 +91,43 @@ bool session_can_keep(PGconn *conn)
            real.PQtransactionStatus(conn) != PQTRANS_UNKNOWN && real.PQpipelineStatus(conn) == PQ_PIPELINE_OFF;
 }
 
-/* Waits until a result can be read without blocking, or the deadline passes.
- * Returns false on timeout or a broken connection. */
-static bool wait_for_result(PGconn *conn, int64_t deadline_ns)
+/* How waiting for an answer ended. */
+enum waited { WAITED_DONE, WAITED_TIMEOUT, WAITED_BROKEN };
+
+/* Waits until a result can be read without blocking, or the deadline passes. */
+static enum waited wait_for_result(PGconn *conn, int64_t deadline_ns)
 {
     while (real.PQisBusy(conn)) {
         int64_t left_ms = (deadline_ns - monotonic_ns() + NS_PER_MS - 1) / NS_PER_MS;
         if (left_ms <= 0)
-            return false;
+            return WAITED_TIMEOUT;
         struct pollfd pfd = { .fd = real.PQsocket(conn), .events = POLLIN };
         int ready = poll(&pfd, 1, left_ms > INT32_MAX ? INT32_MAX : (int) left_ms);
         if (ready < 0 && errno != EINTR)
-            return false;
+            return WAITED_BROKEN;
         if (ready > 0 && real.PQconsumeInput(conn) == 0)
-            return false;
+            return WAITED_BROKEN;
     }
-    return true;
+    return WAITED_DONE;
 }
 
-/* Collects every result of the command in flight. Returns true when all of them
- * succeeded within the deadline. */
-static bool collect_results(PGconn *conn, int64_t deadline_ns)
+/* Collects every result of the command in flight before the deadline. WAITED_DONE when all of
+ * them arrived and succeeded; WAITED_BROKEN when one failed or the connection broke. */
+static enum waited collect_until(PGconn *conn, int64_t deadline_ns)
 {
     bool ok = true;
     for (;;) {
-        if (!wait_for_result(conn, deadline_ns))
-            return false;
+        enum waited w = wait_for_result(conn, deadline_ns);
+        if (w != WAITED_DONE)
+            return w;
         PGresult *res = real.PQgetResult(conn);
         if (res == NULL)
-            return ok;
+            return ok ? WAITED_DONE : WAITED_BROKEN;
         ExecStatusType status = PQresultStatus(res);
         ok = ok && (status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK ||
                     status == PGRES_EMPTY_QUERY);
         PQclear(res);
     }
-}
-
-/* Sends `sql` and collects its results within timeout_ns. */
-static bool round_trip(PGconn *conn, const char *sql, int64_t timeout_ns)
-{
-    return real.PQsendQuery(conn, sql) == 1 && collect_results(conn, monotonic_ns() + timeout_ns);
 }
 
 bool session_start_reset(PGconn *conn, const char *reset_query, enum reset_pending *pending,
@@ -166,21 +163,32 @@ bool session_reset_arrived(PGconn *conn)
     return real.PQisBusy(conn) == 0 || real.PQconsumeInput(conn) == 0 || real.PQisBusy(conn) == 0;
 }
 
-bool session_finish_reset(PGconn *conn, enum reset_pending pending, const char *reset_query,
-                          bool check, int64_t timeout_ns, const bool *server_closing)
+enum session_step session_finish_reset(PGconn *conn, enum reset_pending *pending, const char *reset_query,
+                                       bool check, int64_t deadline_ns, const bool *server_closing)
 {
-    bool ok = pending == PENDING_NONE || collect_results(conn, monotonic_ns() + timeout_ns);
-    if (ok && pending == PENDING_ROLLBACK && reset_query[0] != '\0')
-        ok = round_trip(conn, reset_query, timeout_ns);
-    else if (ok && check)
-        ok = round_trip(conn, "", timeout_ns);
-
+    enum waited w = WAITED_DONE;
+    if (*pending != PENDING_NONE && (w = collect_until(conn, deadline_ns)) == WAITED_DONE) {
+        if (*pending == PENDING_ROLLBACK && reset_query[0] != '\0') {
+            *pending = PENDING_RESET;
+            w = real.PQsendQuery(conn, reset_query) == 1 ? collect_until(conn, deadline_ns) : WAITED_BROKEN;
+            check = false; /* that round trip, made now, was the check */
+        }
+    }
+    if (w == WAITED_DONE && check) {
+        *pending = PENDING_RESET;
+        w = real.PQsendQuery(conn, "") == 1 ? collect_until(conn, deadline_ns) : WAITED_BROKEN;
+    }
+    if (w == WAITED_TIMEOUT)
+        return real.PQstatus(conn) == CONNECTION_OK && !*server_closing ? SESSION_STEP_WAIT : SESSION_STEP_FAILED;
+    *pending = PENDING_NONE;
     PGnotify *notify;
     while ((notify = real.PQnotifies(conn)) != NULL)
         PQfreemem(notify);
     real.PQsetNoticeReceiver(conn, default_receiver, NULL);
-    return ok && !*server_closing && real.PQstatus(conn) == CONNECTION_OK &&
-           real.PQtransactionStatus(conn) == PQTRANS_IDLE;
+    return w == WAITED_DONE && !*server_closing && real.PQstatus(conn) == CONNECTION_OK &&
+                   real.PQtransactionStatus(conn) == PQTRANS_IDLE
+               ? SESSION_STEP_DONE
+               : SESSION_STEP_FAILED;
 }
 
 /* Reads every result that has arrived, without blocking. Returns 1 when the command is
@@ -277,7 +285,7 @@ bool session_read_idle_timeout(PGconn *conn, int64_t timeout_ns, int64_t *out_ns
     bool ok = true;
     *out_ns = 1;
     for (;;) {
-        if (!wait_for_result(conn, deadline))
+        if (wait_for_result(conn, deadline) != WAITED_DONE)
             return false;
         PGresult *res = real.PQgetResult(conn);
         if (res == NULL)

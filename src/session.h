@@ -85,14 +85,16 @@ enum session_step {
 enum session_step session_reset_step(PGconn *conn, enum reset_pending *pending, const char *reset_query,
                                      const bool *server_closing);
 
-/* Second half: collects what is in flight, then after a ROLLBACK runs the reset
- * query; with `check`, also makes one round trip (an empty query) to prove the
- * server still answers. Each round trip waits at most `timeout_ns`. Drops queued
- * notifications and puts libpq's default notice hooks back. Returns true when the
- * connection ended idle and OK and the server never said it was going away;
- * false means it must be closed. */
-bool session_finish_reset(PGconn *conn, enum reset_pending pending, const char *reset_query,
-                          bool check, int64_t timeout_ns, const bool *server_closing);
+/* Second half: collects what is in flight (*pending), then after a ROLLBACK runs the reset
+ * query; with `check`, unless that reset ran now, one round trip (an empty query) proves the
+ * server still answers. Waits until `deadline_ns` at most. Returns SESSION_STEP_DONE when
+ * the connection ended idle and OK and the server never said it was going away (queued
+ * notifications dropped, libpq's default notice hooks back); SESSION_STEP_WAIT when the
+ * deadline came first on a connection not known to be broken (*pending then says what is
+ * still in flight: the connection can be kept and finished later); SESSION_STEP_FAILED when
+ * it must be closed. */
+enum session_step session_finish_reset(PGconn *conn, enum reset_pending *pending, const char *reset_query,
+                                       bool check, int64_t deadline_ns, const bool *server_closing);
 
 /* True when a kept connection may be handed out without a round trip: status OK
  * and nothing readable on its socket (an idle server says nothing unless it is

@@ -113,11 +113,10 @@ static void test_freeze(void)
     connect_frozen("frozen, kept connection idle");
     fu_proxy_thaw();
     c = connect_thawed("thawed");
-    /* The kept connection was checked on the frozen path and given up: never handed out
-     * again. (When the held connection had it, it was not necessarily tried, and may have
-     * moved from the held connection to this one since.) */
-    if (!fu_is_reference() && kept_at_freeze)
-        CHECK(PQbackendPID(c) != pid1, "the connection given up on the frozen path was handed out again");
+    /* The kept connection did not answer its check on the frozen path within
+     * PQDEDUP_CHECK_TIMEOUT: the connect went on without it, but it was kept, not closed (its
+     * session was clean, and the path may thaw): after the thaw it may be handed out again,
+     * once its check has answered, and it works (connect_thawed checked the session). */
 
     /* Finished mid-transaction on the frozen path: the ROLLBACK cannot get through. */
     int id = next_id++;
