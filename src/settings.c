@@ -163,6 +163,15 @@ int settings_check(const char *name, const char *value, const char **expect)
     return -1;
 }
 
+/* Variables earlier versions read, and what became of them: said once if set. */
+static const struct removed_setting {
+    const char *name;
+    const char *instead;
+} removed_settings[] = {
+    { "PQDEDUP_SHARE_AFTER", "every connection is its own session now; an idle one lends its server "
+                             "connection to one that needs it (PQDEDUP_UNBIND_AFTER)" },
+};
+
 /* Names of the variables whose values were bad, for settings_report. */
 static const char *bad_names[sizeof setting_table / sizeof setting_table[0]];
 static int nbad;
@@ -186,6 +195,10 @@ void settings_load(void)
 void settings_report(void)
 {
     log_open();
+    for (size_t i = 0; i < sizeof removed_settings / sizeof removed_settings[0]; i++)
+        if (getenv(removed_settings[i].name) != NULL)
+            log_setting_warning("ignoring %s: no longer used (%s)", removed_settings[i].name,
+                                removed_settings[i].instead);
     for (int i = 0; i < nbad; i++) {
         for (size_t j = 0; j < sizeof setting_table / sizeof setting_table[0]; j++) {
             if (setting_table[j].name == bad_names[i])
