@@ -81,7 +81,10 @@ required_vars() {
   printf '%s\n' PQDEDUP_DISABLE PQDEDUP_UNBIND_AFTER PQDEDUP_MAX_PER_KEY PQDEDUP_MAX_WAIT \
     PQDEDUP_KEEP_PER_KEY PQDEDUP_IDLE_TIMEOUT PQDEDUP_MAX_LIFETIME PQDEDUP_RESET_QUERY \
     PQDEDUP_LOG PQDEDUP_LOG_FILE PQDEDUP_STATS
-  grep -oh '"PQDEDUP_[A-Z_]*"' "$SRC"/../src/*.c 2>/dev/null | tr -d '"'
+  # (but those of earlier versions, which src/settings.c only warns about)
+  local removed
+  removed=$(awk '/removed_settings\[\] = \{/,/^};/' "$SRC/../src/settings.c" | grep -o '"PQDEDUP_[A-Z_]*"' | tr -d '"')
+  grep -oh '"PQDEDUP_[A-Z_]*"' "$SRC"/../src/*.c 2>/dev/null | tr -d '"' | grep -vxF "${removed:-none}"
 }
 
 # --help exits 0 on stdout and documents every PQDEDUP_ variable; --version exits 0.
