@@ -15,8 +15,14 @@ set(_pqd_fu ${CMAKE_CURRENT_SOURCE_DIR}/faults/faultutil.c)
 # backend) and are not reused; kept ones are replaced silently; committed writes all there
 # once, uncommitted ones absent.
 foreach(_pqd_mode immediate fast)
+  # (the crash also runs in the quick suite, tests/run-all.sh --quick)
+  if(_pqd_mode STREQUAL "immediate")
+    set(_pqd_quick quick)
+  else()
+    set(_pqd_quick "")
+  endif()
   pqdedup_add_test(NAME fault_restart_${_pqd_mode} SOURCES test_fault_restart.c ${_pqd_fu}
-                   ARGS restart ${_pqd_mode} SERIAL LABELS faults)
+                   ARGS restart ${_pqd_mode} SERIAL LABELS faults ${_pqd_quick})
   # The same fault with six live handles of one key in one thread on three backends
   # (PQDEDUP_MAX_PER_KEY=3): one in a transaction, one sticky, four idle taking turns; each
   # behaves as a plain libpq connection would (an idle one may go on on a new backend).
@@ -25,9 +31,9 @@ foreach(_pqd_mode immediate fast)
 endforeach()
 # The server stopped while connections are kept: connects fail at once with libpq's error,
 # then work again after it starts.
-pqdedup_add_test(NAME fault_server_down PROGRAM test_fault_restart ARGS down SERIAL LABELS faults)
+pqdedup_add_test(NAME fault_server_down PROGRAM test_fault_restart ARGS down SERIAL LABELS faults quick)
 # pg_terminate_backend of kept, held idle and held mid-transaction connections.
-pqdedup_add_test(NAME fault_terminate PROGRAM test_fault_restart ARGS terminate LABELS faults)
+pqdedup_add_test(NAME fault_terminate PROGRAM test_fault_restart ARGS terminate LABELS faults quick)
 # ... of the backend three idle handles take turns on (PQDEDUP_MAX_PER_KEY=2, a fourth in a
 # transaction on the other): the two whose plain libpq backends live go on working, the one
 # that ran on it last fails as plain libpq's or goes on on a new backend, the transaction

@@ -27,25 +27,30 @@ target_compile_definitions(matrix_libpq_dlopen PRIVATE MATRIX_DLOPEN)
 target_include_directories(matrix_libpq_dlopen PRIVATE ${LIBPQ_INCLUDE_DIRS})
 target_link_libraries(matrix_libpq_dlopen PRIVATE ${CMAKE_DL_LIBS})
 
-# pqdedup_matrix_test(CLIENT MODE EXPECT [ENV ...]): registers matrix_<client>_<mode>.
+# pqdedup_matrix_test(CLIENT MODE EXPECT [SUFFIX s] [ENV ...] [QUICK]): registers
+# matrix_<client>_<mode><s>; QUICK also puts it in the quick suite (tests/run-all.sh --quick).
 function(pqdedup_matrix_test client mode expect)
-  cmake_parse_arguments(M "" "SUFFIX" "ENV" ${ARGN})
+  cmake_parse_arguments(M "QUICK" "SUFFIX" "ENV" ${ARGN})
   string(REPLACE "-" "_" name "matrix_${client}_${mode}${M_SUFFIX}")
   set(serial "")
   if(mode STREQUAL "leak")
     set(serial SERIAL)
   endif()
+  set(quick "")
+  if(M_QUICK)
+    set(quick quick)
+  endif()
   pqdedup_add_test(NAME ${name} COMMAND bash ${_pqd_matrix}/run.sh ${client} ${mode} ${expect}
                    ENV "MATRIX_C=$<TARGET_FILE:matrix_libpq>"
                        "MATRIX_C_DLOPEN=$<TARGET_FILE:matrix_libpq_dlopen>" ${M_ENV}
-                   NO_PRELOAD NO_VALGRIND ${serial} TIMEOUT 120 LABELS matrix)
+                   NO_PRELOAD NO_VALGRIND ${serial} TIMEOUT 120 LABELS matrix ${quick})
   # run.sh exits 77 for an interpreter in a sanitizer build (see run.sh): reported as skipped.
   set_tests_properties(${name} PROPERTIES SKIP_RETURN_CODE 77)
 endfunction()
 
 # C linked with -lpq (PQconnectdb/PQfinish bind to the preloaded library): reused, contained.
-pqdedup_matrix_test(c churn reused)
-pqdedup_matrix_test(c leak contained)
+pqdedup_matrix_test(c churn reused QUICK)
+pqdedup_matrix_test(c leak contained QUICK)
 
 # C with dlopen("libpq.so.5") + dlsym: reached through the auditor: reused, contained.
 pqdedup_matrix_test(c-dlopen churn reused)
