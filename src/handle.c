@@ -79,9 +79,9 @@ void handle_release(struct handle *h)
 bool handle_set_state(struct handle *h, enum handle_state next)
 {
     static const char *const names[] = {
-        [HANDLE_FREE] = "FREE", [HANDLE_STARTED] = "STARTED", [HANDLE_CONNECTING] = "CONNECTING",
-        [HANDLE_PREPARING] = "PREPARING", [HANDLE_WAITING] = "WAITING", [HANDLE_BOUND] = "BOUND",
-        [HANDLE_UNBOUND] = "UNBOUND", [HANDLE_DIRECT] = "DIRECT",
+#define HANDLE_STATE_NAME(name, doc) [HANDLE_##name] = #name,
+        HANDLE_STATES(HANDLE_STATE_NAME)
+#undef HANDLE_STATE_NAME
     };
     /* An asynchronous connect may go from any of its states to any other while it is polled. */
     const unsigned connecting = 1u << HANDLE_STARTED | 1u << HANDLE_CONNECTING | 1u << HANDLE_PREPARING |
