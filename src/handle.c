@@ -9,6 +9,7 @@
 #include "slots.h"
 #include "sql_class.h"
 #include "stats.h"
+#include "stats_file.h"
 
 #include <errno.h>
 #include <stddef.h>
@@ -29,6 +30,17 @@ static _Atomic bool slots_full_logged;
 struct handle *handle_of(const PGconn *conn)
 {
     return slots_find(&handle_slots, conn);
+}
+
+/* h's record in the live stats file: the same index as its slot (NULL without a region). */
+static struct stats_file_handle *record_of(const struct handle *h)
+{
+    return stats_file_handle_record(slots_index(&handle_slots, h));
+}
+
+struct stats_file_handle *handle_stats(const struct handle *h)
+{
+    return record_of(h);
 }
 
 /* A recursive lock: a notice callback that calls back into libpq on the same handle must not
@@ -66,11 +78,13 @@ struct handle *handle_new(void)
     h->wait_fd = -1;
     session_default_client_state(&h->client);
     h->opened_ns = monotonic_ns();
+    stats_file_handle_opened(record_of(h), h->opened_ns);
     return h;
 }
 
 void handle_release(struct handle *h)
 {
+    stats_file_handle_state(record_of(h), HANDLE_FREE);
     h->depth = 0;
     pthread_mutex_unlock(&h->lock);
     slots_give_back(&handle_slots, h);
@@ -103,6 +117,7 @@ bool handle_set_state(struct handle *h, enum handle_state next)
         return false;
     }
     h->state = next;
+    stats_file_handle_state(record_of(h), next);
     if (next != HANDLE_BOUND)
         atomic_store_explicit(&h->idle_since_ns, 0, memory_order_relaxed);
     return true;
@@ -142,6 +157,8 @@ static void lock_handle(struct handle *h)
 PGconn *handle_enter(struct handle *h, bool need_server)
 {
     lock_handle(h);
+    if (h->depth == 1)
+        stats_file_call_begins(record_of(h));
     switch (h->state) {
     case HANDLE_BOUND:
         if (h->depth == 1 && pool_server_is_inherited(h))
@@ -183,6 +200,8 @@ void handle_leave(struct handle *h)
             atomic_store_explicit(&h->idle_since_ns, 0, memory_order_relaxed);
         }
     }
+    if (h->depth == 1)
+        stats_file_call_ends(record_of(h));
     h->depth--;
     pthread_mutex_unlock(&h->lock);
 }

@@ -90,6 +90,9 @@ static inline PGconn *handle_as_conn(struct handle *h)
  * when no slot is left (the caller then passes the connect to libpq). */
 struct handle *handle_new(void);
 
+/* h's record in the live stats file (stats_file.h), or NULL. */
+struct stats_file_handle *handle_stats(const struct handle *h);
+
 /* Gives the slot back (the handle must be FREE and locked by the caller; unlocks it). */
 void handle_release(struct handle *h);
 
