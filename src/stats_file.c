@@ -51,20 +51,6 @@ static struct stats_file_handle *handles(void)
     return (struct stats_file_handle *) ((char *) stats_region + STATS_FILE_HANDLES_AT);
 }
 
-char *stats_file_dir(const char *configured, char *buf, unsigned long size)
-{
-    const char *runtime = getenv("XDG_RUNTIME_DIR");
-    if (configured != NULL && configured[0] != '\0')
-        snprintf(buf, size, "%s", configured);
-    else if (runtime != NULL && runtime[0] == '/')
-        snprintf(buf, size, "%s/pqdedup", runtime);
-    else if (geteuid() == 0)
-        snprintf(buf, size, "/run/pqdedup");
-    else
-        snprintf(buf, size, "/tmp/pqdedup-%u", (unsigned) geteuid());
-    return buf;
-}
-
 /* ---- making the file ---------------------------------------------------------------- */
 
 /* Makes dir (mode 0700) unless it exists, and checks it is a directory of this user that no
