@@ -23,7 +23,8 @@ VALGRIND_WRAPPER="valgrind;--error-exitcode=99;--leak-check=full;--errors-for-le
 PACKAGES=(postgresql postgresql-15 libpq-dev uthash-dev cmake make gcc libc6-dev pkg-config
           valgrind openssl python3-psycopg2 pgbouncer python3-psycopg libdbd-pg-perl php-cli
           php-pgsql ruby ruby-pg clang libclang-rt-14-dev python3-fastapi python3-uvicorn
-          python3-sqlalchemy dpkg-dev debhelper lintian man-db groff-base busybox-static php-fpm)
+          python3-sqlalchemy dpkg-dev debhelper lintian man-db groff-base busybox-static php-fpm
+          prometheus)
 
 say() { echo "run-all: $*"; }
 die() { echo "run-all: ERROR: $*" >&2; exit 1; }
