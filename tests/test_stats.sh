@@ -462,8 +462,17 @@ group_exit_report() {
     fail "nothing left unfinished: no unfinished lines: $(cat "$T/dirty.err")"
 }
 
+# The programs run in the background (killed by a signal: their exit status says nothing)
+# reported no sanitizer error on their stderr.
+no_sanitizer_reports() {
+  local reports
+  reports=$(grep -l -E 'ERROR: (AddressSanitizer|LeakSanitizer)|WARNING: ThreadSanitizer|runtime error:' "$T"/*.err 2>/dev/null)
+  [[ -z $reports ]] && pass || fail "sanitizer reports: $(cat $reports)"
+}
+
 [[ $# -gt 0 ]] || set -- live prometheus sigterm users bad_files lazy exit_report
 for g in "$@"; do
   "group_$g"
 done
+no_sanitizer_reports
 checks_done "test_stats $*"
