@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # What the live stats file costs: the connect+finish cycle and pgbench -C -S under pqdedup with PQDEDUP_LIVE_STATS on and off, interleaved in one run, on a throwaway PostgreSQL 15.
 #
+# Cells: cycle (bench/cycle.c: median ns per PQconnectdb+PQfinish, no reset query), calls (ns
+# per libpq call on an open handle: PQbackendPID), pgbench -C -S with 1 and 8 clients.
 # Usage: bench/stats.sh [--build DIR] [--rounds N] [--duration S] [--iterations N]
 #   --build DIR       where libpqdedup.so and pqdedup are (default build/; built if missing)
 #   --rounds N        rounds; each runs every cell on and off, the order alternating (5)
@@ -21,7 +23,7 @@ while [[ $# -gt 0 ]]; do
 	--rounds) ROUNDS="${2:?}"; shift ;;
 	--duration) DURATION="${2:?}"; shift ;;
 	--iterations) ITER="${2:?}"; shift ;;
-	-h|--help) sed -n '2,11p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	-h|--help) sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	*) echo "stats.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
 	esac
 	shift
@@ -61,6 +63,9 @@ run_one() {
 		# No reset query: the cycle is then pqdedup's own work only (no round trip).
 		out=$("${env[@]}" PQDEDUP_RESET_QUERY= "$PQD" -- "$WORK/cycle" cycle "" "$ITER" 2000 30)
 		sed -n 's/.* median_ns=\([0-9]*\).*/\1/p' <<<"$out" ;;
+	calls)
+		out=$("${env[@]}" "$PQD" -- "$WORK/cycle" calls "" 5000000)
+		sed -n 's/.* ns_per_call=\([0-9.]*\).*/\1/p' <<<"$out" ;;
 	pgbench-c1)
 		out=$("${env[@]}" "$PQD" -- pgbench -n -C -S -T "$DURATION" -c 1 postgres 2>&1)
 		sed -n 's/^tps = \([0-9.]*\).*/\1/p' <<<"$out" ;;
@@ -72,7 +77,7 @@ run_one() {
 
 RAW="$WORK/raw"
 : >"$RAW"
-CELLS=(cycle pgbench-c1 pgbench-c8)
+CELLS=(cycle calls pgbench-c1 pgbench-c8)
 for round in $(seq 1 "$ROUNDS"); do
 	for cell in "${CELLS[@]}"; do
 		order=(on off)
@@ -93,8 +98,9 @@ for cell in "${CELLS[@]}"; do
 	on=$(awk -v c="$cell" '$1 == c && $2 == "on" { print $3 }' "$RAW" | median)
 	off=$(awk -v c="$cell" '$1 == c && $2 == "off" { print $3 }' "$RAW" | median)
 	unit=tps
-	[[ $cell == cycle ]] && unit="ns"
-	printf '%-12s %10s %-3s %10s %-3s %10s\n' "$cell" "$on" "$unit" "$off" "$unit" \
+	[[ $cell == cycle || $cell == calls ]] && unit="ns"
+	printf '%-12s %10.1f %-3s %10.1f %-3s %10s\n' "$cell" "$on" "$unit" "$off" "$unit" \
 		"$(awk -v a="$on" -v b="$off" 'BEGIN { printf "%.3f", a / b }')"
 done
-echo "(cycle: median ns per PQconnectdb+PQfinish without a reset query, lower is better; pgbench -C -S: tps, higher is better)"
+echo "(cycle: median ns per PQconnectdb+PQfinish without a reset query; calls: ns per PQbackendPID call, best of 5;"
+echo " both lower is better; pgbench -C -S: tps, higher is better)"
