@@ -254,6 +254,19 @@ static bool load_process(struct stat_process *p, const char *map)
         }
     }
 
+    /* Two call sites in one function read the same: the leak report shows them as one. */
+    unsigned same_site[STATS_FILE_SITES];
+    for (unsigned i = 0; i < STATS_FILE_SITES; i++) {
+        same_site[i] = i;
+        for (unsigned j = 0; j < i; j++) {
+            if (strcmp(p->sites[i].module, p->sites[j].module) == 0 &&
+                strcmp(p->sites[i].function, p->sites[j].function) == 0) {
+                same_site[i] = j;
+                break;
+            }
+        }
+    }
+
     const struct stats_file_handle *handles = (const void *) (map + STATS_FILE_HANDLES_AT);
     uint32_t used = atomic_load_explicit(&((struct stats_file_header *) h)->handles_used, memory_order_relaxed);
     if (used > STATS_FILE_HANDLES)
@@ -269,8 +282,7 @@ static bool load_process(struct stat_process *p, const char *map)
         unsigned site = atomic_load_explicit(&rec->site, memory_order_relaxed);
         if (key >= nkeys)
             key = 0;
-        if (site >= STATS_FILE_SITES)
-            site = 0;
+        site = site < STATS_FILE_SITES ? same_site[site] : 0;
         if (state >= HANDLE_STATE_COUNT)
             state = HANDLE_FREE;
         struct stat_key *k = &p->keys[key];

@@ -293,8 +293,10 @@ void stats_file_after_fork_child(void)
         file_pid = 0;
         region_is_file = false;
         memset(header()->magic, 0, sizeof header()->magic);
-        atomic_store(&child_wants_file, settings.live_stats);
     }
+    /* Its own file at its first connect (also when the parent had none: a child that
+     * changed user may have a directory its parent could not use). */
+    atomic_store(&child_wants_file, settings.live_stats);
     /* The child counts from zero; the handles it inherited stay its own. */
     memset(stats_now, 0, sizeof *stats_now);
     uint32_t nkeys = atomic_load(&header()->keys_used);
