@@ -50,14 +50,15 @@ trap cleanup EXIT
 # shellcheck source=/dev/null
 . "$WORK/pg/env.sh"
 pgbench -i -s 1 -q postgres >"$WORK/init.log" 2>&1 || { cat "$WORK/init.log" >&2; exit 1; }
+# shellcheck disable=SC2046  # pkg-config's flags are words
 cc -O2 $(pkg-config --cflags libpq) "$ROOT/bench/cycle.c" -o "$WORK/cycle" $(pkg-config --libs libpq)
-mkdir -p -m 0700 "$WORK/stats"
+mkdir -p "$WORK/stats" && chmod 0700 "$WORK/stats"
 
 # run_one MODE(on|off) CELL: prints the cell's number (cycle: median ns; pgbench: tps).
 run_one() {
 	local mode=$1 cell=$2 live=1 out
 	[[ $mode == off ]] && live=0
-	local env=(env PQDEDUP_LIVE_STATS=$live PQDEDUP_STATS_DIR="$WORK/stats")
+	local env=(env "PQDEDUP_LIVE_STATS=$live" "PQDEDUP_STATS_DIR=$WORK/stats")
 	case $cell in
 	cycle)
 		# No reset query: the cycle is then pqdedup's own work only (no round trip).

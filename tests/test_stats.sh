@@ -148,9 +148,9 @@ group_live() {
   # While it works.
   touch "$T/live.go"
   wait_for 60 report_phase "$T/live.report" 2 && pass || fail "the worker works on"
-  local before after i ok=1
+  local before after ok=1
   before=$(report_field "$T/live.report" connects)
-  for i in 1 2 3; do
+  for _ in 1 2 3; do
     stat_json "$T/work.json" "$WPID" || ok=0
     after=$(json_get "$T/work.json" "$(proc)['counters']['connects']") || ok=0
     ((after >= before)) || ok=0
@@ -249,10 +249,13 @@ group_users() {
   local secret=alice_pw
   # nobody's worker (its reports go to a directory nobody may write).
   mkdir -p "$T/nobody" && chown nobody "$T/nobody"
-  as_nobody "$T/bin/pqdedup" -- "$T/bin/test_stats_worker" \
+  if as_nobody "$T/bin/pqdedup" -- "$T/bin/test_stats_worker" \
     "application_name=pqd_stats_nobody_$$ user=pqd_alice password=$secret" \
-    "$T/nobody/once" - 1 2 3 2>"$T/nobody-once.err"
-  [[ $? == 0 ]] && pass || fail "nobody's worker runs under the launcher: $(cat "$T/nobody-once.err")"
+    "$T/nobody/once" - 1 2 3 2>"$T/nobody-once.err"; then
+    pass
+  else
+    fail "nobody's worker runs under the launcher: $(cat "$T/nobody-once.err")"
+  fi
   as_nobody "$T/bin/pqdedup" -- "$T/bin/test_stats_worker" \
     "application_name=pqd_stats_nobody_$$ user=pqd_alice password=$secret" \
     "$T/nobody/report" "$T/nobody/go" 1 2 3 2>"$T/nobody.err" &
@@ -311,14 +314,14 @@ group_users() {
 
 group_bad_files() {
   local d=$PQDEDUP_STATS_DIR
-  mkdir -p -m 0700 "$d"
+  mkdir -p "$d" && chmod 0700 "$d"
   sleep 300 &
   local alive=$!
   WORKERS+=("$alive")
   true &
   local dead=$!
   wait "$dead"
-  local f rc
+  local rc
 
   "$FORGE" garbage "$d" "$alive"
   launch --stat >"$T/out" 2>"$T/err"; rc=$?
@@ -422,7 +425,7 @@ group_lazy() {
   grep -q "cannot use the directory $T/afile (it is not a directory)" "$T/afile.err" && pass ||
     fail "a file as the directory is refused: $(cat "$T/afile.err")"
   # The default directory: $XDG_RUNTIME_DIR/pqdedup, made 0700, the file 0600, gone at exit.
-  mkdir -p -m 0700 "$T/xdg"
+  mkdir -p "$T/xdg" && chmod 0700 "$T/xdg"
   (
     unset PQDEDUP_STATS_DIR
     export XDG_RUNTIME_DIR=$T/xdg
@@ -467,7 +470,7 @@ group_exit_report() {
 no_sanitizer_reports() {
   local reports
   reports=$(grep -l -E 'ERROR: (AddressSanitizer|LeakSanitizer)|WARNING: ThreadSanitizer|runtime error:' "$T"/*.err 2>/dev/null)
-  [[ -z $reports ]] && pass || fail "sanitizer reports: $(cat $reports)"
+  [[ -z $reports ]] && pass || fail "sanitizer reports: $(xargs cat <<<"$reports")"
 }
 
 [[ $# -gt 0 ]] || set -- live prometheus sigterm users bad_files lazy exit_report
