@@ -152,15 +152,47 @@ static int run_mem(const char *conninfo, const char *obsinfo, int k)
 	return 0;
 }
 
+/*
+ * Times N calls of PQbackendPID on one open connection (under pqdedup each goes through the
+ * handle's entry and exit: its lock and, with the live stats, its record), best of 5 runs.
+ * Returns 1 if the connection fails.
+ */
+static int run_calls(const char *conninfo, long n)
+{
+	PGconn *c = PQconnectdb(conninfo);
+	uint64_t best = UINT64_MAX;
+	volatile long sink = 0;
+
+	if (PQstatus(c) != CONNECTION_OK) {
+		fprintf(stderr, "cycle: connect failed: %s", PQerrorMessage(c));
+		return 1;
+	}
+	for (int run = 0; run < 5; run++) {
+		uint64_t t = now_ns();
+
+		for (long i = 0; i < n; i++)
+			sink += PQbackendPID(c);
+		t = now_ns() - t;
+		if (t < best)
+			best = t;
+	}
+	printf("calls n=%ld ns_per_call=%.2f\n", n, (double)best / (double)n);
+	PQfinish(c);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc >= 3 && strcmp(argv[1], "cycle") == 0)
 		return run_cycle(argv[2], argc > 3 ? atol(argv[3]) : 200000,
 		                 argc > 4 ? atol(argv[4]) : 2000,
 		                 argc > 5 ? atof(argv[5]) : 10.0);
+	if (argc >= 3 && strcmp(argv[1], "calls") == 0)
+		return run_calls(argv[2], argc > 3 ? atol(argv[3]) : 10000000);
 	if (argc >= 4 && strcmp(argv[1], "mem") == 0)
 		return run_mem(argv[2], argv[3], argc > 4 ? atoi(argv[4]) : 90);
 	fprintf(stderr, "usage: %s cycle CONNINFO [ITER [WARMUP [BUDGET_S]]]\n"
-	                "       %s mem CONNINFO OBSERVER_CONNINFO [K]\n", argv[0], argv[0]);
+	                "       %s calls CONNINFO [N]\n"
+	                "       %s mem CONNINFO OBSERVER_CONNINFO [K]\n", argv[0], argv[0], argv[0]);
 	return 2;
 }

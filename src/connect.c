@@ -11,6 +11,7 @@
 #include "settings.h"
 #include "socket.h"
 #include "stats.h"
+#include "stats_file.h"
 
 #include <dlfcn.h>
 #include <errno.h>
@@ -122,6 +123,7 @@ static void announce(void)
         log_msg(LOG_ERROR, "libpq cannot make a connection object; passing every call through");
         break;
     case ON:
+        stats_file_start(); /* the live stats file: at the first connect, before any handle */
         log_msg(LOG_INFO, "pooling on: keep_per_key=%d max_per_key=%d unbind_after=%lldms reset_query=%s",
                 settings.keep_per_key, settings.max_per_key, (long long) (settings.unbind_after_ns / 1000000),
                 settings.reset_query[0] ? settings.reset_query : "(none)");
@@ -139,8 +141,9 @@ static bool intercepting(void)
 /* The whole connect path: find the key, get a handle, let the pool bind it. Connects pqdedup
  * cannot pool go to libpq as they were made, and the app gets libpq's own connection (so do
  * connects that fail: the app reads the failure from libpq's connection). The app's errno is
- * kept when no connect was made. */
-static PGconn *connect_through_pool(const struct connect_call *c)
+ * kept when no connect was made. `caller` is the app's return address: where the handle was
+ * opened, for the leak report. */
+static PGconn *connect_through_pool(const struct connect_call *c, const void *caller)
 {
     int saved_errno = errno;
     inside_wrapper++;
@@ -149,8 +152,11 @@ static PGconn *connect_through_pool(const struct connect_call *c)
     struct handle *h = NULL;
     /* Loaders (issue 4, gotsweep.h): slots of modules loaded since the last connect must
      * reach these wrappers before a handle is handed out; when that failed, plain libpq. */
+    stats_file_connect_hook(); /* a forked child's first connect makes its own stats file */
     if (gotsweep_if_needed() && (key = connect_call_key(c)) != NULL)
         h = handle_new();
+    if (h != NULL)
+        stats_file_handle_site(handle_stats(h), stats_file_site(caller));
     else if (key == NULL)
         log_msg(LOG_DEBUG, "connection parameters not understood (or loaders unsafe); passing the connect to libpq");
     PGconn *failed = NULL;
@@ -189,21 +195,23 @@ static PGconn *connect_through_pool(const struct connect_call *c)
 EXPORT PGconn *PQconnectdb(const char *conninfo)
 {
     struct connect_call c = { .shape = CALL_CONNINFO, .blocking = true, .conninfo = conninfo };
-    return intercepting() ? connect_through_pool(&c) : real.PQconnectdb(conninfo);
+    return intercepting() ? connect_through_pool(&c, __builtin_return_address(0)) : real.PQconnectdb(conninfo);
 }
 
 EXPORT PGconn *PQconnectStart(const char *conninfo)
 {
     struct connect_call c = { .shape = CALL_CONNINFO, .blocking = false, .conninfo = conninfo };
     bool inner = called_from_libpq(__builtin_return_address(0));
-    return intercepting() && !inner ? connect_through_pool(&c) : real.PQconnectStart(conninfo);
+    return intercepting() && !inner ? connect_through_pool(&c, __builtin_return_address(0))
+                                    : real.PQconnectStart(conninfo);
 }
 
 EXPORT PGconn *PQconnectdbParams(const char *const *keywords, const char *const *values, int expand_dbname)
 {
     struct connect_call c = { .shape = CALL_ARRAYS, .blocking = true, .keywords = keywords,
                               .values = values, .expand_dbname = expand_dbname };
-    return intercepting() ? connect_through_pool(&c) : real.PQconnectdbParams(keywords, values, expand_dbname);
+    return intercepting() ? connect_through_pool(&c, __builtin_return_address(0))
+                          : real.PQconnectdbParams(keywords, values, expand_dbname);
 }
 
 EXPORT PGconn *PQconnectStartParams(const char *const *keywords, const char *const *values, int expand_dbname)
@@ -211,7 +219,7 @@ EXPORT PGconn *PQconnectStartParams(const char *const *keywords, const char *con
     struct connect_call c = { .shape = CALL_ARRAYS, .blocking = false, .keywords = keywords,
                               .values = values, .expand_dbname = expand_dbname };
     bool inner = called_from_libpq(__builtin_return_address(0));
-    return intercepting() && !inner ? connect_through_pool(&c)
+    return intercepting() && !inner ? connect_through_pool(&c, __builtin_return_address(0))
                                     : real.PQconnectStartParams(keywords, values, expand_dbname);
 }
 
@@ -221,7 +229,7 @@ EXPORT PGconn *PQsetdbLogin(const char *pghost, const char *pgport, const char *
     struct connect_call c = { .shape = CALL_SETDB, .blocking = true, .host = pghost, .port = pgport,
                               .options = pgoptions, .tty = pgtty, .dbname = dbName, .user = login,
                               .password = pwd };
-    return intercepting() ? connect_through_pool(&c)
+    return intercepting() ? connect_through_pool(&c, __builtin_return_address(0))
                           : real.PQsetdbLogin(pghost, pgport, pgoptions, pgtty, dbName, login, pwd);
 }
 

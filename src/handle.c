@@ -9,6 +9,7 @@
 #include "slots.h"
 #include "sql_class.h"
 #include "stats.h"
+#include "stats_file.h"
 
 #include <errno.h>
 #include <stddef.h>
@@ -29,6 +30,17 @@ static _Atomic bool slots_full_logged;
 struct handle *handle_of(const PGconn *conn)
 {
     return slots_find(&handle_slots, conn);
+}
+
+/* h's record in the live stats file: the same index as its slot (NULL without a region). */
+static struct stats_file_handle *record_of(const struct handle *h)
+{
+    return stats_file_handle_record(slots_index(&handle_slots, h));
+}
+
+struct stats_file_handle *handle_stats(const struct handle *h)
+{
+    return record_of(h);
 }
 
 /* A recursive lock: a notice callback that calls back into libpq on the same handle must not
@@ -71,11 +83,13 @@ struct handle *handle_new(void)
     h->wait_fd = -1;
     session_default_client_state(&h->client);
     h->opened_ns = monotonic_ns();
+    stats_file_handle_opened(record_of(h), h->opened_ns);
     return h;
 }
 
 void handle_release(struct handle *h)
 {
+    stats_file_handle_state(record_of(h), HANDLE_FREE);
     h->depth = 0;
     pthread_mutex_unlock(&h->lock);
     slots_give_back(&handle_slots, h);
@@ -84,9 +98,9 @@ void handle_release(struct handle *h)
 bool handle_set_state(struct handle *h, enum handle_state next)
 {
     static const char *const names[] = {
-        [HANDLE_FREE] = "FREE", [HANDLE_STARTED] = "STARTED", [HANDLE_CONNECTING] = "CONNECTING",
-        [HANDLE_PREPARING] = "PREPARING", [HANDLE_WAITING] = "WAITING", [HANDLE_BOUND] = "BOUND",
-        [HANDLE_UNBOUND] = "UNBOUND", [HANDLE_DIRECT] = "DIRECT",
+#define HANDLE_STATE_NAME(name, doc) [HANDLE_##name] = #name,
+        HANDLE_STATES(HANDLE_STATE_NAME)
+#undef HANDLE_STATE_NAME
     };
     /* An asynchronous connect may go from any of its states to any other while it is polled. */
     const unsigned connecting = 1u << HANDLE_STARTED | 1u << HANDLE_CONNECTING | 1u << HANDLE_PREPARING |
@@ -108,6 +122,7 @@ bool handle_set_state(struct handle *h, enum handle_state next)
         return false;
     }
     h->state = next;
+    stats_file_handle_state(record_of(h), next);
     if (next != HANDLE_BOUND)
         atomic_store_explicit(&h->idle_since_ns, 0, memory_order_relaxed);
     return true;
@@ -147,6 +162,8 @@ static void lock_handle(struct handle *h)
 PGconn *handle_enter(struct handle *h, bool need_server)
 {
     lock_handle(h);
+    if (h->depth == 1)
+        stats_file_call_begins(record_of(h));
     switch (h->state) {
     case HANDLE_BOUND:
         if (h->depth == 1 && atomic_load_explicit(&pool_forked, memory_order_relaxed) &&
@@ -191,6 +208,8 @@ void handle_leave(struct handle *h, bool read_only)
             h->last_error = NULL;
         }
     }
+    if (h->depth == 1)
+        stats_file_call_ends(record_of(h));
     h->depth--;
     pthread_mutex_unlock(&h->lock);
 }

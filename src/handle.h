@@ -3,6 +3,7 @@
 #ifndef PQDEDUP_HANDLE_H
 #define PQDEDUP_HANDLE_H
 
+#include "handle_states.h"
 #include "session.h"
 
 #include <libpq-fe.h>
@@ -14,28 +15,6 @@
 
 struct server_conn;
 struct pool_bucket;
-
-/* Every handle is in exactly one state; handle_set_state() is the one place that changes it
- * and checks the transition. */
-enum handle_state {
-    HANDLE_FREE,       /* the slot is not in use (never connected, or finished) */
-    HANDLE_STARTED,    /* PQconnectStart* answered with a pooled server connection: bound, but
-                          until the app's first PQconnectPoll it reads CONNECTION_STARTED */
-    HANDLE_CONNECTING, /* PQconnectStart* opening a new server connection: `conn` is libpq's
-                          connection in progress, not yet in the pool (its bucket counts it) */
-    HANDLE_PREPARING,  /* PQconnectStart* given a pooled connection whose reset or check is
-                          still in flight: bound, the app polls its socket */
-    HANDLE_WAITING,    /* PQconnectStart* for which no server connection can be had now: the
-                          app polls `wait_fd`, which turns readable when one may be; `conn` is
-                          a failed connection saying why (the server's refusal), reported if
-                          none comes within PQDEDUP_MAX_WAIT */
-    HANDLE_BOUND,      /* `server` is bound: calls go to its connection */
-    HANDLE_UNBOUND,    /* no server connection: reads are answered from `unbound`; the next
-                          call that needs the server binds one */
-    HANDLE_DIRECT,     /* `conn` is a connection outside the pool for the rest of the handle's
-                          life: a connect or rebind that failed (status BAD, its error), or, in a
-                          forked child, the parent's connection that was in use at fork */
-};
 
 /* What every clean session of a key reports to the app (the same on any of its server
  * connections), remembered for handles that are unbound: immutable once made, shared by
@@ -111,6 +90,9 @@ static inline PGconn *handle_as_conn(struct handle *h)
  * it back), locked by the caller's thread, with libpq's default client state. Returns NULL
  * when no slot is left (the caller then passes the connect to libpq). */
 struct handle *handle_new(void);
+
+/* h's record in the live stats file (stats_file.h), or NULL. */
+struct stats_file_handle *handle_stats(const struct handle *h);
 
 /* Gives the slot back (the handle must be FREE and locked by the caller; unlocks it). */
 void handle_release(struct handle *h);

@@ -4,6 +4,7 @@
 #include "check.h"
 #include "locate.h"
 #include "settings.h"
+#include "stat_reader.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -22,6 +23,7 @@
 static const char usage_text[] =
     "Usage: pqdedup [options] [--] command [args...]\n"
     "       pqdedup [options] --check program [args...]\n"
+    "       pqdedup --stat [--watch [--interval T] | --json | --prometheus] [PID...]\n"
     "Runs command with libpqdedup.so preloaded (and libpqdedup-audit.so in LD_AUDIT,\n"
     "for modules that bypass LD_PRELOAD). Each libpq connection the command opens is\n"
     "its own session, served by a PostgreSQL connection that pqdedup keeps open: when\n"
@@ -55,7 +57,12 @@ static const char usage_text[] =
     "                            is full, before failing (5s)\n"
     "      --log LEVEL           PQDEDUP_LOG: off, error, warn, info or debug (off)\n"
     "      --log-file PATH       PQDEDUP_LOG_FILE: append log lines here (stderr)\n"
-    "      --stats               PQDEDUP_STATS=1: one line of counters at exit\n"
+    "      --stats               PQDEDUP_STATS=1: one line of counters at exit, and the\n"
+    "                            connections left unfinished\n"
+    "      --no-live-stats       PQDEDUP_LIVE_STATS=0: no live stats file for --stat\n"
+    "      --stats-dir DIR       PQDEDUP_STATS_DIR: where the live stats files go (auto;\n"
+    "                            $XDG_RUNTIME_DIR/pqdedup, /run/pqdedup for root, else\n"
+    "                            /tmp/pqdedup-UID)\n"
     "      --no-audit            PQDEDUP_AUDIT=0: do not put libpqdedup-audit.so in\n"
     "                            LD_AUDIT; modules loaded with RTLD_DEEPBIND and libpq\n"
     "                            functions found with dlsym then use plain libpq\n"
@@ -63,6 +70,14 @@ static const char usage_text[] =
     "                            on PATH, through #! lines): set-ID, static or dynamic,\n"
     "                            libpq linked and which file, the auditor; exit 0 when\n"
     "                            it would (or may at run time), 1 when it would not\n"
+    "      --stat [PID...]       run nothing: show this user's processes under pqdedup\n"
+    "                            (all, or these), per key what their pools hold and their\n"
+    "                            counters, and the connections they left unfinished\n"
+    "      --watch               with --stat: redraw every interval, as top\n"
+    "      --interval T          with --watch: how often (2s)\n"
+    "      --json                with --stat: JSON, for scripts\n"
+    "      --prometheus          with --stat: Prometheus text format, for node_exporter's\n"
+    "                            textfile collector\n"
     "  -h, --help                show this help and exit\n"
     "  -V, --version             show the version and exit\n"
     "\n"
@@ -92,6 +107,7 @@ static const struct launcher_option launcher_options[] = {
     { "log", 1000, "PQDEDUP_LOG", true },
     { "log-file", 1001, "PQDEDUP_LOG_FILE", true },
     { "stats", 1002, "PQDEDUP_STATS", false },
+    { "stats-dir", 1004, "PQDEDUP_STATS_DIR", true },
 };
 #define N_LAUNCHER_OPTIONS (sizeof launcher_options / sizeof launcher_options[0])
 
@@ -99,6 +115,14 @@ static const struct launcher_option launcher_options[] = {
 #define OPTION_NO_AUDIT 1100
 /* --check runs nothing: it reports on the command instead (check.c). */
 #define OPTION_CHECK 1101
+/* --no-live-stats sets PQDEDUP_LIVE_STATS=0. */
+#define OPTION_NO_LIVE_STATS 1102
+/* --stat runs nothing: it reads the live stats files (stat_reader.c); the others shape it. */
+#define OPTION_STAT 1103
+#define OPTION_WATCH 1104
+#define OPTION_INTERVAL 1105
+#define OPTION_JSON 1106
+#define OPTION_PROMETHEUS 1107
 
 static int usage_error(const char *fmt, const char *arg)
 {
@@ -220,7 +244,7 @@ static int prepend_preload(const char *library)
 
 int main(int argc, char **argv)
 {
-    struct option long_options[N_LAUNCHER_OPTIONS + 5];
+    struct option long_options[N_LAUNCHER_OPTIONS + 12];
     char short_options[64] = "+hV";
     size_t n = 0;
     for (; n < N_LAUNCHER_OPTIONS; n++) {
@@ -236,12 +260,20 @@ int main(int argc, char **argv)
     }
     long_options[n++] = (struct option) { "no-audit", no_argument, NULL, OPTION_NO_AUDIT };
     long_options[n++] = (struct option) { "check", no_argument, NULL, OPTION_CHECK };
+    long_options[n++] = (struct option) { "no-live-stats", no_argument, NULL, OPTION_NO_LIVE_STATS };
+    long_options[n++] = (struct option) { "stat", no_argument, NULL, OPTION_STAT };
+    long_options[n++] = (struct option) { "watch", no_argument, NULL, OPTION_WATCH };
+    long_options[n++] = (struct option) { "interval", required_argument, NULL, OPTION_INTERVAL };
+    long_options[n++] = (struct option) { "json", no_argument, NULL, OPTION_JSON };
+    long_options[n++] = (struct option) { "prometheus", no_argument, NULL, OPTION_PROMETHEUS };
     long_options[n++] = (struct option) { "help", no_argument, NULL, 'h' };
     long_options[n++] = (struct option) { "version", no_argument, NULL, 'V' };
     long_options[n] = (struct option) { 0 };
 
     int c;
-    bool check = false;
+    bool check = false, stat = false, watch = false, shaped = false;
+    enum stat_output output = STAT_TEXT;
+    int64_t interval_ns = 2 * 1000000000LL;
     opterr = 0;
     while ((c = getopt_long(argc, argv, short_options, long_options, NULL)) != -1) {
         if (c == 'h') {
@@ -254,6 +286,33 @@ int main(int argc, char **argv)
         }
         if (c == OPTION_CHECK) {
             check = true;
+            continue;
+        }
+        if (c == OPTION_STAT) {
+            stat = true;
+            continue;
+        }
+        if (c == OPTION_WATCH || c == OPTION_JSON || c == OPTION_PROMETHEUS) {
+            if (c == OPTION_WATCH)
+                watch = true;
+            else
+                output = c == OPTION_JSON ? STAT_JSON : STAT_PROMETHEUS;
+            shaped = true;
+            continue;
+        }
+        if (c == OPTION_INTERVAL) {
+            if (settings_parse_duration(optarg, &interval_ns) != 0 || interval_ns <= 0) {
+                fprintf(stderr, "pqdedup: --interval takes a duration such as 2s or 500ms\n");
+                return EXIT_USAGE;
+            }
+            shaped = true;
+            continue;
+        }
+        if (c == OPTION_NO_LIVE_STATS) {
+            if (setenv("PQDEDUP_LIVE_STATS", "0", 1) != 0) {
+                perror("pqdedup: setenv");
+                return EXIT_LAUNCHER_FAILED;
+            }
             continue;
         }
         if (c == OPTION_NO_AUDIT) {
@@ -279,6 +338,33 @@ int main(int argc, char **argv)
             perror("pqdedup: setenv");
             return EXIT_LAUNCHER_FAILED;
         }
+    }
+    if (shaped && !stat)
+        return usage_error("%s", "--watch, --interval, --json and --prometheus go with --stat");
+    if (stat) {
+        if (check)
+            return usage_error("%s", "--stat and --check do not go together");
+        if (watch && output != STAT_TEXT)
+            return usage_error("%s", "--watch shows text: not with --json or --prometheus");
+        long *pids = calloc((size_t) (argc - optind) + 1, sizeof *pids);
+        if (pids == NULL) {
+            perror("pqdedup");
+            return EXIT_LAUNCHER_FAILED;
+        }
+        unsigned npids = 0;
+        for (int i = optind; i < argc; i++) {
+            char *end;
+            errno = 0;
+            long pid = strtol(argv[i], &end, 10);
+            if (errno != 0 || end == argv[i] || *end != '\0' || pid <= 0 || argv[i][0] == '+') {
+                free(pids);
+                return usage_error("--stat takes process IDs, not %s", argv[i]);
+            }
+            pids[npids++] = pid;
+        }
+        int status = stat_main(pids, npids, output, watch, interval_ns);
+        free(pids);
+        return status;
     }
     if (optind >= argc)
         return usage_error("%s", check ? "--check needs a program" : "no command given");

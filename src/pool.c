@@ -9,6 +9,7 @@
 #include "settings.h"
 #include "socket.h"
 #include "stats.h"
+#include "stats_file.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -76,6 +77,7 @@ struct pool_bucket {
     struct handle *waiting;       /* asynchronous connects waiting (their timerfds fire on a change) */
     struct session_view *view;    /* what its clean sessions report (handle.h), shared by the
                                      unbound handles of the key */
+    struct stats_file_key *stats; /* its record in the live stats file (NULL: none) */
     UT_hash_handle hh;
 };
 
@@ -116,6 +118,7 @@ static void fork_child(void)
 {
     atomic_store_explicit(&pool_forked, true, memory_order_relaxed);
     current_pid = getpid();
+    stats_file_after_fork_child(); /* never the parent's stats file again */
     pthread_mutex_unlock(&pool_lock);
     handle_unlock_after_fork(true);
     key_unlock_after_fork();
@@ -219,6 +222,7 @@ static struct pool_bucket *bucket_for(const char *key)
         free(b);
         return NULL;
     }
+    b->stats = stats_file_key(key);
     return b;
 }
 
@@ -269,7 +273,7 @@ static struct server_conn *new_server(struct pool_bucket *b, PGconn *conn)
     s->state = SERVER_BUSY;
     s->opened_ns = monotonic_ns();
     DL_APPEND2(all_conns, s, all_prev, all_next);
-    stats_add(opened);
+    stats_add_key(stats_key_counters(b->stats), opened);
     return s;
 }
 
@@ -278,6 +282,7 @@ static void take_free(struct server_conn *s)
 {
     DL_DELETE(s->bucket->free, s);
     s->bucket->nfree--;
+    stats_file_key_free(s->bucket->stats, s->bucket->nfree);
     s->state = SERVER_BUSY;
 }
 
@@ -290,6 +295,7 @@ static void push_to_close(struct server_conn **list, struct server_conn *s)
     s->state = SERVER_BUSY;
     DL_DELETE2(all_conns, s, all_prev, all_next);
     s->bucket->open--;
+    stats_add_key(stats_key_counters(s->bucket->stats), closed);
     wake_waiters(s->bucket);
     s->next = *list;
     *list = s;
@@ -304,7 +310,6 @@ static void close_list(struct server_conn *list)
         session_close_quietly(list->conn);
         real.PQfreeCancel(list->cancel);
         free(list);
-        stats_add(closed);
         list = next;
     }
 }
@@ -637,8 +642,10 @@ static enum session_step make_ready(struct server_conn *s, const char *target, b
         step = session_start_reset(s->conn, reset ? settings.reset_query : "", &s->pending, &s->server_closing)
                    ? session_finish_reset(s->conn, &s->pending, "", check, deadline, &s->server_closing)
                    : SESSION_STEP_FAILED;
-        if (reset)
-            stats_add(resets);
+        if (reset && settings.reset_query[0] != '\0')
+            stats_add_key(stats_key_counters(s->bucket->stats), resets);
+        else
+            stats_add_key(stats_key_counters(s->bucket->stats), resets_skipped);
     } else {
         reset = s->reset_needed;
         step = session_finish_reset(s->conn, &s->pending, reset ? settings.reset_query : "", check, deadline,
@@ -673,7 +680,7 @@ static void learn_new(struct server_conn *s)
 static bool wait_for_release(struct pool_bucket *b, int64_t now, int64_t *deadline)
 {
     if (*deadline == 0) {
-        stats_add(waits);
+        stats_add_key(stats_key_counters(b->stats), waits);
         *deadline = now + settings.max_wait_ns;
     }
     if (now >= *deadline)
@@ -779,13 +786,13 @@ static enum acquired acquire(struct handle *h, const struct connect_call *call, 
             if (step == SESSION_STEP_DONE) {
                 bind(h, s, started ? HANDLE_STARTED : HANDLE_BOUND);
                 if (victim != NULL)
-                    stats_add(moved);
+                    stats_add_key(stats_key_counters(b->stats), moved);
                 else
-                    stats_add(reused);
+                    stats_add_key(stats_key_counters(b->stats), reused);
                 result = ACQUIRED_BOUND;
                 break;
             }
-            stats_add(dead);
+            stats_add_key(stats_key_counters(b->stats), dead);
             log_msg(LOG_INFO, "discarding a server connection that failed its reset or check, or was closed by the server");
             push_to_close(&to_close, s);
             continue;
@@ -830,7 +837,7 @@ static enum acquired acquire(struct handle *h, const struct connect_call *call, 
             b->open--;
             wake_waiters(b);
             if (conn != NULL && !complete && session_refused_for_slots(conn)) {
-                stats_add(refusals);
+                stats_add_key(stats_key_counters(b->stats), refusals);
                 log_msg(LOG_INFO, "the server refused a new connection for lack of slots; taking an idle "
                                   "handle's connection or waiting for one");
                 b->backoff_ns = b->backoff_ns == 0 ? REFUSAL_BACKOFF_NS
@@ -868,8 +875,10 @@ static enum acquired acquire(struct handle *h, const struct connect_call *call, 
             now = monotonic_ns();
             continue;
         }
+        if (deadline == 0)
+            stats_file_wait_begins(handle_stats(h), now);
         if (!wait_for_release(b, now, &deadline)) {
-            stats_add(wait_failures);
+            stats_add_key(stats_key_counters(b->stats), wait_failures);
             *failed = refusal != NULL ? refusal : refused_at_cap();
             refusal = NULL;
             result = ACQUIRED_FAILED;
@@ -970,7 +979,11 @@ static void acquire_async(struct handle *h, const struct connect_call *call, boo
             s = taken;
             s->freed_ns = now;
             send = !settings.reset_only_dirty || dirty ? settings.reset_query : "";
-            stats_add(moved);
+            stats_add_key(stats_key_counters(b->stats), moved);
+            if (send[0] != '\0')
+                stats_add_key(stats_key_counters(b->stats), resets);
+            else
+                stats_add_key(stats_key_counters(b->stats), resets_skipped);
         }
         pthread_mutex_unlock(&victim->lock);
     } else if (s != NULL) {
@@ -979,7 +992,7 @@ static void acquire_async(struct handle *h, const struct connect_call *call, boo
                      (s->server_idle_limit_ns > 0 && idle >= s->server_idle_limit_ns / 2);
         if (s->pending == PENDING_NONE && check)
             send = "check";
-        stats_add(reused);
+        stats_add_key(stats_key_counters(b->stats), reused);
     }
     if (s != NULL) {
         if (s->pending == PENDING_NONE && send == NULL) {
@@ -1023,12 +1036,12 @@ static void acquire_async(struct handle *h, const struct connect_call *call, boo
             arm_wait_fd(h, when);
             handle_set_state(h, HANDLE_WAITING);
             if (polled)
-                stats_add(waits);
+                stats_add_key(stats_key_counters(b->stats), waits);
         } else {
             handle_set_state(h, HANDLE_DIRECT);
         }
     } else {
-        stats_add(wait_failures);
+        stats_add_key(stats_key_counters(b->stats), wait_failures);
         if (reason == NULL)
             reason = at_cap(b) ? refused_at_cap() : explained("pqdedup: exit under way");
         h->conn = reason;
@@ -1072,7 +1085,7 @@ static void drop_preparing(struct handle *h)
     s->bucket->nbound--;
     h->server = NULL;
     h->conn = NULL;
-    stats_add(dead);
+    stats_add_key(stats_key_counters(s->bucket->stats), dead);
     push_to_close(&to_close, s);
     unlock_pool();
     close_list(to_close);
@@ -1111,7 +1124,7 @@ PostgresPollingStatusType pool_connect_poll(struct handle *h)
         }
         /* Refused for lack of slots: as a blocking connect, but without blocking. */
         lock_pool();
-        stats_add(refusals);
+        stats_add_key(stats_key_counters(b->stats), refusals);
         b->open--;
         int64_t now = monotonic_ns();
         b->backoff_ns = b->backoff_ns == 0 ? REFUSAL_BACKOFF_NS
@@ -1152,12 +1165,16 @@ enum connect_outcome pool_connect(struct handle *h, const char *key, const struc
     lock_pool();
     stats_add(connects);
     struct pool_bucket *b = shutting_down ? NULL : bucket_for(key);
-    if (b != NULL)
+    if (b != NULL) {
         b->nhandles++;
+        if (b->stats != NULL)
+            atomic_fetch_add_explicit(&b->stats->counters.connects, 1, memory_order_relaxed);
+    }
     unlock_pool();
     if (b == NULL)
         return CONNECT_PASSTHROUGH;
     h->bucket = b;
+    stats_file_handle_key(handle_stats(h), b->stats);
     if (!call->blocking) {
         acquire_async(h, call, false);
         if (h->state != HANDLE_DIRECT)
@@ -1278,7 +1295,11 @@ static void reset_and_keep(struct server_conn *s, bool worth_keeping, bool dirty
         s->pending = pending;
         DL_PREPEND(b->free, s);
         b->nfree++;
-        stats_add(resets);
+        stats_file_key_free(b->stats, b->nfree);
+        if (s->reset_needed && settings.reset_query[0] != '\0')
+            stats_add_key(stats_key_counters(b->stats), resets);
+        else
+            stats_add_key(stats_key_counters(b->stats), resets_skipped);
         wake_waiters(b);
         bucket_drop_if_unused(b);
         unlock_pool();

@@ -27,6 +27,8 @@ struct pqdedup_settings settings = {
     .log_level = LOG_OFF,
     .log_file = NULL,
     .stats = false,
+    .live_stats = true,
+    .stats_dir = NULL,
 };
 
 int settings_parse_count(const char *text, long max, int *out)
@@ -121,6 +123,8 @@ static const struct setting {
     { "PQDEDUP_LOG", KIND_LEVEL, &settings.log_level, "off, error, warn, info or debug" },
     { "PQDEDUP_LOG_FILE", KIND_STRING, &settings.log_file, "a file path" },
     { "PQDEDUP_STATS", KIND_BOOL, &settings.stats, "1 or 0" },
+    { "PQDEDUP_LIVE_STATS", KIND_BOOL, &settings.live_stats, "1 or 0" },
+    { "PQDEDUP_STATS_DIR", KIND_STRING, &settings.stats_dir, "a directory path" },
 };
 
 /* Stores `text` into the setting's target, or into `scratch` when checking only.
@@ -190,6 +194,8 @@ void settings_load(void)
     }
     if (settings.log_file != NULL && settings.log_file[0] == '\0')
         settings.log_file = NULL;
+    if (settings.stats_dir != NULL && settings.stats_dir[0] == '\0')
+        settings.stats_dir = NULL;
 }
 
 void settings_report(void)

@@ -27,6 +27,8 @@ struct pqdedup_settings {
     bool log_level_given;      /* PQDEDUP_LOG was set to a valid value */
     const char *log_file;      /* PQDEDUP_LOG_FILE: NULL = stderr */
     bool stats;                /* PQDEDUP_STATS: one line of counters at exit */
+    bool live_stats;           /* PQDEDUP_LIVE_STATS: the live stats file (stats_file.h) */
+    const char *stats_dir;     /* PQDEDUP_STATS_DIR: where it goes (NULL: stats_file_dir's default) */
 };
 
 extern struct pqdedup_settings settings;

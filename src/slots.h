@@ -44,6 +44,12 @@ static inline void *slots_find(struct slots *s, const void *p)
     return (void *) (uintptr_t) p;
 }
 
+/* The index of slot `slot` (one of this range's) in the range. */
+static inline uint32_t slots_index(struct slots *s, const void *slot)
+{
+    return (uint32_t) (((uintptr_t) slot - atomic_load_explicit(&s->base, memory_order_relaxed)) / s->slot_size);
+}
+
 /* Calls fn on every slot ever taken (fork handling; no other thread may run). */
 void slots_for_each(struct slots *s, void (*fn)(void *slot));
 

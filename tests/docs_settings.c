@@ -36,8 +36,12 @@ static void print_default(const struct setting *s)
     }
     case KIND_STRING: {
         const char *text = *(const char *const *) s->target;
-        /* A NULL log file is standard error (log.c). */
-        printf("%s", text != NULL ? text : s->target == (void *) &settings.log_file ? "stderr" : "(none)");
+        /* A NULL log file is standard error (log.c); a NULL stats directory is chosen by
+         * stats_file_dir (src/stats_dir.c). */
+        printf("%s", text != NULL                                  ? text
+                     : s->target == (void *) &settings.log_file  ? "stderr"
+                     : s->target == (void *) &settings.stats_dir ? "auto"
+                                                                 : "(none)");
         return;
     }
     case KIND_LEVEL:
