@@ -269,7 +269,7 @@ check_stats() {
   local want_connects=$1 want_opened=${2:-} stats connects reused opened
   stats=$(grep '^pqdedup\[[0-9]*\]: stats ' "$T/err")
   [[ $(grep -c . <<<"$stats") -eq 1 ]] && pass || fail "--stats prints exactly one stats line: $stats"
-  [[ $stats =~ stats\ connects=[0-9]+\ opened=[0-9]+\ reused=[0-9]+\ moved=[0-9]+\ resets=[0-9]+\ dead=[0-9]+\ closed=[0-9]+\ refusals=[0-9]+\ waits=[0-9]+\ wait_failures=[0-9]+\ passthrough=[0-9]+$ ]] && pass || fail "stats line has every counter: $stats"
+  [[ $stats =~ stats\ connects=[0-9]+\ opened=[0-9]+\ reused=[0-9]+\ moved=[0-9]+\ resets=[0-9]+\ resets_skipped=[0-9]+\ dead=[0-9]+\ closed=[0-9]+\ refusals=[0-9]+\ waits=[0-9]+\ wait_ms=[0-9]+\ wait_failures=[0-9]+\ passthrough=[0-9]+\ unfinished=[0-9]+$ ]] && pass || fail "stats line has every counter: $stats"
   connects=$(sed -n 's/.* connects=\([0-9]*\).*/\1/p' <<<"$stats")
   reused=$(sed -n 's/.* reused=\([0-9]*\).*/\1/p' <<<"$stats")
   opened=$(sed -n 's/.* opened=\([0-9]*\).*/\1/p' <<<"$stats")
