@@ -1,0 +1,233 @@
+/* pool_pick.c: which server connection a handle gets: the free ones, idle handles', and what makes one fit to hand out. */
+#define _GNU_SOURCE
+#include "pool_internal.h"
+#include "clock.h"
+#include "log.h"
+#include "real.h"
+#include "settings.h"
+#include "socket.h"
+#include "stats.h"
+
+#include <stdio.h>
+#include <string.h>
+
+
+/* A connect may open one connection more than its key's handles need while the last freed
+ * one still resets, so it need not wait for that reset. */
+bool may_open_spare(const struct pool_bucket *b)
+{
+    return b->open < b->nbound + 2 && b->open < settings.keep_per_key &&
+           (settings.max_per_key == 0 || b->open < settings.max_per_key);
+}
+
+bool at_cap(const struct pool_bucket *b)
+{
+    return settings.max_per_key > 0 && b->open >= settings.max_per_key;
+}
+
+/* How many of the most recently freed connections of b a connect considers: as many as its
+ * key's bound handles, and two more. The older ones (what a burst left) are never taken while
+ * these are there, so they stay unused and age out (PQDEDUP_IDLE_TIMEOUT), however fast a
+ * program churns. */
+static int hot_free(const struct pool_bucket *b)
+{
+    return b->nbound + 2;
+}
+
+/* Among the hot free connections that `self` served last (mine) or other threads did
+ * (!mine), the most recently freed one whose reset has completed or was never sent; NULL when
+ * none has. Newest first: the warmest backend. May read sockets (one per connection whose
+ * reset is in flight, until one is done). */
+static struct server_conn *find_ready(struct pool_bucket *b, pthread_t self, bool mine)
+{
+    struct server_conn *s;
+    int considered = 0;
+    DL_FOREACH(b->free, s) {
+        if (considered++ == hot_free(b))
+            break;
+        if (pthread_equal(s->last_thread, self) == mine &&
+            (s->pending == PENDING_NONE || session_reset_arrived(s->conn)))
+            return s;
+    }
+    return NULL;
+}
+
+/* Picks the free connection to bind, among the hot ones (hot_free): a ready one this thread's
+ * handles used last (a backend that keeps talking to one thread stays on its CPU:
+ * bench/README.md), else a ready one of another thread; failing that, when no spare may be
+ * opened (or none at all, under `pressure`), the oldest hot one (its reset was sent first,
+ * so it is waited for the shortest). Expired ones go to *to_close. Returns NULL when there is
+ * none to take; the pick is BUSY. */
+struct server_conn *pick_free(struct pool_bucket *b, int64_t now, bool pressure,
+                                     struct server_conn **to_close)
+{
+    struct server_conn *s, *tmp;
+    DL_FOREACH_SAFE(b->free, s, tmp)
+        if (is_expired(s, now))
+            push_to_close(to_close, s);
+    pthread_t self = pthread_self();
+    if ((s = find_ready(b, self, true)) == NULL && (s = find_ready(b, self, false)) == NULL) {
+        if (b->free == NULL || (may_open_spare(b) && !pressure))
+            return NULL;
+        int considered = 1;
+        for (s = b->free; s->next != NULL && considered < hot_free(b); s = s->next)
+            considered++;
+    }
+    take_free(s);
+    return s;
+}
+
+/* A handle of bucket b whose server connection may move to another handle: bound, idle and
+ * clean since its last call, for at least PQDEDUP_UNBIND_AFTER (any time at all under
+ * `pressure`), the longest idle first, and reporting the parameters a clean session of its
+ * key reports (one that does not changed its session in ways the SQL did not show, such as
+ * a function's set_config: it becomes sticky). Returned locked (its lock is only tried: one
+ * in use is not idle); NULL when there is none. */
+struct handle *pick_idle_handle(struct pool_bucket *b, int64_t now, bool pressure)
+{
+    for (;;) {
+        struct handle *best = NULL, *h;
+        int64_t best_since = 0;
+        DL_FOREACH(b->bound, h) {
+            int64_t since = atomic_load_explicit(&h->idle_since_ns, memory_order_relaxed);
+            if (since == 0 || (!pressure && now - since < settings.unbind_after_ns) ||
+                (best != NULL && since >= best_since))
+                continue;
+            if (pthread_mutex_trylock(&h->lock) != 0)
+                continue;
+            if (h->depth == 0 && h->state == HANDLE_BOUND &&
+                atomic_load_explicit(&h->idle_since_ns, memory_order_relaxed) == since) {
+                if (best != NULL)
+                    pthread_mutex_unlock(&best->lock);
+                best = h;
+                best_since = since;
+            } else {
+                pthread_mutex_unlock(&h->lock);
+            }
+        }
+        if (best == NULL || session_parameters_fingerprint(best->conn) == atomic_load(&b->baseline))
+            return best;
+        handle_make_sticky(best);
+        pthread_mutex_unlock(&best->lock);
+    }
+}
+
+/* The key's reference fingerprint of reported parameters: a new connection's. (After a server
+ * configuration reload, sessions report the new values: connections that no longer match are
+ * closed at their next reset, and the next new one sets the reference again.) Caller holds
+ * pool_lock. */
+void note_baseline(struct pool_bucket *b, uint64_t fingerprint)
+{
+    atomic_store(&b->baseline, fingerprint);
+}
+
+/* After s's first reset: true when its reported parameters are still what a new connection of
+ * the key reports. A reset that changes them (a pooler such as PgBouncer in front, which sets
+ * the client's parameters with SET, so that RESET ALL reverts them) would hand the next handle
+ * a session other than the one it asked for: such a connection is closed instead, and the
+ * first time it happens this is logged with what to do. Called without pool_lock. */
+bool reset_kept_parameters(struct server_conn *s, uint64_t baseline)
+{
+    if (s->reset_keeps_parameters)
+        return true;
+    if (session_parameters_fingerprint(s->conn) != baseline) {
+        static _Atomic bool said;
+        if (!atomic_exchange(&said, true))
+            log_msg(LOG_WARN, "the reset query changes the parameters the server reports for this key "
+                              "(a pooler in front that sets them, such as PgBouncer?): its connections are "
+                              "closed instead of reused; set PQDEDUP_RESET_QUERY='' in front of a transaction "
+                              "pooler (README, Beyond one process)");
+        return false;
+    }
+    s->reset_keeps_parameters = true;
+    return true;
+}
+
+/* True when a free connection must answer a round trip before it is handed out: a server that
+ * ends idle sessions gets one (which restarts its idle clock) once half its timeout has
+ * passed; one idle PQDEDUP_CHECK_AFTER gets one; a key that asked for a kind of server
+ * re-checks it every time. */
+bool needs_check(const struct server_conn *s, const char *target, int64_t now)
+{
+    int64_t idle = now - s->freed_ns;
+    return idle >= settings.check_after_ns || target[0] != '\0' ||
+           (s->server_idle_limit_ns > 0 && idle >= s->server_idle_limit_ns / 2);
+}
+
+/* Makes a connection taken from the free stack or from an idle handle fit for a new handle:
+ * collects or runs its reset, checks it when it was idle long (or the key asks), learns the
+ * server's idle_session_timeout once, all before `deadline` (the connect's: it waits at most
+ * PQDEDUP_CHECK_TIMEOUT in all, whatever it tries). Called without pool_lock, s BUSY.
+ * Returns SESSION_STEP_DONE when it may be handed out; SESSION_STEP_WAIT when the deadline
+ * came first on a connection not known to be broken (a network path that stopped answering):
+ * s->pending says what is in flight, and s goes back to the free stack rather than being
+ * closed (its session was clean: nothing is lost, and it may answer later); FAILED when it
+ * must be closed. */
+enum session_step make_ready(struct server_conn *s, const char *target, bool from_handle,
+                                    bool handle_dirty, int64_t now, int64_t deadline, uint64_t baseline)
+{
+    bool check = needs_check(s, target, now);
+    bool reset;
+    enum session_step step;
+    if (from_handle) {
+        /* A handle's session: its reset runs now (PQDEDUP_RESET=dirty skips it for a clean one). */
+        reset = !settings.reset_only_dirty || handle_dirty;
+        s->reset_needed = false;
+        step = session_start_reset(s->conn, reset ? settings.reset_query : "", &s->pending, &s->server_closing)
+                   ? session_finish_reset(s->conn, &s->pending, "", check, deadline, &s->server_closing)
+                   : SESSION_STEP_FAILED;
+        if (reset && settings.reset_query[0] != '\0')
+            stats_add_key(stats_key_counters(s->bucket->stats), resets);
+        else
+            stats_add_key(stats_key_counters(s->bucket->stats), resets_skipped);
+    } else {
+        reset = s->reset_needed;
+        step = session_finish_reset(s->conn, &s->pending, reset ? settings.reset_query : "", check, deadline,
+                                    &s->server_closing);
+    }
+    if (step != SESSION_STEP_DONE)
+        return step;
+    if (!session_looks_alive(s->conn) || !session_matches_target(s->conn, target) ||
+        (reset && settings.reset_query[0] != '\0' && !reset_kept_parameters(s, baseline)))
+        return SESSION_STEP_FAILED;
+    if (!s->idle_limit_known) {
+        int64_t left = deadline - monotonic_ns();
+        s->idle_limit_known = left > 0 && session_read_idle_timeout(s->conn, left, &s->server_idle_limit_ns);
+        if (!s->idle_limit_known)
+            return SESSION_STEP_FAILED;
+    }
+    return SESSION_STEP_DONE;
+}
+
+/* A connection libpq just opened for b (counted in b->open): learns the server's
+ * idle_session_timeout right away when the connect is complete, beside the connect's own
+ * cost, so no reuse needs a round trip for it. Called without pool_lock. */
+void learn_new(struct server_conn *s)
+{
+    s->idle_limit_known = session_read_idle_timeout(s->conn, settings.check_timeout_ns, &s->server_idle_limit_ns);
+}
+
+
+/* A failed connection, made by libpq itself, whose PQerrorMessage says why pqdedup refused:
+ * libpq reports the unknown keyword, which is the sentence. */
+PGconn *refused_at_cap(void)
+{
+    char reason[400];
+    snprintf(reason, sizeof reason,
+             "pqdedup: PQDEDUP_MAX_PER_KEY=%d connections with these parameters are already open in "
+             "this process and none was freed within PQDEDUP_MAX_WAIT=%lldms; raise "
+             "PQDEDUP_MAX_PER_KEY or PQDEDUP_MAX_WAIT, or finish connections sooner",
+             settings.max_per_key, (long long) (settings.max_wait_ns / NS_PER_MS));
+    const char *const keywords[] = { reason, NULL };
+    const char *const values[] = { "refused", NULL };
+    log_msg(LOG_WARN, "%s", reason);
+    return real.PQconnectStartParams(keywords, values, 0);
+}
+
+void note_refusal(struct pool_bucket *b, int64_t now)
+{
+    b->backoff_ns = b->backoff_ns == 0 ? REFUSAL_BACKOFF_NS
+                    : b->backoff_ns * 2 > REFUSAL_BACKOFF_MAX_NS ? REFUSAL_BACKOFF_MAX_NS
+                                                                  : b->backoff_ns * 2;
+    b->refused_until_ns = now + b->backoff_ns;
+}
