@@ -131,6 +131,16 @@ void unlock_pool(void)
     pthread_mutex_unlock(&pool_lock);
 }
 
+bool pool_is_shutting_down(void)
+{
+    return shutting_down;
+}
+
+void pool_wait_changed(struct pool_bucket *b, const struct timespec *until)
+{
+    pthread_cond_timedwait(&b->changed, &pool_lock, until);
+}
+
 /* ---- buckets (caller holds pool_lock) ---------------------------------------- */
 
 /* Returns the bucket for `key`, created on first use; NULL when out of memory. */
