@@ -21,6 +21,7 @@ struct slots {
     uint32_t used;           /* slots ever taken: [0, used) */
     uint32_t *ring;          /* given-back slots, oldest first (a ring of ring_size) */
     uint32_t ring_size, head, waiting;
+    uintptr_t leak_checked;  /* ASan builds: bytes of the range LeakSanitizer scans */
 };
 
 #define SLOTS_INIT(size, number, quarantined) \
