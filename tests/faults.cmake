@@ -115,11 +115,13 @@ pqdedup_add_test(NAME fault_prefork_storm SOURCES test_fault_concurrency.c ${_pq
                  ARGS prefork LABELS faults)
 # The same while a parent thread churns on the same key (workers _exit()). NO_VALGRIND: as for
 # fork_threaded, valgrind reports what the parent's other threads were allocating at the fork
-# as "definitely lost" in each child, and serializes the threads, which hides the race. In
-# sanitizer builds the plain-libpq reference run is left out (PQD_TEST_SANITIZER): plain
-# libpq's workers can hang there in the sanitizer runtime after the fork.
+# as "definitely lost" in each child, and serializes the threads, which hides the race. Skipped
+# in sanitizer builds: gcc 12's ASan and TSan allocators are not fork-safe beside a busy thread
+# (a worker can hang in the runtime's allocator lock under libpq's own malloc, with or without
+# pqdedup: test_fault_concurrency.c says what was seen).
 pqdedup_add_test(NAME fault_prefork_storm_threaded PROGRAM test_fault_concurrency
                  ARGS prefork-threaded NO_VALGRIND LABELS faults)
+set_tests_properties(fault_prefork_storm_threaded PROPERTIES SKIP_RETURN_CODE 77)
 # 4 threads open connections in a transaction, 4 others commit (2 of 3) or not and finish.
 pqdedup_add_test(NAME fault_thread_handoff PROGRAM test_fault_concurrency ARGS handoff LABELS faults)
 # SIGALRM every 1 ms without SA_RESTART during connect/write/finish: nothing fails (as plain
