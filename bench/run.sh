@@ -239,7 +239,7 @@ target() {
 # The environment a configuration runs with: a prefix for `env`.
 cfg_env() {
 	case "$1" in
-	pqdedup) echo "PQDEDUP_STATS=1" ;;
+	pqdedup | pqdedup-persistent) echo "PQDEDUP_STATS=1" ;;
 	pqdedup-noreset) echo "PQDEDUP_STATS=1 PQDEDUP_RESET_QUERY=" ;;
 	pqdedup-dirty) echo "PQDEDUP_STATS=1 PQDEDUP_RESET=dirty" ;;
 	*) echo "" ;;
@@ -259,7 +259,7 @@ run_cell() {
 		args+=(-f "$WORK/$script-discard.sql")
 	else
 		[[ "$script" == select ]] && args+=(-S)
-		[[ "$cfg" != persistent ]] && args+=(-C)
+		[[ "$cfg" != persistent && "$cfg" != pqdedup-persistent ]] && args+=(-C)
 	fi
 	args+=("$db")
 	log="$OUT/logs/r${round}-${script}-c${clients}-${transport}-${cfg}.log"
@@ -316,7 +316,7 @@ vacuum_tables() {
 		-c "TRUNCATE pgbench_history" >/dev/null
 }
 
-CONFIGS=(persistent persistent-reset direct pqdedup pqdedup-noreset pgb-session pgb-tx pqdedup-dirty)
+CONFIGS=(persistent pqdedup-persistent persistent-reset direct pqdedup pqdedup-noreset pgb-session pgb-tx pqdedup-dirty)
 # The reference for the default reset: persistent connections that also run the reset
 # statement after every transaction, i.e. the server work of a full reset per reuse with
 # no connection handling at all. pgbench prints its built-in scripts on stderr.

@@ -6,8 +6,9 @@
 # Rows whose status is not "ok" count as missing; a cell with no good row prints "n/a".
 
 BEGIN {
-	ncfg = split("persistent persistent-reset direct pqdedup pqdedup-noreset pgb-session pgb-tx pqdedup-dirty", CFG, " ")
+	ncfg = split("persistent pqdedup-persistent persistent-reset direct pqdedup pqdedup-noreset pgb-session pgb-tx pqdedup-dirty", CFG, " ")
 	LABEL["persistent"] = "persistent (no -C)"
+	LABEL["pqdedup-persistent"] = "persistent under pqdedup (per-call cost)"
 	LABEL["persistent-reset"] = "persistent + DISCARD ALL per txn"
 	LABEL["direct"] = "-C direct"
 	LABEL["pqdedup"] = "-C pqdedup (defaults)"
