@@ -2,26 +2,41 @@
 
 # 8 threads x 2000 connect/pg_backend_pid()/finish cycles with one key: no errors, no backend
 # (or handle) ever in two threads' hands at once, at most 8 backends ever.
+# PQDEDUP_UNBIND_AFTER=1h: a thread's handle is idle between its two queries, and on a busy
+# machine easily for 10ms (the default), after which another thread's connect may rightly
+# take its server connection; this test is about the kept connections handed out, never to
+# two threads at once (moves between threads: handles_threads).
 pqdedup_add_test(NAME threads_churn SOURCES test_threads.c
-                 ARGS churn --threads 8 --cycles 2000 LABELS concurrency)
+                 ARGS churn --threads 8 --cycles 2000 ENV PQDEDUP_UNBIND_AFTER=1h
+                 LABELS concurrency)
 
 # Connections opened by 4 threads are finished by 4 others (through a queue): they work in
-# the finishing thread, are never shared, and are reused.
+# the finishing thread, are never shared, and are reused. PQDEDUP_UNBIND_AFTER=1h: a handle
+# waiting in the queue is idle, and the consumer must find it on the backend it was opened on.
 pqdedup_add_test(NAME threads_handoff PROGRAM test_threads
-                 ARGS handoff --producers 4 --consumers 4 --cycles 1000 LABELS concurrency)
+                 ARGS handoff --producers 4 --consumers 4 --cycles 1000
+                 ENV PQDEDUP_UNBIND_AFTER=1h LABELS concurrency)
 
 # fork: the child connects with the parent's key and gets its own backends, finishes them and
 # the inherited held connection, exit(0)s; the parent's held and kept connections survive.
-pqdedup_add_test(NAME fork_inherit SOURCES test_fork.c ARGS inherit LABELS concurrency)
+# PQDEDUP_UNBIND_AFTER=1h in all fork_* tests: the parent's held handle is idle while it opens
+# the next one, and once idle 10ms (the default; easily reached under valgrind) its server
+# connection may rightly move to that connect; these tests name backends by what they held.
+pqdedup_add_test(NAME fork_inherit SOURCES test_fork.c ARGS inherit ENV PQDEDUP_UNBIND_AFTER=1h
+                 LABELS concurrency)
 # The same over TCP with SSL: the child must not write (not even close_notify) on the socket.
 pqdedup_add_test(NAME fork_inherit_ssl PROGRAM test_fork
-                 ARGS inherit --conninfo "host=127.0.0.1 sslmode=require" LABELS concurrency)
+                 ARGS inherit --conninfo "host=127.0.0.1 sslmode=require"
+                 ENV PQDEDUP_UNBIND_AFTER=1h LABELS concurrency)
 # The child _exit()s without finishing anything.
-pqdedup_add_test(NAME fork_no_finish PROGRAM test_fork ARGS no-finish LABELS concurrency)
+pqdedup_add_test(NAME fork_no_finish PROGRAM test_fork ARGS no-finish ENV PQDEDUP_UNBIND_AFTER=1h
+                 LABELS concurrency)
 pqdedup_add_test(NAME fork_no_finish_ssl PROGRAM test_fork
-                 ARGS no-finish --conninfo "host=127.0.0.1 sslmode=require" LABELS concurrency)
+                 ARGS no-finish --conninfo "host=127.0.0.1 sslmode=require"
+                 ENV PQDEDUP_UNBIND_AFTER=1h LABELS concurrency)
 # Pre-fork server shape: 4 workers churn 200 cycles each with their own backends and exit.
-pqdedup_add_test(NAME fork_prefork PROGRAM test_fork ARGS prefork LABELS concurrency)
+pqdedup_add_test(NAME fork_prefork PROGRAM test_fork ARGS prefork ENV PQDEDUP_UNBIND_AFTER=1h
+                 LABELS concurrency)
 # fork while 3 other threads connect: the child's connect never deadlocks on a lock that a
 # vanished thread held at the fork. NO_VALGRIND: valgrind checks each child for leaks even at
 # _exit(), and what the parent's other threads were allocating at the fork is lost in the

@@ -13,7 +13,10 @@
  * Both modes keep a table of the backends and PGconn handles currently "in use" by the
  * program: a connection enters it right after connect (as soon as its backend pid is known)
  * and leaves it just before PQfinish. Finding a pid or a handle already in the table means
- * pqdedup handed one session to two users at once: a failure.
+ * pqdedup handed one session to two users at once: a failure. Registered with
+ * PQDEDUP_UNBIND_AFTER=1h: a handle is idle while it is in the table (between its queries, in
+ * the hand-off queue), and an idle handle's server connection may rightly move to another
+ * connect once it has been idle PQDEDUP_UNBIND_AFTER (10ms by default).
  */
 
 #define MAX_IN_USE 256  /* handles in flight at once: threads + queue */
