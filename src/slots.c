@@ -10,21 +10,29 @@
 #include <sanitizer/lsan_interface.h>
 #endif
 
-/* LeakSanitizer does not look into memory mapped with mmap: what slots point at (a handle's
- * view, its strings) would read as leaked at exit. In ASan builds the part of the range in
- * use is shown to it, a megabyte at a time. Caller holds s->lock. */
-static void let_leak_checker_see(struct slots *s)
+/* The range is reserved with no access, and made readable and writable a megabyte at a time
+ * as slots are first taken: what was never used costs no page tables, and valgrind's leak check
+ * (which reads every readable mapping at exit: seconds for a reserved range of gigabytes) and
+ * core dumps skip it. LeakSanitizer does not look into memory mapped with mmap, so in ASan
+ * builds each committed part is shown to it: what slots point at (a handle's view, its
+ * strings) would otherwise read as leaked at exit. Caller holds s->lock. Returns false when
+ * the kernel refuses the memory (then no new slot is handed out). */
+static bool commit_used(struct slots *s)
 {
+    const uintptr_t chunk = 1 << 20;
+    uintptr_t used = (uintptr_t) s->used * s->slot_size;
+    uintptr_t base = atomic_load_explicit(&s->base, memory_order_relaxed);
+    uintptr_t bytes = atomic_load_explicit(&s->bytes, memory_order_relaxed);
+    while (s->committed < used) {
+        uintptr_t length = bytes - s->committed < chunk ? bytes - s->committed : chunk;
+        if (mprotect((void *) (base + s->committed), length, PROT_READ | PROT_WRITE) != 0)
+            return false;
 #if defined(__SANITIZE_ADDRESS__)
-    uintptr_t chunk = 1 << 20, used = (uintptr_t) s->used * s->slot_size;
-    while (s->leak_checked < used && s->leak_checked < atomic_load_explicit(&s->bytes, memory_order_relaxed)) {
-        __lsan_register_root_region((void *) (atomic_load_explicit(&s->base, memory_order_relaxed) +
-                                              s->leak_checked), chunk);
-        s->leak_checked += chunk;
-    }
-#else
-    (void) s;
+        __lsan_register_root_region((void *) (base + s->committed), length);
 #endif
+        s->committed += length;
+    }
+    return true;
 }
 
 /* Reserves the range on first use: as much of it as the address space allows (RLIMIT_AS),
@@ -34,7 +42,7 @@ static bool reserve(struct slots *s)
     if (atomic_load_explicit(&s->base, memory_order_relaxed) != 0)
         return true;
     for (uintptr_t count = s->count; count >= s->count / 64 && count > 0; count /= 8) {
-        void *range = mmap(NULL, s->slot_size * count, PROT_READ | PROT_WRITE,
+        void *range = mmap(NULL, s->slot_size * count, PROT_NONE,
                            MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
         if (range == MAP_FAILED)
             continue;
@@ -82,9 +90,13 @@ void *slots_take(struct slots *s, bool *fresh)
             s->head = (s->head + 1) % s->ring_size;
             s->waiting--;
         } else if (s->used < s->count) {
-            slot = slot_at(s, s->used++);
-            *fresh = true;
-            let_leak_checker_see(s);
+            s->used++;
+            if (commit_used(s)) {
+                slot = slot_at(s, s->used - 1);
+                *fresh = true;
+            } else {
+                s->used--;
+            }
         }
     }
     pthread_mutex_unlock(&s->lock);

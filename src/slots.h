@@ -9,9 +9,9 @@
 #include <stdint.h>
 
 /* One range. Define with SLOTS_INIT(size, count, quarantine); the range is reserved at the
- * first slots_take (MAP_NORESERVE: pages are backed when first used; when that much address
- * space cannot be had, an eighth of it, and so on) and never unmapped, so a pointer to a
- * slot that was given back still points at readable memory. Given-back slots are reused
+ * first slots_take (no access and MAP_NORESERVE: made accessible a megabyte at a time as slots
+ * are first taken; when that much address space cannot be had, an eighth of it, and so on) and
+ * never unmapped, so a pointer to a slot that was given back still points at readable memory. Given-back slots are reused
  * first-in first-out once `quarantine` of them wait. */
 struct slots {
     uintptr_t slot_size, count, quarantine;
@@ -21,7 +21,7 @@ struct slots {
     uint32_t used;           /* slots ever taken: [0, used) */
     uint32_t *ring;          /* given-back slots, oldest first (a ring of ring_size) */
     uint32_t ring_size, head, waiting;
-    uintptr_t leak_checked;  /* ASan builds: bytes of the range LeakSanitizer scans */
+    uintptr_t committed;     /* bytes of the range made accessible: [0, committed) */
 };
 
 #define SLOTS_INIT(size, number, quarantined) \
