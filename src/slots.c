@@ -23,14 +23,16 @@ static bool commit_used(struct slots *s)
     uintptr_t used = (uintptr_t) s->used * s->slot_size;
     uintptr_t base = atomic_load_explicit(&s->base, memory_order_relaxed);
     uintptr_t bytes = atomic_load_explicit(&s->bytes, memory_order_relaxed);
-    while (s->committed < used) {
-        uintptr_t length = bytes - s->committed < chunk ? bytes - s->committed : chunk;
-        if (mprotect((void *) (base + s->committed), length, PROT_READ | PROT_WRITE) != 0)
+    uintptr_t committed = atomic_load_explicit(&s->committed, memory_order_relaxed);
+    while (committed < used) {
+        uintptr_t length = bytes - committed < chunk ? bytes - committed : chunk;
+        if (mprotect((void *) (base + committed), length, PROT_READ | PROT_WRITE) != 0)
             return false;
 #if defined(__SANITIZE_ADDRESS__)
-        __lsan_register_root_region((void *) (base + s->committed), length);
+        __lsan_register_root_region((void *) (base + committed), length);
 #endif
-        s->committed += length;
+        committed += length;
+        atomic_store_explicit(&s->committed, committed, memory_order_release);
     }
     return true;
 }

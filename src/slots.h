@@ -21,7 +21,7 @@ struct slots {
     uint32_t used;           /* slots ever taken: [0, used) */
     uint32_t *ring;          /* given-back slots, oldest first (a ring of ring_size) */
     uint32_t ring_size, head, waiting;
-    uintptr_t committed;     /* bytes of the range made accessible: [0, committed) */
+    _Atomic uintptr_t committed; /* bytes of the range made accessible: [0, committed) */
 };
 
 #define SLOTS_INIT(size, number, quarantined) \
@@ -39,7 +39,7 @@ static inline void *slots_find(struct slots *s, const void *p)
 {
     uintptr_t base = atomic_load_explicit(&s->base, memory_order_relaxed);
     uintptr_t offset = (uintptr_t) p - base;
-    if (base == 0 || offset >= atomic_load_explicit(&s->bytes, memory_order_relaxed) ||
+    if (base == 0 || offset >= atomic_load_explicit(&s->committed, memory_order_relaxed) ||
         offset % s->slot_size != 0)
         return NULL;
     return (void *) (uintptr_t) p;
