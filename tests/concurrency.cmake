@@ -52,13 +52,16 @@ endif()
 
 # Dead connections. Kept connections killed by pg_terminate_backend are skipped silently
 # (no error, nothing on stderr, no call to the app's old notice processors).
+# PQDEDUP_UNBIND_AFTER=1h in all dead_* tests: they open connections one after another and
+# name backends by what each held; an idle one may rightly lend its server connection to the
+# next connect once idle 10ms (the default), which a loaded machine reaches.
 pqdedup_add_test(NAME dead_terminate_kept SOURCES test_dead.c ARGS terminate-kept
-                 LABELS concurrency)
+                 ENV PQDEDUP_UNBIND_AFTER=1h LABELS concurrency)
 # A held connection whose backend is terminated fails like plain libpq and is not kept.
 pqdedup_add_test(NAME dead_terminate_held PROGRAM test_dead ARGS terminate-held
-                 LABELS concurrency)
+                 ENV PQDEDUP_UNBIND_AFTER=1h LABELS concurrency)
 # Kept connections across a server restart: SERIAL, since every other test loses its sessions.
 pqdedup_add_test(NAME dead_restart_immediate PROGRAM test_dead ARGS restart immediate
-                 SERIAL LABELS concurrency)
+                 ENV PQDEDUP_UNBIND_AFTER=1h SERIAL LABELS concurrency)
 pqdedup_add_test(NAME dead_restart_fast PROGRAM test_dead ARGS restart fast
-                 SERIAL LABELS concurrency)
+                 ENV PQDEDUP_UNBIND_AFTER=1h SERIAL LABELS concurrency)

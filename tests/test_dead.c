@@ -68,9 +68,14 @@ static void make_kept(int pids[NKEPT], int counts[NKEPT])
         PQsetNoticeProcessor(c[i], counting_processor, &counts[i]);
     }
     for (int i = 0; i < NKEPT; i++)
+        for (int j = 0; j < i; j++)
+            REQUIRE(pids[i] != pids[j], "connections %d and %d share backend %d (registered with "
+                    "PQDEDUP_UNBIND_AFTER=1h, an idle one must not lend it)", j, i, pids[i]);
+    for (int i = 0; i < NKEPT; i++)
         PQfinish(c[i]);
-    /* The finish resets them; let the reset settle so the kill finds them kept and idle. */
-    usleep(100 * 1000);
+    /* The finish resets them; wait for each reset to settle so the kill finds them kept and idle. */
+    for (int i = 0; i < NKEPT; i++)
+        REQUIRE(tu_wait_reset(pids[i]), "the reset of backend %d never completed", pids[i]);
 }
 
 /* After the kept backends died: the next connect works on a new backend, silently (nothing on
