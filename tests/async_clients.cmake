@@ -1,4 +1,4 @@
-# tests/async_clients.cmake: issue 10's acceptance tests: threaded, asyncio and multi-process clients leaking past max_connections, plain and under the launcher (scripts in tests/async_clients/).
+# tests/async_clients.cmake: issue 10's acceptance tests: threaded, asyncio and multi-process clients leaking past max_connections, an asyncio connection pool and concurrent asyncio sessions, plain and under the launcher (scripts in tests/async_clients/).
 #
 # Each script runs the client plain first (for the leaks, the negative control: the server
 # refuses connects), then under the pqdedup launcher with default settings; both runs must exit
@@ -7,7 +7,8 @@
 # NO_VALGRIND: the clients are python3, ruby and php (valgrind would test the interpreters).
 # In ASan/TSan builds the interpreters cannot start with the sanitizer runtime and libpq
 # loaded: the scripts exit 77, reported as skipped (tests/matrix/run.sh says why).
-# Debian packages: python3-psycopg python3-psycopg2 ruby-pg php-cli php-pgsql.
+# Debian packages: python3-psycopg python3-psycopg-pool python3-psycopg2 ruby-pg php-cli
+# php-pgsql.
 
 set(_pqd_async ${CMAKE_CURRENT_SOURCE_DIR}/async_clients)
 
@@ -41,3 +42,11 @@ pqdedup_async_test(async_leak_ruby_threads leak.sh ruby-threads SERIAL)
 # PHP pg_connect(PGSQL_CONNECT_ASYNC) in 4 processes (PHP's CLI has no threads: pcntl_fork),
 # each with its own pool.
 pqdedup_async_test(async_leak_php_processes leak.sh php-async SERIAL)
+
+# psycopg_pool.AsyncConnectionPool, max_size 10, serving 200 concurrent tasks: every answer
+# right, no task longer than the pool's timeout, at most 10 backends; wall times printed.
+pqdedup_async_test(async_pool_psycopg3 pool.sh)
+
+# 20 AsyncConnections in transactions at once (asyncio.gather): each sees only its own
+# uncommitted row on its own backend (20 distinct), then exactly the committed half's rows.
+pqdedup_async_test(async_sessions_psycopg3 sessions.sh)
