@@ -28,8 +28,8 @@ QUICK_PACKAGES=(postgresql postgresql-15 libpq-dev uthash-dev cmake make gcc lib
 QUICK_LABELS='^(smoke|key|pool|state|handles|concurrency|launcher|quick)$'
 # ... and everything the full suite runs: the clients, sanitizers, valgrind, packaging.
 PACKAGES=("${QUICK_PACKAGES[@]}"
-          valgrind python3-psycopg2 pgbouncer python3-psycopg libdbd-pg-perl php-cli
-          php-pgsql ruby ruby-pg clang libclang-rt-14-dev python3-fastapi python3-uvicorn
+          valgrind python3-psycopg2 pgbouncer python3-psycopg python3-psycopg-pool libdbd-pg-perl
+          php-cli php-pgsql ruby ruby-pg clang libclang-rt-14-dev python3-fastapi python3-uvicorn
           python3-sqlalchemy dpkg-dev debhelper lintian man-db groff-base busybox-static php-fpm
           postgresql-server-dev-15 prometheus)
 

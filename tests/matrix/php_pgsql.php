@@ -11,6 +11,7 @@
 // The protocol (result line, refusals, exit status) is described in matrix_common.py.
 
 error_reporting(E_ALL);
+require __DIR__ . '/php_connect_async.php';
 
 function fail($msg) {
     fwrite(STDERR, "matrix: $msg\n");
@@ -44,25 +45,7 @@ function connect_app($name, $variant) {
         $c = pg_pconnect($cs);
         return $c === false ? null : $c;
     case 'async':
-        $c = pg_connect($cs, PGSQL_CONNECT_ASYNC | PGSQL_CONNECT_FORCE_NEW);
-        if ($c === false)
-            return null;
-        $deadline = microtime(true) + 20;
-        for (;;) {
-            $st = pg_connect_poll($c);
-            if ($st === PGSQL_POLLING_OK)
-                return $c;
-            if ($st === PGSQL_POLLING_FAILED || microtime(true) > $deadline) {
-                $last_error = pg_last_error($c);
-                return null;
-            }
-            $r = $w = $e = [];
-            if ($st === PGSQL_POLLING_READING)
-                $r = [pg_socket($c)];
-            else
-                $w = [pg_socket($c)];
-            stream_select($r, $w, $e, 1);
-        }
+        return connect_async($cs);
     case 'pdo':
         try {
             return new PDO("pgsql:application_name=$name", null, null,
