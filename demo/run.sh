@@ -36,7 +36,7 @@ run "under pqdedup:" "$BUILD/pqdedup" -- "$BUILD/leaky" leak 150
 run "under pqdedup --unbind-after 0:" "$BUILD/pqdedup" --unbind-after 0 -- "$BUILD/leaky" leak 150
 say "   Every leaked connection is a session of its own. By default one idle for 10ms (or at"
 say "   once, when the server is full) lends its server connection to the next connect: a"
-say "   leak this fast first fills max_connections. With --unbind-after 0 it lends it at once."
+say "   leak this fast opens backends only for its first 10ms. With --unbind-after 0, at once."
 
 say ""
 say "== A service that connects and closes for every request (2000 requests)"

@@ -5,12 +5,13 @@
 #   plain     build/plain     RelWithDebInfo
 #   address   build/address   -DPQDEDUP_SANITIZE=address (ASan + UBSan)
 #   thread    build/thread    -DPQDEDUP_SANITIZE=thread (TSan)
-#   valgrind  build/valgrind  the plain build's tests again under valgrind (PQD_TEST_SCALE=0.1)
+#   valgrind  build/valgrind  the plain build's C tests again under valgrind (PQD_TEST_SCALE=0.1;
+#                             NO_VALGRIND tests are left to the plain flavour)
 # Options:
 #   --quick          the plain build only, and only the tests that need nothing but the build
 #                    and the server (labels smoke key pool state handles concurrency launcher
 #                    quick); installs only what those need (about 2 minutes on a 2-core VM;
-#                    the full run takes about 25 minutes)
+#                    the full run takes about 35 minutes)
 #   --flavour NAME   run only NAME (repeatable, or comma-separated)
 #   --jobs N         ctest -j N (default 1: tests share one server of max_connections=40)
 # The environment variable PQD_TEST_SCALE (default 1) multiplies the tests' loop counts in the
