@@ -15,12 +15,12 @@
  * (which reads every readable mapping at exit: seconds for a reserved range of gigabytes) and
  * core dumps skip it. LeakSanitizer does not look into memory mapped with mmap, so in ASan
  * builds each committed part is shown to it: what slots point at (a handle's view, its
- * strings) would otherwise read as leaked at exit. Caller holds s->lock. Returns false when
- * the kernel refuses the memory (then no new slot is handed out). */
-static bool commit_used(struct slots *s)
+ * strings) would otherwise read as leaked at exit. Makes the first `slots` slots accessible.
+ * Caller holds s->lock. Returns false when the kernel refuses the memory. */
+static bool commit_slots(struct slots *s, uint32_t slots)
 {
     const uintptr_t chunk = 1 << 20;
-    uintptr_t used = (uintptr_t) s->used * s->slot_size;
+    uintptr_t used = (uintptr_t) slots * s->slot_size;
     uintptr_t base = atomic_load_explicit(&s->base, memory_order_relaxed);
     uintptr_t bytes = atomic_load_explicit(&s->bytes, memory_order_relaxed);
     uintptr_t committed = atomic_load_explicit(&s->committed, memory_order_relaxed);
@@ -91,14 +91,9 @@ void *slots_take(struct slots *s, bool *fresh)
             slot = slot_at(s, s->ring[s->head]);
             s->head = (s->head + 1) % s->ring_size;
             s->waiting--;
-        } else if (s->used < s->count) {
-            s->used++;
-            if (commit_used(s)) {
-                slot = slot_at(s, s->used - 1);
-                *fresh = true;
-            } else {
-                s->used--;
-            }
+        } else if (s->used < s->count && commit_slots(s, s->used + 1)) {
+            slot = slot_at(s, s->used++);
+            *fresh = true;
         }
     }
     pthread_mutex_unlock(&s->lock);

@@ -11,8 +11,8 @@
 /* One range. Define with SLOTS_INIT(size, count, quarantine); the range is reserved at the
  * first slots_take (no access and MAP_NORESERVE: made accessible a megabyte at a time as slots
  * are first taken; when that much address space cannot be had, an eighth of it, and so on) and
- * never unmapped, so a pointer to a slot that was given back still points at readable memory. Given-back slots are reused
- * first-in first-out once `quarantine` of them wait. */
+ * never unmapped, so a pointer to a slot that was given back still points at readable memory.
+ * Given-back slots are reused first-in first-out once `quarantine` of them wait. */
 struct slots {
     uintptr_t slot_size, count, quarantine;
     _Atomic uintptr_t base;  /* 0 until reserved */
