@@ -243,6 +243,7 @@ EXPORT PostgresPollingStatusType PQconnectPoll(PGconn *conn)
         return real.PQconnectPoll(conn);
     handle_enter(h, false);
     PostgresPollingStatusType result = pool_connect_poll(h);
+    socket_follow(h); /* what it waits on may have changed (a socket of libpq's own may) */
     handle_leave(h, false);
     return result;
 }
@@ -318,6 +319,7 @@ EXPORT void PQreset(PGconn *conn)
         real.PQreset(server);
         after_reset(h);
     }
+    socket_follow(h); /* libpq's reset opens a new socket */
     handle_leave(h, false);
 }
 
@@ -331,6 +333,7 @@ EXPORT int PQresetStart(PGconn *conn)
     /* (a handle the pool could not bind again fails its reset as a plain one would: 0) */
     if (server != NULL)
         h->client.nonblocking = false;
+    socket_follow(h);
     handle_leave(h, false);
     return result;
 }
@@ -349,6 +352,7 @@ EXPORT PostgresPollingStatusType PQresetPoll(PGconn *conn)
         if (result == PGRES_POLLING_OK)
             after_reset(h);
     }
+    socket_follow(h);
     handle_leave(h, false);
     return result;
 }

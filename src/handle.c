@@ -80,7 +80,7 @@ struct handle *handle_new(void)
     h->depth = 1;
     h->state = HANDLE_FREE;
     h->fd = -1;
-    h->wait_fd = -1;
+    wake_init(&h->wait);
     session_default_client_state(&h->client);
     h->opened_ns = monotonic_ns();
     stats_file_handle_opened(record_of(h), h->opened_ns);

@@ -5,6 +5,7 @@
 
 #include "handle_states.h"
 #include "session.h"
+#include "wake.h"
 
 #include <libpq-fe.h>
 #include <pthread.h>
@@ -58,8 +59,10 @@ struct handle {
     char *failure;                /* DIRECT after a failed rebind: why it failed (NULL: none) */
     char *failure_shown;          /* what PQerrorMessage last answered with it (status.c) */
     int last_backend_pid;         /* the backend it last ran on */
-    int fd;                       /* its own descriptor for PQsocket (-1 until first asked) */
-    int wait_fd;                  /* WAITING: a timerfd the pool arms and fires (-1 otherwise) */
+    int fd;                       /* its own descriptor for PQsocket, from the first time it is
+                                     asked for to PQfinish (-1 before): socket.c */
+    struct wake wait;             /* WAITING: turns readable when a server connection may be had,
+                                     at the back-off's end or at the deadline (closed otherwise) */
     int64_t wait_deadline_ns;     /* an asynchronous connect's PQDEDUP_MAX_WAIT deadline (0: none yet) */
     struct handle *wait_prev, *wait_next; /* WAITING: on its bucket's list of waiting connects */
     _Atomic(PGcancel *) cancel_target; /* the bound server connection's cancel object, for

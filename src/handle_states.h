@@ -14,7 +14,7 @@
     X(PREPARING, "PQconnectStart* given a pooled connection whose reset or check is still in " \
                  "flight: bound, the app polls its socket")                                     \
     X(WAITING, "PQconnectStart* for which no server connection can be had now: the app polls " \
-               "`wait_fd`, which turns readable when one may be; `conn` is a failed "           \
+               "`wait` (a socket), which turns readable when one may be; `conn` is a failed "           \
                "connection saying why (the server's refusal), reported if none comes within "   \
                "PQDEDUP_MAX_WAIT")                                                              \
     X(BOUND, "`server` is bound: calls go to its connection")                                  \

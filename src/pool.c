@@ -14,7 +14,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/timerfd.h>
 #include <unistd.h>
 
 static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -39,10 +38,12 @@ static void fork_prepare(void)
     key_lock_for_fork();
     handle_lock_for_fork();
     pthread_mutex_lock(&pool_lock);
+    wake_lock_for_fork();
 }
 
 static void fork_parent(void)
 {
+    wake_unlock_after_fork(false);
     pthread_mutex_unlock(&pool_lock);
     handle_unlock_after_fork(false);
     key_unlock_after_fork();
@@ -55,6 +56,7 @@ static void fork_child(void)
     atomic_store_explicit(&pool_forked, true, memory_order_relaxed);
     current_pid = getpid();
     stats_file_after_fork_child(); /* never the parent's stats file again */
+    wake_unlock_after_fork(true);
     pthread_mutex_unlock(&pool_lock);
     handle_unlock_after_fork(true);
     key_unlock_after_fork();
@@ -186,15 +188,6 @@ void bucket_drop_if_unused(struct pool_bucket *b)
     free(b);
 }
 
-/* Fires h's timerfd at `when` (monotonic ns; 0: at once). */
-void arm_wait_fd(struct handle *h, int64_t when)
-{
-    struct itimerspec at = { .it_value = { .tv_sec = when / NS_PER_SEC, .tv_nsec = when % NS_PER_SEC } };
-    if (when <= 0)
-        at.it_value = (struct timespec) { .tv_nsec = 1 }; /* zero would disarm it */
-    timerfd_settime(h->wait_fd, when <= 0 ? 0 : TFD_TIMER_ABSTIME, &at, NULL);
-}
-
 /* Something changed in b: connects waiting for a server connection look again (blocking ones
  * wake up, asynchronous ones find their descriptor readable). Caller holds pool_lock. */
 void wake_waiters(struct pool_bucket *b)
@@ -202,7 +195,7 @@ void wake_waiters(struct pool_bucket *b)
     pthread_cond_broadcast(&b->changed);
     struct handle *h;
     DL_FOREACH2(b->waiting, h, wait_next)
-        arm_wait_fd(h, 0);
+        wake_fire(&h->wait);
 }
 
 /* ---- server connection records (caller holds pool_lock) -------------------------- */

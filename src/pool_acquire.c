@@ -192,7 +192,7 @@ static enum acquired acquire(struct handle *h, const struct connect_call *call, 
             stats_file_wait_begins(handle_stats(h), now);
         if (!wait_for_release(b, now, &deadline)) {
             stats_add_key(stats_key_counters(b->stats), wait_failures);
-            *failed = refusal != NULL ? refusal : refused_at_cap();
+            *failed = refusal != NULL ? refusal : refused_at_cap(true);
             refusal = NULL;
             result = ACQUIRED_FAILED;
             break;

@@ -8,14 +8,12 @@
 #include "socket.h"
 #include "stats.h"
 
-#include <sys/timerfd.h>
-#include <unistd.h>
 
 /* ---- asynchronous connects ---------------------------------------------------------
  * PQconnectStart* must never block the app's event loop, so its handle goes through states
  * the app's PQconnectPoll loop drives: STARTED (a ready free connection: OK at the first poll),
  * PREPARING (a pooled connection whose reset or check is in flight: poll its socket),
- * CONNECTING (libpq's new connection), WAITING (none can be had now: poll h->wait_fd). A
+ * CONNECTING (libpq's new connection), WAITING (none can be had now: poll h->wait, a socket). A
  * refusal for lack of slots during the poll is handled as for a blocking connect: another
  * handle's idle connection, a wait, and only after PQDEDUP_MAX_WAIT the server's error. */
 
@@ -34,8 +32,7 @@ void stop_waiting(struct handle *h)
     struct pool_bucket *b = h->bucket;
     DL_DELETE2(b->waiting, h, wait_prev, wait_next);
     atomic_fetch_sub(&b->waiters, 1);
-    close(h->wait_fd);
-    h->wait_fd = -1;
+    wake_close(&h->wait);
 }
 
 /* What the app's PQconnectPoll reports for h's state now. */
@@ -63,7 +60,7 @@ static PostgresPollingStatusType poll_status(const struct handle *h)
  *   PREPARING: a free one whose reset is still in flight, or an idle handle's, reset sent now,
  *     or one idle long enough to need a check (an empty query sent);
  *   CONNECTING: a new one from `call` (NULL: the key's);
- *   WAITING: none now (its timerfd fires at the back-off's end, the deadline, or a change);
+ *   WAITING: none now (h->wait fires at the back-off's end, the deadline, or a change);
  *   DIRECT: libpq's connect failed at once (not for lack of slots), or PQDEDUP_MAX_WAIT passed:
  *     h->conn says why (outside a poll the bucket is let go: the caller gives h back).
  */
@@ -132,20 +129,20 @@ void acquire_async(struct handle *h, const struct connect_call *call, bool polle
             handle_set_state(h, HANDLE_DIRECT);
         }
     } else if (now < h->wait_deadline_ns && !pool_is_shutting_down()) {
-        h->wait_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+        bool opened = wake_open(&h->wait);
         if (reason == NULL)
-            reason = at_cap(b) ? refused_at_cap()
+            reason = at_cap(b) ? refused_at_cap(false)
                                : explained("pqdedup: the server refused new connections for lack of slots "
                                            "and none was freed in time");
         h->conn = reason;
         reason = NULL;
-        if (h->wait_fd >= 0) {
+        if (opened) {
             DL_APPEND2(b->waiting, h, wait_prev, wait_next);
             atomic_fetch_add(&b->waiters, 1);
             int64_t when = h->wait_deadline_ns;
             if (b->refused_until_ns > now && b->refused_until_ns < when)
                 when = b->refused_until_ns;
-            arm_wait_fd(h, when);
+            wake_at(&h->wait, when);
             handle_set_state(h, HANDLE_WAITING);
             if (polled)
                 stats_add_key(stats_key_counters(b->stats), waits);
@@ -154,8 +151,13 @@ void acquire_async(struct handle *h, const struct connect_call *call, bool polle
         }
     } else {
         stats_add_key(stats_key_counters(b->stats), wait_failures);
-        if (reason == NULL)
-            reason = at_cap(b) ? refused_at_cap() : explained("pqdedup: exit under way");
+        if (at_cap(b)) { /* the reason again, now logged */
+            if (reason != NULL)
+                real.PQfinish(reason);
+            reason = refused_at_cap(true);
+        } else if (reason == NULL) {
+            reason = explained("pqdedup: exit under way");
+        }
         h->conn = reason;
         reason = NULL;
         handle_set_state(h, HANDLE_DIRECT);
@@ -250,9 +252,7 @@ PostgresPollingStatusType pool_connect_poll(struct handle *h)
         return poll_status(h);
     }
     case HANDLE_WAITING: {
-        uint64_t fired;
-        ssize_t ignored = read(h->wait_fd, &fired, sizeof fired);
-        (void) ignored;
+        wake_drain(&h->wait);
         acquire_async(h, NULL, true);
         return poll_status(h);
     }

@@ -64,7 +64,7 @@ struct pool_bucket {
     pthread_cond_t changed;       /* a connection was freed or closed, or a handle went idle */
     struct server_conn *free;     /* LIFO: head is the most recently freed */
     struct handle *bound;         /* handles bound to one of its connections */
-    struct handle *waiting;       /* asynchronous connects waiting (their timerfds fire on a change) */
+    struct handle *waiting;       /* asynchronous connects waiting (their wakes fire on a change) */
     struct session_view *view;    /* what its clean sessions report (handle.h), shared by the
                                      unbound handles of the key */
     struct stats_file_key *stats; /* its record in the live stats file (NULL: none) */
@@ -88,9 +88,6 @@ struct pool_bucket *bucket_for(const char *key);
 
 /* Frees a bucket no handle, connection or waiter uses any more. */
 void bucket_drop_if_unused(struct pool_bucket *b);
-
-/* Fires h's timerfd at `when` (monotonic ns; 0: at once). */
-void arm_wait_fd(struct handle *h, int64_t when);
 
 /* Something changed in b: waiting connects look again. */
 void wake_waiters(struct pool_bucket *b);
@@ -137,7 +134,7 @@ bool needs_check(const struct server_conn *s, const char *target, int64_t now);
 enum session_step make_ready(struct server_conn *s, const char *target, bool from_handle, bool handle_dirty,
                              int64_t now, int64_t deadline, uint64_t baseline);
 void learn_new(struct server_conn *s);
-PGconn *refused_at_cap(void);
+PGconn *refused_at_cap(bool final);
 
 /* The server refused a connection of b for lack of slots: the back-off grows. */
 void note_refusal(struct pool_bucket *b, int64_t now);

@@ -209,8 +209,9 @@ void learn_new(struct server_conn *s)
 
 
 /* A failed connection, made by libpq itself, whose PQerrorMessage says why pqdedup refused:
- * libpq reports the unknown keyword, which is the sentence. */
-PGconn *refused_at_cap(void)
+ * libpq reports the unknown keyword, which is the sentence. Logged as a warning when `final`
+ * (a connect that fails with it; not one that starts waiting). */
+PGconn *refused_at_cap(bool final)
 {
     char reason[400];
     snprintf(reason, sizeof reason,
@@ -220,7 +221,8 @@ PGconn *refused_at_cap(void)
              settings.max_per_key, (long long) (settings.max_wait_ns / NS_PER_MS));
     const char *const keywords[] = { reason, NULL };
     const char *const values[] = { "refused", NULL };
-    log_msg(LOG_WARN, "%s", reason);
+    if (final)
+        log_msg(LOG_WARN, "%s", reason);
     return real.PQconnectStartParams(keywords, values, 0);
 }
 

@@ -1,4 +1,4 @@
-/* socket.c: PQsocket: a descriptor of the handle's own that follows its server connection. */
+/* socket.c: PQsocket: a descriptor of the handle's own that follows whatever it waits on. */
 #define _GNU_SOURCE
 #include "socket.h"
 #include "log.h"
@@ -7,20 +7,31 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #define EXPORT __attribute__((visibility("default")))
 
-/* The read end of a pipe whose write end is kept open and never written: never readable,
- * never writable. One per process (a forked child shares it, harmlessly). */
+/* One end of a socket pair whose other end is kept open and never read or written, with its
+ * own send buffer filled: never readable, never writable. A socket, as some clients require of
+ * PQsocket (Ruby's pg wraps it with BasicSocket.for_fd). One per process (a forked child
+ * shares it, harmlessly). -1 when the system refuses. */
 static pthread_once_t quiet_once = PTHREAD_ONCE_INIT;
 static int quiet_fd = -1;
 
 static void make_quiet_fd(void)
 {
     int ends[2];
-    if (pipe2(ends, O_CLOEXEC) == 0)
-        quiet_fd = ends[0];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, ends) < 0)
+        return;
+    int smallest = 1; /* the kernel rounds it up to its minimum */
+    setsockopt(ends[0], SOL_SOCKET, SO_SNDBUF, &smallest, sizeof smallest);
+    char fill[4096] = { 0 };
+    while (send(ends[0], fill, sizeof fill, MSG_DONTWAIT | MSG_NOSIGNAL) > 0)
+        ;
+    while (send(ends[0], fill, 1, MSG_DONTWAIT | MSG_NOSIGNAL) > 0)
+        ;
+    quiet_fd = ends[0];
 }
 
 static int quiet_descriptor(void)
@@ -29,16 +40,22 @@ static int quiet_descriptor(void)
     return quiet_fd;
 }
 
-/* What h's descriptor should point at now: its bound connection's socket, else the quiet one.
- * -1 when neither exists. */
+/* What h's descriptor should point at now: the socket of the connection its calls go to
+ * (bound, connecting, preparing, or outside the pool), its wake while it waits for one, the
+ * quiet socket while unbound. -1 when there is none (a failed connection: PQsocket is then -1,
+ * as with libpq). */
 static int target_of(const struct handle *h)
 {
-    if ((h->state == HANDLE_BOUND || h->state == HANDLE_STARTED) && h->conn != NULL) {
-        int sock = real.PQsocket(h->conn);
-        if (sock >= 0)
-            return sock;
+    switch (h->state) {
+    case HANDLE_WAITING:
+        return h->wait.fd;
+    case HANDLE_UNBOUND:
+        return quiet_descriptor();
+    case HANDLE_FREE:
+        return -1;
+    default:
+        return h->conn != NULL ? real.PQsocket(h->conn) : -1;
     }
-    return quiet_descriptor();
 }
 
 void socket_follow(struct handle *h)
@@ -47,6 +64,8 @@ void socket_follow(struct handle *h)
         return;
     int saved_errno = errno;
     int target = target_of(h);
+    if (target < 0)
+        target = quiet_descriptor(); /* nothing to wait on: never readable, as a closed one is not */
     if (target >= 0 && target != h->fd && dup3(target, h->fd, O_CLOEXEC) < 0)
         log_msg(LOG_WARN, "cannot point a connection's descriptor at its new socket (%m)");
     errno = saved_errno;
@@ -62,42 +81,28 @@ void socket_close(struct handle *h)
     }
 }
 
-/* While connecting, and for connections outside the pool, libpq's own socket (it may change
- * during a connect, as libpq documents); while a connect waits for a server connection, a
- * descriptor that turns readable when one may be had. Once a handle is connected, a number of its own that
- * stays valid for the handle's life, so event loops that keep it (Ruby's pg memoizes the IO
- * object) never watch another handle's connection. A broken bound connection reads -1, as
- * with libpq. */
+/* From the first call on, a number of the handle's own that stays valid until PQfinish and
+ * always names a socket: while it connects, the socket libpq or the pool polls (it may change
+ * behind the number, as libpq's own may during a connect), or one that turns readable when a
+ * waiting connect should poll again; once connected, its bound server connection's socket, or
+ * a quiet one while it is unbound. So event loops that keep it (Ruby's pg memoizes its IO
+ * object and closes it at every connect poll) never watch, or close, another handle's
+ * connection. A failed connection reads -1, as with libpq. */
 EXPORT int PQsocket(const PGconn *conn)
 {
     struct handle *h = handle_of(conn);
     if (h == NULL)
         return real.PQsocket(conn);
-    PGconn *server = handle_enter(h, false);
-    int fd;
-    switch (h->state) {
-    case HANDLE_BOUND:
-    case HANDLE_STARTED:
-    case HANDLE_UNBOUND:
-        if (server != NULL && real.PQsocket(server) < 0) {
-            fd = -1;
-            break;
-        }
+    handle_enter(h, false);
+    int target = target_of(h);
+    int fd = -1;
+    if (target >= 0) {
         if (h->fd < 0) {
             int saved_errno = errno;
-            int target = target_of(h);
-            h->fd = target >= 0 ? fcntl(target, F_DUPFD_CLOEXEC, 0) : -1;
+            h->fd = fcntl(target, F_DUPFD_CLOEXEC, 0);
             errno = saved_errno;
         }
-        /* Out of descriptors: the connection's own, as plain libpq would give. */
-        fd = h->fd >= 0 ? h->fd : server != NULL ? real.PQsocket(server) : -1;
-        break;
-    case HANDLE_WAITING:
-        fd = h->wait_fd;
-        break;
-    default: /* CONNECTING, PREPARING (the connection's own, as it may change), DIRECT, FREE */
-        fd = real.PQsocket(server);
-        break;
+        fd = h->fd >= 0 ? h->fd : target; /* out of descriptors: the real one, as libpq gives */
     }
     handle_leave(h, true);
     return fd;

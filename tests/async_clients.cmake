@@ -40,15 +40,15 @@ pqdedup_async_test(async_leak_psycopg3_asyncio leak.sh psycopg3-asyncio SERIAL)
 set_tests_properties(async_leak_psycopg3_asyncio PROPERTIES DISABLED TRUE)
 # psycopg2 async connections (async_=1, psycopg2's poll loop) in 8 threads.
 pqdedup_async_test(async_leak_psycopg2_async leak.sh psycopg2-async SERIAL)
-# Ruby pg (PQconnectStart + poll, nonblocking) in 8 threads. DISABLED: it fails now and then
-# (about 1 run in 20), a known bug (issue 10 is open for it): a thread's connect raises IOError
-# "stream closed in another thread". After each PQconnectPoll Ruby's pg closes the IO it made
-# from PQsocket's number before the poll, and Ruby wakes every thread waiting on that number;
-# under pqdedup a connecting handle's number (an idle handle's server socket, libpq's socket of
-# a refused connect) can be another thread's connect's by then. Enable it with the fix (a
-# descriptor of the handle's own, a socket, from PQconnectStart on).
+# Ruby pg (PQconnectStart + poll, nonblocking) in 8 threads. After each PQconnectPoll Ruby's
+# pg closes the IO it made from PQsocket's number, and Ruby wakes every thread waiting on that
+# number ("stream closed in another thread"); PQsocket is a number of the handle's own from
+# the first call, so no other thread waits on it (it failed about 1 run in 20 before).
 pqdedup_async_test(async_leak_ruby_threads leak.sh ruby-threads SERIAL)
-set_tests_properties(async_leak_ruby_threads PROPERTIES DISABLED TRUE)
+# Ruby pg connects while the only server connection (PQDEDUP_MAX_PER_KEY=1) is in a
+# transaction: the connect waits on socket_io (a socket: BasicSocket.for_fd refuses others),
+# then runs on that backend once it is committed, with the same socket number.
+pqdedup_async_test(async_wait_ruby wait.sh)
 # PHP pg_connect(PGSQL_CONNECT_ASYNC) in 4 processes (PHP's CLI has no threads: pcntl_fork),
 # each with its own pool.
 pqdedup_async_test(async_leak_php_processes leak.sh php-async SERIAL)

@@ -46,6 +46,12 @@ pqdedup_add_test(NAME handles_client_state SOURCES test_handles_client.c
 # the socket the handle had (README, "The socket": the documented limit), both asserted.
 pqdedup_add_test(NAME handles_socket SOURCES test_handles_socket.c
                  ENV PQDEDUP_UNBIND_AFTER=0 PQDEDUP_KEEP_PER_KEY=0 LABELS handles)
+# While an asynchronous connect waits for a server connection (the cap of 1 held by a
+# transaction), PQsocket is a socket (Ruby's pg wraps it with BasicSocket.for_fd) and keeps its
+# number into the connection; it turns readable when the holder commits, and at
+# PQDEDUP_MAX_WAIT for one that waits in vain (whose poll then fails, PQsocket -1).
+pqdedup_add_test(NAME handles_socket_connecting SOURCES test_handles_socket.c ARGS connecting
+                 ENV PQDEDUP_MAX_PER_KEY=1 PQDEDUP_MAX_WAIT=1s LABELS handles)
 
 # Cancels reach only the handle's own query: PQcancel through PQgetCancel(A) from another
 # thread cancels A's pg_sleep (57014); once B took A's backend and runs pg_sleep there, A's

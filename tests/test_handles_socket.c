@@ -9,10 +9,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /*
- * Usage: test_handles_socket (no arguments). Run with PQDEDUP_UNBIND_AFTER=0 and
+ * Usage: test_handles_socket [connecting]. Without an argument, run with PQDEDUP_UNBIND_AFTER=0 and
  * PQDEDUP_KEEP_PER_KEY=0, so that handles A and B of one key pass one backend between them
  * at every query (checked by backend pid).
  *
@@ -25,6 +26,13 @@
  *             and readiness when A's own result arrives after A was bound again.
  *   broken    A bound, its backend terminated: A's next query fails, PQstatus is
  *             CONNECTION_BAD and PQsocket is -1, as with plain libpq.
+ *
+ * `connecting`: run with PQDEDUP_MAX_PER_KEY=1 and PQDEDUP_MAX_WAIT=1s. An asynchronous connect
+ * that must wait (A holds the only server connection, in a transaction) gets from PQsocket a
+ * socket (as Ruby's pg requires), the same number from PQconnectStart to after it connected,
+ * not readable while it waits, readable once A commits; it then runs on A's backend. A second
+ * one that waits past PQDEDUP_MAX_WAIT finds its descriptor readable at the deadline (the
+ * timer), and its poll then fails with the reason, PQsocket -1 as for a failed connect.
  */
 
 static int shared_pid;
@@ -185,8 +193,85 @@ static void test_broken(void)
     PQfinish(a);
 }
 
-int main(void)
+/* True when fd is an open socket. */
+static bool is_socket(int fd)
 {
+    struct stat st;
+
+    return fd >= 0 && fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode);
+}
+
+/* Polls c's connect to its end, waiting on its socket for up to 5 s per step. */
+static PostgresPollingStatusType poll_to_end(PGconn *c, PostgresPollingStatusType status)
+{
+    while (status == PGRES_POLLING_READING || status == PGRES_POLLING_WRITING) {
+        struct pollfd pfd = {.fd = PQsocket(c), .events = status == PGRES_POLLING_READING ? POLLIN : POLLOUT};
+
+        if (!CHECK(poll(&pfd, 1, 5000) == 1, "connecting: no readiness within 5 s"))
+            break;
+        status = PQconnectPoll(c);
+    }
+    return status;
+}
+
+static void test_connecting(void)
+{
+    PGconn *a = tu_connect_ok(), *b, *c;
+    int pid = tu_backend_pid(a), fb, fc, n;
+    struct pollfd pfd;
+    char *v;
+
+    REQUIRE(pid > 0, "connecting: pid of A");
+    tu_exec_check(a, "BEGIN"); /* A keeps the only server connection */
+    b = PQconnectStart(tu_conninfo(""));
+    REQUIRE(b != NULL && PQstatus(b) != CONNECTION_BAD, "connecting: PQconnectStart: %s",
+            b ? PQerrorMessage(b) : "NULL");
+    fb = PQsocket(b);
+    CHECK(is_socket(fb), "connecting: PQsocket %d of a connect under way is not a socket", fb);
+    CHECK(PQconnectPoll(b) == PGRES_POLLING_READING, "connecting: B's first poll does not wait");
+    CHECK(PQsocket(b) == fb && is_socket(fb), "connecting: waiting B's PQsocket is %d (a socket: %d), was %d",
+          PQsocket(b), is_socket(PQsocket(b)), fb);
+    pfd = (struct pollfd){.fd = fb, .events = POLLIN}; /* (the poll said READING) */
+    n = poll(&pfd, 1, 100);
+    CHECK(n == 0, "connecting: waiting B's descriptor %d: poll %d (%m), revents %#x while A holds the "
+          "connection", fb, n, pfd.revents);
+    tu_exec_check(a, "COMMIT");
+    CHECK(poll_to_end(b, PGRES_POLLING_READING) == PGRES_POLLING_OK, "connecting: B's connect: %s",
+          PQerrorMessage(b));
+    CHECK(PQsocket(b) == fb, "connecting: connected B's PQsocket is %d, was %d while connecting",
+          PQsocket(b), fb);
+    CHECK(PQsendQuery(b, "SELECT pg_backend_pid()") == 1, "connecting: B sends: %s", PQerrorMessage(b));
+    v = wait_result(b, fb);
+    CHECK(v != NULL && atoi(v) == pid, "connecting: B runs on %s, expected A's backend %d", v ? v : "(none)",
+          pid);
+    free(v);
+
+    /* The deadline: C waits while B holds the connection in a transaction. */
+    tu_exec_check(b, "BEGIN");
+    c = PQconnectStart(tu_conninfo(""));
+    REQUIRE(c != NULL, "connecting: PQconnectStart of C");
+    fc = PQsocket(c);
+    CHECK(is_socket(fc) && fc != fb, "connecting: C's PQsocket %d (B's %d)", fc, fb);
+    CHECK(PQconnectPoll(c) == PGRES_POLLING_READING, "connecting: C's first poll does not wait");
+    pfd = (struct pollfd){.fd = fc, .events = POLLIN};
+    CHECK(poll(&pfd, 1, 10000) == 1, "connecting: C's descriptor not readable at PQDEDUP_MAX_WAIT (1s) "
+          "within 10 s");
+    CHECK(PQconnectPoll(c) == PGRES_POLLING_FAILED, "connecting: C's poll after the deadline did not fail");
+    CHECK(PQstatus(c) == CONNECTION_BAD && PQerrorMessage(c)[0] != '\0',
+          "connecting: C's status %d, message '%s'", (int) PQstatus(c), PQerrorMessage(c));
+    CHECK(PQsocket(c) == -1, "connecting: failed C's PQsocket is %d, expected -1", PQsocket(c));
+    PQfinish(c);
+    tu_exec_check(b, "COMMIT");
+    PQfinish(b);
+    PQfinish(a);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc > 1 && strcmp(argv[1], "connecting") == 0) {
+        test_connecting();
+        return tu_finish();
+    }
     test_stable_and_own();
     test_foreign();
     test_epoll();
