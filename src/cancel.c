@@ -37,7 +37,8 @@ EXPORT PGcancel *PQgetCancel(PGconn *conn)
     switch (h->state) {
     case HANDLE_BOUND:
     case HANDLE_STARTED:
-    case HANDLE_UNBOUND: {
+    case HANDLE_UNBOUND:
+    case HANDLE_QUEUED: {
         bool fresh;
         struct handle_cancel *c = slots_take(&cancel_slots, &fresh);
         if (c == NULL) {

@@ -6,6 +6,7 @@
 #include "key.h"
 #include "log.h"
 #include "pool.h"
+#include "queued.h"
 #include "real.h"
 #include "session.h"
 #include "settings.h"
@@ -278,7 +279,9 @@ static PGconn *before_reset(struct handle *h, PGconn *server)
 {
     if (h->state == HANDLE_STARTED)
         pool_connect_seen(h);
-    if (h->state == HANDLE_UNBOUND) {
+    if (h->state == HANDLE_QUEUED)
+        queued_forget(h); /* its command is dropped, as libpq's reset drops one in flight */
+    if (h->state == HANDLE_UNBOUND || h->state == HANDLE_QUEUED) {
         pool_rebind(h);
         return NULL;
     }

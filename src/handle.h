@@ -16,6 +16,7 @@
 
 struct server_conn;
 struct pool_bucket;
+struct queued_command;
 
 /* What every clean session of a key reports to the app (the same on any of its server
  * connections), remembered for handles that are unbound: immutable once made, shared by
@@ -56,6 +57,9 @@ struct handle {
     struct client_state client;
     struct session_view *view;    /* UNBOUND: what it answers, with these two: */
     char *last_error;             /* the error message of its last command (NULL: none) */
+    struct queued_command *queued;/* QUEUED: the command it sent, kept until sent (queued.c) */
+    bool queued_failed;           /* its kept command could not be sent: PQgetResult answers
+                                     one error result for it (queued.c) */
     char *failure;                /* DIRECT after a failed rebind: why it failed (NULL: none) */
     char *failure_shown;          /* what PQerrorMessage last answered with it (status.c) */
     int last_backend_pid;         /* the backend it last ran on */

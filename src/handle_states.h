@@ -20,6 +20,10 @@
     X(BOUND, "`server` is bound: calls go to its connection")                                  \
     X(UNBOUND, "no server connection: reads are answered from `unbound`; the next call that "  \
                "needs the server binds one")                                                    \
+    X(QUEUED, "a nonblocking handle sent a command (PQsend*) when no server connection could " \
+              "be had without waiting: the command is kept (queued.c) and sent once one is; "   \
+              "PQisBusy says busy, the app polls `wait` (a socket), which turns readable when " \
+              "one may be, and at PQDEDUP_MAX_WAIT, when the command fails")                    \
     X(DIRECT, "`conn` is a connection outside the pool for the rest of the handle's life: a "  \
               "connect or rebind that failed (status BAD, its error), or, in a forked child, "  \
               "the parent's connection that was in use at fork")

@@ -9,10 +9,13 @@
  * The PGconn * parameter is always called `conn`. The last two columns say what the
  * generated wrapper (wrappers.c) does; rows whose `unbound` is CUSTOM have a wrapper written
  * by hand in the file that owns the behaviour (connect.c, finish.c, cancel.c,
- * client_state.c, socket.c, status.c):
+ * client_state.c, socket.c, status.c, queued.c):
  *   unbound  BIND         the handle must be bound to a server connection first
  *            IDLE(value)  an unbound handle answers `value` (an expression that may use the
  *                         handle `h` and the parameters) without a server connection
+ *            SEND(queue)  as BIND, but a nonblocking handle that would have to wait for a
+ *                         server connection keeps the command with `queue` (queued.h), an
+ *                         expression of `h` and the parameters, instead of waiting
  *            CUSTOM       hand-written wrapper
  *   effect   NONE         nothing more
  *            READ         the call only reads: it cannot change whether the handle is idle
@@ -131,28 +134,36 @@
        const int *paramLengths, const int *paramFormats, int resultFormat),                        \
       (conn, stmtName, nParams, paramValues, paramLengths, paramFormats, resultFormat), BIND,      \
       NONE)                                                                           \
-    X(PQsendQuery, int, (PGconn *conn, const char *query), (conn, query), BIND, SQL(query))  \
+    X(PQsendQuery, int, (PGconn *conn, const char *query), (conn, query), SEND(queue_query(h, query)), \
+      SQL(query))                                                                                  \
     X(PQsendQueryParams, int,                                                                      \
       (PGconn *conn, const char *command, int nParams, const Oid *paramTypes,                      \
        const char *const *paramValues, const int *paramLengths, const int *paramFormats,           \
        int resultFormat),                                                                          \
       (conn, command, nParams, paramTypes, paramValues, paramLengths, paramFormats, resultFormat), \
-      BIND, SQL(command))                                                                    \
+      SEND(queue_query_params(h, command, nParams, paramTypes, paramValues, paramLengths,         \
+                              paramFormats, resultFormat)),                                        \
+      SQL(command))                                                                                \
     X(PQsendPrepare, int,                                                                          \
       (PGconn *conn, const char *stmtName, const char *query, int nParams, const Oid *paramTypes), \
-      (conn, stmtName, query, nParams, paramTypes), BIND, PREPARE(query, stmtName))                    \
+      (conn, stmtName, query, nParams, paramTypes),                                                \
+      SEND(queue_prepare(h, stmtName, query, nParams, paramTypes)), PREPARE(query, stmtName))      \
     X(PQsendQueryPrepared, int,                                                                    \
       (PGconn *conn, const char *stmtName, int nParams, const char *const *paramValues,            \
        const int *paramLengths, const int *paramFormats, int resultFormat),                        \
-      (conn, stmtName, nParams, paramValues, paramLengths, paramFormats, resultFormat), BIND,      \
-      NONE)                                                                           \
+      (conn, stmtName, nParams, paramValues, paramLengths, paramFormats, resultFormat),            \
+      SEND(queue_query_prepared(h, stmtName, nParams, paramValues, paramLengths, paramFormats,     \
+                                resultFormat)),                                                    \
+      NONE)                                                                                        \
     X(PQdescribePrepared, PGresult *, (PGconn *conn, const char *stmt), (conn, stmt), BIND, NONE)  \
     X(PQdescribePortal, PGresult *, (PGconn *conn, const char *portal), (conn, portal), BIND, NONE) \
-    X(PQsendDescribePrepared, int, (PGconn *conn, const char *stmt), (conn, stmt), BIND, NONE)     \
-    X(PQsendDescribePortal, int, (PGconn *conn, const char *portal), (conn, portal), BIND, NONE)   \
+    X(PQsendDescribePrepared, int, (PGconn *conn, const char *stmt), (conn, stmt),                 \
+      SEND(queue_describe(h, false, stmt)), NONE)                                                  \
+    X(PQsendDescribePortal, int, (PGconn *conn, const char *portal), (conn, portal),               \
+      SEND(queue_describe(h, true, portal)), NONE)                                                 \
     X(PQsetSingleRowMode, int, (PGconn *conn), (conn), IDLE(0), NONE)                              \
-    X(PQgetResult, PGresult *, (PGconn *conn), (conn), IDLE(NULL), NONE)                           \
-    X(PQisBusy, int, (PGconn *conn), (conn), IDLE(0), NONE)                                        \
+    X(PQgetResult, PGresult *, (PGconn *conn), (conn), CUSTOM, NONE)                               \
+    X(PQisBusy, int, (PGconn *conn), (conn), IDLE(h->state == HANDLE_QUEUED), NONE)                \
     X(PQconsumeInput, int, (PGconn *conn), (conn), IDLE(1), NONE)                                  \
     X(PQflush, int, (PGconn *conn), (conn), IDLE(0), NONE)                                         \
     X(PQnotifies, PGnotify *, (PGconn *conn), (conn), IDLE(NULL), NONE)                            \

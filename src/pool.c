@@ -6,6 +6,7 @@
 #include "log.h"
 #include "real.h"
 #include "settings.h"
+#include "queued.h"
 #include "socket.h"
 #include "stats.h"
 
@@ -507,6 +508,14 @@ void pool_finish(struct handle *h)
     case HANDLE_PREPARING: /* its connection's reset is half done: closed */
         drop_preparing(h);
         lock_pool();
+        b->nhandles--;
+        bucket_drop_if_unused(b);
+        unlock_pool();
+        break;
+    case HANDLE_QUEUED:
+        queued_forget(h);
+        lock_pool();
+        stop_waiting(h);
         b->nhandles--;
         bucket_drop_if_unused(b);
         unlock_pool();

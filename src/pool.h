@@ -41,6 +41,20 @@ enum connect_outcome pool_connect(struct handle *h, const char *key, const struc
  * false when h is DIRECT on a failed connection (whose error, and why, the app then sees). */
 bool pool_rebind(struct handle *h);
 
+/* How pool_rebind_or_queue answered. */
+enum rebind_outcome {
+    REBIND_BOUND,  /* h is BOUND */
+    REBIND_QUEUED, /* none could be had without waiting: h is QUEUED, its wake set to fire */
+    REBIND_FAILED, /* h is DIRECT on a failed connection, as for pool_rebind */
+};
+
+/* As pool_rebind for an UNBOUND or QUEUED h, but unless `may_wait`, where pool_rebind would
+ * wait for a release it leaves h QUEUED (on its key's waiting list; h->wait fires when a
+ * server connection may be had, at the back-off's end, and at PQDEDUP_MAX_WAIT from its first
+ * try, after which it fails). Opening a new connection, or resetting another handle's, still
+ * takes the round trips they take. */
+enum rebind_outcome pool_rebind_or_queue(struct handle *h, bool may_wait);
+
 /* h (CONNECTING, locked) finished connecting: on CONNECTION_OK its connection joins the pool
  * and h is BOUND; otherwise h becomes DIRECT on the failed connection (keeping its key). */
 void pool_connect_finished(struct handle *h);

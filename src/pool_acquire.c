@@ -33,7 +33,24 @@ static bool wait_for_release(struct pool_bucket *b, int64_t now, int64_t *deadli
 }
 
 /* How acquire() ended. */
-enum acquired { ACQUIRED_BOUND, ACQUIRED_OPENING, ACQUIRED_FAILED, ACQUIRED_PASSTHROUGH };
+enum acquired { ACQUIRED_BOUND, ACQUIRED_OPENING, ACQUIRED_QUEUED, ACQUIRED_FAILED, ACQUIRED_PASSTHROUGH };
+
+/* Instead of waiting (step 4 of acquire), h, a nonblocking handle's command, is QUEUED on b's
+ * waiting list, its wake firing on a change, at the back-off's end, or at its deadline
+ * (PQDEDUP_MAX_WAIT from its first try). Returns false, changing nothing, once the deadline
+ * has passed or no wake can be opened. Caller holds pool_lock. */
+static bool queue_for_release(struct handle *h, struct pool_bucket *b, int64_t now)
+{
+    if (h->wait_deadline_ns == 0) {
+        stats_add_key(stats_key_counters(b->stats), waits);
+        h->wait_deadline_ns = now + settings.max_wait_ns;
+    }
+    if (now >= h->wait_deadline_ns || !start_waiting(h, b, now))
+        return false;
+    if (h->state != HANDLE_QUEUED)
+        handle_set_state(h, HANDLE_QUEUED);
+    return true;
+}
 
 /*
  * Finds h (locked by the caller, not bound, h->bucket set) a server connection and binds it:
@@ -47,9 +64,11 @@ enum acquired { ACQUIRED_BOUND, ACQUIRED_OPENING, ACQUIRED_FAILED, ACQUIRED_PASS
  *   4. wait for one of the above, up to PQDEDUP_MAX_WAIT; then fail with the server's last
  *      refusal, or the cap's message.
  * `started` binds as STARTED (PQconnectStart*). Returns ACQUIRED_FAILED with *failed a failed
- * PGconn for the app; ACQUIRED_OPENING with h CONNECTING (an asynchronous `call`).
+ * PGconn for the app; ACQUIRED_OPENING with h CONNECTING (an asynchronous `call`). Unless
+ * `may_wait`, step 4 leaves h QUEUED instead (ACQUIRED_QUEUED: queue_for_release).
  */
-static enum acquired acquire(struct handle *h, const struct connect_call *call, bool started, PGconn **failed)
+static enum acquired acquire(struct handle *h, const struct connect_call *call, bool started, bool may_wait,
+                             PGconn **failed)
 {
     struct pool_bucket *b = h->bucket;
     struct server_conn *to_close = NULL;
@@ -58,6 +77,8 @@ static enum acquired acquire(struct handle *h, const struct connect_call *call, 
     enum acquired result;
     *failed = NULL;
     lock_pool();
+    if (h->state == HANDLE_QUEUED)
+        stop_waiting(h); /* on the list again below if it must wait on */
     int64_t now = monotonic_ns();
     /* All the round trips this connect makes to check or reset connections wait
      * PQDEDUP_CHECK_TIMEOUT in all; after that it only opens a new one or waits. */
@@ -188,11 +209,15 @@ static enum acquired acquire(struct handle *h, const struct connect_call *call, 
             now = monotonic_ns();
             continue;
         }
+        if (!may_wait && queue_for_release(h, b, now)) {
+            result = ACQUIRED_QUEUED;
+            break;
+        }
         if (deadline == 0)
             stats_file_wait_begins(handle_stats(h), now);
-        if (!wait_for_release(b, now, &deadline)) {
+        if (!may_wait || !wait_for_release(b, now, &deadline)) {
             stats_add_key(stats_key_counters(b->stats), wait_failures);
-            *failed = refusal != NULL ? refusal : refused_at_cap(true);
+            *failed = refusal != NULL ? refusal : at_cap(b) ? refused_at_cap(true) : refused_for_slots();
             refusal = NULL;
             result = ACQUIRED_FAILED;
             break;
@@ -241,11 +266,12 @@ enum connect_outcome pool_connect(struct handle *h, const char *key, const struc
         handle_set_state(h, HANDLE_FREE);
         return CONNECT_FAILED; /* pool_connect_async already let go of the bucket */
     }
-    switch (acquire(h, call, false, failed)) {
+    switch (acquire(h, call, false, true, failed)) {
     case ACQUIRED_BOUND:
         return CONNECT_BOUND;
     case ACQUIRED_OPENING:
         return CONNECT_OPENING;
+    case ACQUIRED_QUEUED: /* (only without may_wait) */
     case ACQUIRED_FAILED:
     case ACQUIRED_PASSTHROUGH:
         break;
@@ -258,14 +284,17 @@ enum connect_outcome pool_connect(struct handle *h, const char *key, const struc
     return *failed != NULL ? CONNECT_FAILED : CONNECT_PASSTHROUGH;
 }
 
-bool pool_rebind(struct handle *h)
+enum rebind_outcome pool_rebind_or_queue(struct handle *h, bool may_wait)
 {
     struct pool_bucket *b = h->bucket;
     struct connect_call call = connect_call_from_key(b->conninfo);
     PGconn *failed = NULL;
-    switch (acquire(h, &call, false, &failed)) {
+    switch (acquire(h, &call, false, may_wait, &failed)) {
     case ACQUIRED_BOUND:
-        return true;
+        h->wait_deadline_ns = 0;
+        return REBIND_BOUND;
+    case ACQUIRED_QUEUED:
+        return REBIND_QUEUED;
     case ACQUIRED_OPENING: /* a blocking call never leaves one opening */
     case ACQUIRED_PASSTHROUGH:
         if (failed == NULL) /* exit under way: a plain connection of its own */
@@ -280,9 +309,15 @@ bool pool_rebind(struct handle *h)
     const char *why = failed != NULL ? real.PQerrorMessage(failed) : NULL;
     h->failure = why != NULL && why[0] != '\0' ? strdup(why) : NULL;
     h->conn = failed;
+    h->wait_deadline_ns = 0;
     if (h->state != HANDLE_DIRECT)
         handle_set_state(h, HANDLE_DIRECT);
     socket_follow(h);
-    return false;
+    return REBIND_FAILED;
+}
+
+bool pool_rebind(struct handle *h)
+{
+    return pool_rebind_or_queue(h, true) == REBIND_BOUND;
 }
 

@@ -17,16 +17,20 @@
  * refusal for lack of slots during the poll is handled as for a blocking connect: another
  * handle's idle connection, a wait, and only after PQDEDUP_MAX_WAIT the server's error. */
 
-/* A failed connection, made by libpq itself, whose PQerrorMessage says why a connect waits. */
-static PGconn *explained(const char *why)
+bool start_waiting(struct handle *h, struct pool_bucket *b, int64_t now)
 {
-    /* (with a value: libpq ignores keywords whose value is empty) */
-    const char *const keywords[] = { why, NULL };
-    const char *const values[] = { "refused", NULL };
-    return real.PQconnectStartParams(keywords, values, 0);
+    if (!wake_open(&h->wait))
+        return false;
+    DL_APPEND2(b->waiting, h, wait_prev, wait_next);
+    atomic_fetch_add(&b->waiters, 1);
+    int64_t when = h->wait_deadline_ns;
+    if (b->refused_until_ns > now && b->refused_until_ns < when)
+        when = b->refused_until_ns;
+    wake_at(&h->wait, when);
+    return true;
 }
 
-/* Takes h off its bucket's waiting list (it is WAITING). Caller holds pool_lock. */
+/* Takes h off its bucket's waiting list (it is WAITING or QUEUED). Caller holds pool_lock. */
 void stop_waiting(struct handle *h)
 {
     struct pool_bucket *b = h->bucket;
@@ -125,24 +129,17 @@ void acquire_async(struct handle *h, const struct connect_call *call, bool polle
         } else {
             b->open--;
             wake_waiters(b);
-            h->conn = conn != NULL ? conn : explained("pqdedup: out of memory");
+            h->conn = conn != NULL ? conn : failed_conn("pqdedup: out of memory");
             handle_set_state(h, HANDLE_DIRECT);
         }
     } else if (now < h->wait_deadline_ns && !pool_is_shutting_down()) {
-        bool opened = wake_open(&h->wait);
+        bool opened = start_waiting(h, b, now);
         if (reason == NULL)
             reason = at_cap(b) ? refused_at_cap(false)
-                               : explained("pqdedup: the server refused new connections for lack of slots "
-                                           "and none was freed in time");
+                               : refused_for_slots();
         h->conn = reason;
         reason = NULL;
         if (opened) {
-            DL_APPEND2(b->waiting, h, wait_prev, wait_next);
-            atomic_fetch_add(&b->waiters, 1);
-            int64_t when = h->wait_deadline_ns;
-            if (b->refused_until_ns > now && b->refused_until_ns < when)
-                when = b->refused_until_ns;
-            wake_at(&h->wait, when);
             handle_set_state(h, HANDLE_WAITING);
             if (polled)
                 stats_add_key(stats_key_counters(b->stats), waits);
@@ -156,7 +153,7 @@ void acquire_async(struct handle *h, const struct connect_call *call, bool polle
                 real.PQfinish(reason);
             reason = refused_at_cap(true);
         } else if (reason == NULL) {
-            reason = explained("pqdedup: exit under way");
+            reason = failed_conn("pqdedup: exit under way");
         }
         h->conn = reason;
         reason = NULL;
@@ -258,6 +255,7 @@ PostgresPollingStatusType pool_connect_poll(struct handle *h)
     }
     case HANDLE_BOUND:
     case HANDLE_UNBOUND:
+    case HANDLE_QUEUED:
         return PGRES_POLLING_OK;
     case HANDLE_DIRECT:
     case HANDLE_FREE:

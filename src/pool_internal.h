@@ -136,6 +136,12 @@ enum session_step make_ready(struct server_conn *s, const char *target, bool fro
 void learn_new(struct server_conn *s);
 PGconn *refused_at_cap(bool final);
 
+/* A failed connection, made by libpq itself, whose PQerrorMessage is `why` (NULL when libpq is
+ * out of memory); refused_for_slots() says the server refused for lack of slots and nothing
+ * was freed in time. */
+PGconn *failed_conn(const char *why);
+PGconn *refused_for_slots(void);
+
 /* The server refused a connection of b for lack of slots: the back-off grows. */
 void note_refusal(struct pool_bucket *b, int64_t now);
 
@@ -144,7 +150,12 @@ void note_refusal(struct pool_bucket *b, int64_t now);
 /* Looks for a server connection for the asynchronous connect h without blocking (see there). */
 void acquire_async(struct handle *h, const struct connect_call *call, bool polled);
 
-/* Takes h (WAITING) off its bucket's waiting list. */
+/* Puts h (a connect or command that must wait; h->wait_deadline_ns set) on b's waiting list,
+ * its wake (h->wait) firing on a change, at the refusal back-off's end, or at the deadline.
+ * Returns false, changing nothing, when no wake can be opened (out of descriptors). */
+bool start_waiting(struct handle *h, struct pool_bucket *b, int64_t now);
+
+/* Takes h (WAITING or QUEUED) off its bucket's waiting list and closes its wake. */
 void stop_waiting(struct handle *h);
 
 /* Lets go of h's server connection after it failed to prepare (PREPARING): closed. Takes

@@ -208,9 +208,23 @@ void learn_new(struct server_conn *s)
 }
 
 
-/* A failed connection, made by libpq itself, whose PQerrorMessage says why pqdedup refused:
- * libpq reports the unknown keyword, which is the sentence. Logged as a warning when `final`
- * (a connect that fails with it; not one that starts waiting). */
+PGconn *failed_conn(const char *why)
+{
+    /* libpq reports the unknown keyword, which is the sentence (with a value: libpq ignores
+     * keywords whose value is empty) */
+    const char *const keywords[] = { why, NULL };
+    const char *const values[] = { "refused", NULL };
+    return real.PQconnectStartParams(keywords, values, 0);
+}
+
+PGconn *refused_for_slots(void)
+{
+    return failed_conn("pqdedup: the server refused new connections for lack of slots and none was "
+                       "freed in time");
+}
+
+/* A failed connection whose PQerrorMessage says why pqdedup refused: the cap. Logged as a
+ * warning when `final` (a connect that fails with it; not one that starts waiting). */
 PGconn *refused_at_cap(bool final)
 {
     char reason[400];
@@ -219,11 +233,9 @@ PGconn *refused_at_cap(bool final)
              "this process and none was freed within PQDEDUP_MAX_WAIT=%lldms; raise "
              "PQDEDUP_MAX_PER_KEY or PQDEDUP_MAX_WAIT, or finish connections sooner",
              settings.max_per_key, (long long) (settings.max_wait_ns / NS_PER_MS));
-    const char *const keywords[] = { reason, NULL };
-    const char *const values[] = { "refused", NULL };
     if (final)
         log_msg(LOG_WARN, "%s", reason);
-    return real.PQconnectStartParams(keywords, values, 0);
+    return failed_conn(reason);
 }
 
 void note_refusal(struct pool_bucket *b, int64_t now)

@@ -48,6 +48,7 @@ static int target_of(const struct handle *h)
 {
     switch (h->state) {
     case HANDLE_WAITING:
+    case HANDLE_QUEUED:
         return h->wait.fd;
     case HANDLE_UNBOUND:
         return quiet_descriptor();

@@ -509,7 +509,7 @@ void stats_file_handle_state(struct stats_file_handle *rec, enum handle_state st
     if (rec == NULL)
         return;
     atomic_store_explicit(&rec->state, (uint32_t) state, memory_order_relaxed);
-    if (state == HANDLE_WAITING)
+    if (state == HANDLE_WAITING || state == HANDLE_QUEUED)
         stats_file_wait_begins(rec, monotonic_ns());
     else
         stats_file_wait_ends(rec);

@@ -32,7 +32,8 @@ EXPORT PGTransactionStatusType PQtransactionStatus(const PGconn *conn)
     if (h == NULL)
         return real.PQtransactionStatus(conn);
     PGconn *server = handle_enter(h, false);
-    PGTransactionStatusType status = handle_is_pooled_connect(h) ? PQTRANS_UNKNOWN
+    PGTransactionStatusType status = handle_is_pooled_connect(h)   ? PQTRANS_UNKNOWN
+                                     : h->state == HANDLE_QUEUED ? PQTRANS_ACTIVE /* its command */
                                      : server == NULL            ? PQTRANS_IDLE
                                                                  : real.PQtransactionStatus(server);
     handle_leave(h, true);

@@ -1,5 +1,6 @@
 /* wrappers.c: the libpq functions whose handling is a row of intercepted.h, generated from it. */
 #include "handle.h"
+#include "queued.h"
 #include "real.h"
 
 #define EXPORT __attribute__((visibility("default")))
@@ -32,6 +33,7 @@
 #define BIND 1, 0
 #define IDLE(value) 0, (value)
 #define CUSTOM 2, 0
+#define SEND(queue) 3, (queue)
 /* effect: (what runs before the call, whether the call only reads) */
 #define NONE (void) 0, false
 #define READ (void) 0, true
@@ -48,6 +50,25 @@
 #define WRAPPER_1(name, ret, params, args, value, effect, reads) \
     GENERATED(name, ret, params, args, true, value, effect, reads)
 #define WRAPPER_2(name, ret, params, args, value, effect, reads) /* hand-written */
+/* SEND rows: the effect runs for a kept command too (it is what the handle will have sent). */
+#define WRAPPER_3(name, ret, params, args, value, effect, reads)       \
+    EXPORT ret name params                                              \
+    {                                                                   \
+        struct handle *h = handle_of(conn);                             \
+        if (h == NULL)                                                  \
+            return real.name args;                                      \
+        PGconn *server = queued_enter_send(h);                          \
+        ret result;                                                     \
+        effect;                                                         \
+        if (server == NULL) {                                           \
+            result = value;                                             \
+        } else {                                                        \
+            conn = server;                                              \
+            result = real.name args;                                    \
+        }                                                               \
+        handle_leave(h, reads);                                         \
+        return result;                                                  \
+    }
 
 #define GENERATED(name, ret, params, args, need_server, value, effect, reads) \
     EXPORT ret name params                                              \

@@ -29,15 +29,12 @@ endfunction()
 # after all connects, with the role's backends within its slots. They fill the server: SERIAL.
 # psycopg 3 sync in 8 threads (PQconnectStart + poll, through ctypes and the loader auditor).
 pqdedup_async_test(async_leak_psycopg3_threads leak.sh psycopg3-threads SERIAL)
-# psycopg 3 AsyncConnection in 50 asyncio tasks of one event loop. DISABLED: it fails at every
-# run, a known bug (issue 10 is open for it): the 50 tasks' rechecks at once need more server
-# connections than the 37 slots, and a query of an unbound handle waits for one inside
-# PQsendQuery (pool_rebind), blocking the event loop that would collect the other 36 queries'
-# results and free theirs: each of the 14 extra tasks stalls the loop PQDEDUP_MAX_WAIT (5s) and
-# fails with the server's refusal. (The connects themselves all work: an asynchronous connect
-# waits without blocking.) Enable it with the asynchronous rebind that fixes it.
+# psycopg 3 AsyncConnection in 50 asyncio tasks of one event loop. The 50 tasks' rechecks at
+# once need more server connections than the 37 slots: a query of an unbound handle that would
+# wait for one is kept (QUEUED) and PQsendQuery returns at once, so the loop goes on to collect
+# the other queries' results, which frees their connections (it stalled PQDEDUP_MAX_WAIT per
+# extra task, which then failed, while the query waited inside PQsendQuery).
 pqdedup_async_test(async_leak_psycopg3_asyncio leak.sh psycopg3-asyncio SERIAL)
-set_tests_properties(async_leak_psycopg3_asyncio PROPERTIES DISABLED TRUE)
 # psycopg2 async connections (async_=1, psycopg2's poll loop) in 8 threads.
 pqdedup_async_test(async_leak_psycopg2_async leak.sh psycopg2-async SERIAL)
 # Ruby pg (PQconnectStart + poll, nonblocking) in 8 threads. After each PQconnectPoll Ruby's

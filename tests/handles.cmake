@@ -53,6 +53,16 @@ pqdedup_add_test(NAME handles_socket SOURCES test_handles_socket.c
 pqdedup_add_test(NAME handles_socket_connecting SOURCES test_handles_socket.c ARGS connecting
                  ENV PQDEDUP_MAX_PER_KEY=1 PQDEDUP_MAX_WAIT=1s LABELS handles)
 
+# A nonblocking handle's command that must wait for a server connection (the cap of 1 held by
+# a transaction) is kept, and the send returns at once: one thread commits the holder after
+# the send, then collects the command's result (binary parameter, simple query, unnamed
+# prepared statement) through its descriptor; at PQDEDUP_MAX_WAIT a kept command answers one
+# error result saying why (also when read at once with PQgetResult, which waits).
+pqdedup_add_test(NAME handles_queued_released SOURCES test_handles_queued.c ARGS released
+                 ENV PQDEDUP_MAX_PER_KEY=1 PQDEDUP_UNBIND_AFTER=0 PQDEDUP_MAX_WAIT=20s LABELS handles)
+pqdedup_add_test(NAME handles_queued_deadline PROGRAM test_handles_queued ARGS deadline
+                 ENV PQDEDUP_MAX_PER_KEY=1 PQDEDUP_UNBIND_AFTER=0 PQDEDUP_MAX_WAIT=1s LABELS handles)
+
 # Cancels reach only the handle's own query: PQcancel through PQgetCancel(A) from another
 # thread cancels A's pg_sleep (57014); once B took A's backend and runs pg_sleep there, A's
 # earlier cancel object sends nothing and returns 1 (B's query completes); bound to another
