@@ -38,7 +38,8 @@ EXPORT PGcancel *PQgetCancel(PGconn *conn)
     case HANDLE_BOUND:
     case HANDLE_STARTED:
     case HANDLE_UNBOUND:
-    case HANDLE_QUEUED: {
+    case HANDLE_QUEUED:
+    case HANDLE_RESETTING: {
         bool fresh;
         struct handle_cancel *c = slots_take(&cancel_slots, &fresh);
         if (c == NULL) {

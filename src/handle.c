@@ -114,8 +114,10 @@ bool handle_set_state(struct handle *h, enum handle_state next)
         [HANDLE_PREPARING] = connecting | 1u << HANDLE_BOUND | 1u << HANDLE_DIRECT | 1u << HANDLE_FREE,
         [HANDLE_WAITING] = connecting | 1u << HANDLE_BOUND | 1u << HANDLE_DIRECT | 1u << HANDLE_FREE,
         [HANDLE_BOUND] = 1u << HANDLE_UNBOUND | 1u << HANDLE_DIRECT | 1u << HANDLE_FREE,
-        [HANDLE_UNBOUND] = 1u << HANDLE_BOUND | 1u << HANDLE_QUEUED | 1u << HANDLE_DIRECT | 1u << HANDLE_FREE,
-        [HANDLE_QUEUED] = 1u << HANDLE_BOUND | 1u << HANDLE_DIRECT | 1u << HANDLE_FREE,
+        [HANDLE_UNBOUND] = 1u << HANDLE_BOUND | 1u << HANDLE_QUEUED | 1u << HANDLE_RESETTING | 1u << HANDLE_DIRECT |
+                           1u << HANDLE_FREE,
+        [HANDLE_QUEUED] = 1u << HANDLE_BOUND | 1u << HANDLE_RESETTING | 1u << HANDLE_DIRECT | 1u << HANDLE_FREE,
+        [HANDLE_RESETTING] = 1u << HANDLE_BOUND | 1u << HANDLE_UNBOUND | 1u << HANDLE_DIRECT | 1u << HANDLE_FREE,
         [HANDLE_DIRECT] = 1u << HANDLE_BOUND | 1u << HANDLE_FREE,
     };
     if ((allowed[h->state] & (1u << next)) == 0) {
@@ -175,10 +177,11 @@ PGconn *handle_enter(struct handle *h, bool need_server)
     case HANDLE_UNBOUND:
         break;
     case HANDLE_QUEUED:
-        /* Its kept command is sent once a server connection is had: a call that needs the
-         * server waits for one, as libpq's own would wait for the command's answer. */
+    case HANDLE_RESETTING:
+        /* Its kept command is sent once a server connection is had and ready: a call that
+         * needs the server waits for that, as libpq's own would wait for the command's answer. */
         queued_advance(h, need_server);
-        return h->state == HANDLE_QUEUED ? NULL : h->conn;
+        return queued_is_kept(h) ? NULL : h->conn;
     case HANDLE_STARTED:
     case HANDLE_CONNECTING:
     case HANDLE_PREPARING:

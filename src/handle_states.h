@@ -24,6 +24,9 @@
               "be had without waiting: the command is kept (queued.c) and sent once one is; "   \
               "PQisBusy says busy, the app polls `wait` (a socket), which turns readable when " \
               "one may be, and at PQDEDUP_MAX_WAIT, when the command fails")                    \
+    X(RESETTING, "a nonblocking handle's kept command (as QUEUED) got a server connection whose " \
+                 "reset or check is still in flight: bound, the app polls its socket; the "      \
+                 "command is sent once the reset is collected")                                  \
     X(DIRECT, "`conn` is a connection outside the pool for the rest of the handle's life: a "  \
               "connect or rebind that failed (status BAD, its error), or, in a forked child, "  \
               "the parent's connection that was in use at fork")
@@ -42,6 +45,7 @@ enum handle_state {
 
 /* True for the states in which a handle holds a server connection of the pool. */
 #define HANDLE_STATE_HOLDS_SERVER(state) \
-    ((state) == HANDLE_BOUND || (state) == HANDLE_STARTED || (state) == HANDLE_PREPARING)
+    ((state) == HANDLE_BOUND || (state) == HANDLE_STARTED || (state) == HANDLE_PREPARING || \
+     (state) == HANDLE_RESETTING)
 
 #endif

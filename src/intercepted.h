@@ -163,7 +163,7 @@
       SEND(queue_describe(h, true, portal)), NONE)                                                 \
     X(PQsetSingleRowMode, int, (PGconn *conn), (conn), IDLE(0), NONE)                              \
     X(PQgetResult, PGresult *, (PGconn *conn), (conn), CUSTOM, NONE)                               \
-    X(PQisBusy, int, (PGconn *conn), (conn), IDLE(h->state == HANDLE_QUEUED), NONE)                \
+    X(PQisBusy, int, (PGconn *conn), (conn), IDLE(queued_is_kept(h)), NONE)                \
     X(PQconsumeInput, int, (PGconn *conn), (conn), IDLE(1), NONE)                                  \
     X(PQflush, int, (PGconn *conn), (conn), IDLE(0), NONE)                                         \
     X(PQnotifies, PGnotify *, (PGconn *conn), (conn), IDLE(NULL), NONE)                            \

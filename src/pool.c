@@ -505,6 +505,9 @@ void pool_finish(struct handle *h)
         bucket_drop_if_unused(b);
         unlock_pool();
         break;
+    case HANDLE_RESETTING:
+        queued_forget(h);
+        /* fall through */
     case HANDLE_PREPARING: /* its connection's reset is half done: closed */
         drop_preparing(h);
         lock_pool();

@@ -45,6 +45,7 @@ bool pool_rebind(struct handle *h);
 enum rebind_outcome {
     REBIND_BOUND,  /* h is BOUND */
     REBIND_QUEUED, /* none could be had without waiting: h is QUEUED, its wake set to fire */
+    REBIND_RESETTING, /* one that needs a round trip first: h is RESETTING, its reset sent */
     REBIND_FAILED, /* h is DIRECT on a failed connection, as for pool_rebind */
 };
 
@@ -54,6 +55,11 @@ enum rebind_outcome {
  * try, after which it fails). Opening a new connection, or resetting another handle's, still
  * takes the round trips they take. */
 enum rebind_outcome pool_rebind_or_queue(struct handle *h, bool may_wait);
+
+/* One step of h's RESETTING (locked): collects its connection's reset without waiting unless
+ * `wait`. Returns DONE with h BOUND, WAIT, or FAILED with h UNBOUND again (the connection
+ * closed as broken). */
+enum session_step pool_resetting_step(struct handle *h, bool wait);
 
 /* h (CONNECTING, locked) finished connecting: on CONNECTION_OK its connection joins the pool
  * and h is BOUND; otherwise h becomes DIRECT on the failed connection (keeping its key). */

@@ -33,7 +33,9 @@ static bool wait_for_release(struct pool_bucket *b, int64_t now, int64_t *deadli
 }
 
 /* How acquire() ended. */
-enum acquired { ACQUIRED_BOUND, ACQUIRED_OPENING, ACQUIRED_QUEUED, ACQUIRED_FAILED, ACQUIRED_PASSTHROUGH };
+enum acquired {
+    ACQUIRED_BOUND, ACQUIRED_OPENING, ACQUIRED_QUEUED, ACQUIRED_RESETTING, ACQUIRED_FAILED, ACQUIRED_PASSTHROUGH
+};
 
 /* Instead of waiting (step 4 of acquire), h, a nonblocking handle's command, is QUEUED on b's
  * waiting list, its wake firing on a change, at the back-off's end, or at its deadline
@@ -65,7 +67,9 @@ static bool queue_for_release(struct handle *h, struct pool_bucket *b, int64_t n
  *      refusal, or the cap's message.
  * `started` binds as STARTED (PQconnectStart*). Returns ACQUIRED_FAILED with *failed a failed
  * PGconn for the app; ACQUIRED_OPENING with h CONNECTING (an asynchronous `call`). Unless
- * `may_wait`, step 4 leaves h QUEUED instead (ACQUIRED_QUEUED: queue_for_release).
+ * `may_wait` (a nonblocking handle's kept command), step 4 leaves h QUEUED instead
+ * (ACQUIRED_QUEUED: queue_for_release), and a connection of steps 1 and 2 that needs a round
+ * trip first is bound with its reset or check sent, not waited for (ACQUIRED_RESETTING).
  */
 static enum acquired acquire(struct handle *h, const struct connect_call *call, bool started, bool may_wait,
                              PGconn **failed)
@@ -75,6 +79,7 @@ static enum acquired acquire(struct handle *h, const struct connect_call *call, 
     PGconn *refusal = NULL; /* the server's last refusal, reported if nothing else works */
     int64_t deadline = 0;
     enum acquired result;
+    const char *preparation = NULL; /* ACQUIRED_RESETTING: what to send once unlocked */
     *failed = NULL;
     lock_pool();
     if (h->state == HANDLE_QUEUED)
@@ -109,6 +114,19 @@ static enum acquired acquire(struct handle *h, const struct connect_call *call, 
                 now = monotonic_ns();
                 continue;
             }
+        }
+        if (s != NULL && !may_wait) {
+            preparation = preparation_of(s, victim != NULL, victim_dirty, now);
+            if (preparation == NULL && s->pending == PENDING_NONE && needs_check(s, b->target, now))
+                preparation = "check";
+            if (preparation != NULL || s->pending != PENDING_NONE || s->reset_needed) {
+                bind_server(h, s, HANDLE_RESETTING);
+                result = ACQUIRED_RESETTING;
+                break;
+            }
+            bind_server(h, s, HANDLE_BOUND); /* ready as it is */
+            result = ACQUIRED_BOUND;
+            break;
         }
         if (s != NULL) {
             uint64_t baseline = atomic_load(&b->baseline);
@@ -224,9 +242,11 @@ static enum acquired acquire(struct handle *h, const struct connect_call *call, 
         }
         now = monotonic_ns();
     }
-    if (result == ACQUIRED_BOUND && atomic_load(&b->waiters) > 0)
+    if ((result == ACQUIRED_BOUND || result == ACQUIRED_RESETTING) && atomic_load(&b->waiters) > 0)
         wake_waiters(b); /* a release may be enough for more than one */
     unlock_pool();
+    if (result == ACQUIRED_RESETTING && preparation != NULL)
+        send_preparation(h->server, preparation);
     if (refusal != NULL)
         real.PQfinish(refusal);
     close_list(to_close);
@@ -271,7 +291,8 @@ enum connect_outcome pool_connect(struct handle *h, const char *key, const struc
         return CONNECT_BOUND;
     case ACQUIRED_OPENING:
         return CONNECT_OPENING;
-    case ACQUIRED_QUEUED: /* (only without may_wait) */
+    case ACQUIRED_QUEUED: /* (these two only without may_wait) */
+    case ACQUIRED_RESETTING:
     case ACQUIRED_FAILED:
     case ACQUIRED_PASSTHROUGH:
         break;
@@ -295,6 +316,9 @@ enum rebind_outcome pool_rebind_or_queue(struct handle *h, bool may_wait)
         return REBIND_BOUND;
     case ACQUIRED_QUEUED:
         return REBIND_QUEUED;
+    case ACQUIRED_RESETTING:
+        socket_follow(h); /* the app polls the connection's socket */
+        return REBIND_RESETTING;
     case ACQUIRED_OPENING: /* a blocking call never leaves one opening */
     case ACQUIRED_PASSTHROUGH:
         if (failed == NULL) /* exit under way: a plain connection of its own */

@@ -56,6 +56,73 @@ static PostgresPollingStatusType poll_status(const struct handle *h)
     }
 }
 
+const char *preparation_of(struct server_conn *s, bool from_handle, bool handle_dirty, int64_t now)
+{
+    struct pool_bucket *b = s->bucket;
+    const char *send = NULL;
+    if (from_handle) {
+        send = !settings.reset_only_dirty || handle_dirty ? settings.reset_query : "";
+        stats_add_key(stats_key_counters(b->stats), moved);
+        if (send[0] != '\0')
+            stats_add_key(stats_key_counters(b->stats), resets);
+        else
+            stats_add_key(stats_key_counters(b->stats), resets_skipped);
+    } else {
+        int64_t idle = now - s->freed_ns;
+        bool check = idle >= settings.check_after_ns || b->target[0] != '\0' ||
+                     (s->server_idle_limit_ns > 0 && idle >= s->server_idle_limit_ns / 2);
+        if (s->pending == PENDING_NONE && check)
+            send = "check";
+        stats_add_key(stats_key_counters(b->stats), reused);
+    }
+    if (send != NULL)
+        s->reset_needed = false; /* what is sent now is the whole reset */
+    return send;
+}
+
+void send_preparation(struct server_conn *s, const char *send)
+{
+    /* An idle handle's session is reset; a free one idle long is checked (an empty query,
+     * which also restarts the server's idle_session_timeout). A send that fails shows as a
+     * failure at the next step. */
+    bool check = strcmp(send, "check") == 0;
+    bool sent = check ? real.PQsendQuery(s->conn, "") == 1
+                      : session_start_reset(s->conn, send, &s->pending, &s->server_closing);
+    if (!sent || check)
+        s->pending = PENDING_RESET;
+}
+
+enum session_step pool_resetting_step(struct handle *h, bool wait)
+{
+    enum session_step step = preparation_step(h, wait);
+    if (step == SESSION_STEP_FAILED) {
+        handle_set_state(h, HANDLE_UNBOUND); /* it still has the view it answered from */
+        socket_follow(h);
+    }
+    return step;
+}
+
+enum session_step preparation_step(struct handle *h, bool wait)
+{
+    struct server_conn *s = h->server;
+    struct pool_bucket *b = s->bucket;
+    const char *reset = s->reset_needed ? settings.reset_query : "";
+    enum session_step step =
+        wait ? session_finish_reset(s->conn, &s->pending, reset, false, monotonic_ns() + settings.check_timeout_ns,
+                                    &s->server_closing)
+             : session_reset_step(s->conn, &s->pending, reset, &s->server_closing);
+    if (step == SESSION_STEP_WAIT && !wait)
+        return step;
+    if (step == SESSION_STEP_DONE && session_matches_target(s->conn, b->target) &&
+        (settings.reset_query[0] == '\0' || reset_kept_parameters(s, atomic_load(&b->baseline)))) {
+        handle_set_state(h, HANDLE_BOUND);
+        bind_finish(h);
+        return SESSION_STEP_DONE;
+    }
+    drop_preparing(h);
+    return SESSION_STEP_FAILED;
+}
+
 /*
  * Looks for a server connection for the asynchronous connect h (locked, not bound; h->bucket
  * set; h->conn is NULL or a failed connection saying why it waits) without blocking, in the
@@ -91,30 +158,17 @@ void acquire_async(struct handle *h, const struct connect_call *call, bool polle
         if (unbind(victim)) {
             s = taken;
             s->freed_ns = now;
-            send = !settings.reset_only_dirty || dirty ? settings.reset_query : "";
-            stats_add_key(stats_key_counters(b->stats), moved);
-            if (send[0] != '\0')
-                stats_add_key(stats_key_counters(b->stats), resets);
-            else
-                stats_add_key(stats_key_counters(b->stats), resets_skipped);
+            send = preparation_of(s, true, dirty, now);
         }
         pthread_mutex_unlock(&victim->lock);
     } else if (s != NULL) {
-        int64_t idle = now - s->freed_ns;
-        bool check = idle >= settings.check_after_ns || b->target[0] != '\0' ||
-                     (s->server_idle_limit_ns > 0 && idle >= s->server_idle_limit_ns / 2);
-        if (s->pending == PENDING_NONE && check)
-            send = "check";
-        stats_add_key(stats_key_counters(b->stats), reused);
+        send = preparation_of(s, false, false, now);
     }
     if (s != NULL) {
-        if (s->pending == PENDING_NONE && send == NULL) {
+        if (s->pending == PENDING_NONE && send == NULL)
             bind_server(h, s, polled ? HANDLE_BOUND : HANDLE_STARTED);
-        } else {
-            if (send != NULL)
-                s->reset_needed = false; /* what is sent now is the whole reset */
+        else
             bind_server(h, s, HANDLE_PREPARING); /* not idle until its reset is collected */
-        }
     } else if (!pressure && !pool_is_shutting_down()) {
         if (b->backoff_ns != 0)
             b->refused_until_ns = now + b->backoff_ns;
@@ -173,15 +227,7 @@ void acquire_async(struct handle *h, const struct connect_call *call, bool polle
         real.PQfinish(reason);
     close_list(to_close);
     if (h->state == HANDLE_PREPARING && send != NULL) {
-        /* An idle handle's session is reset; a free one idle long is checked (an empty query,
-         * which also restarts the server's idle_session_timeout). A send that fails shows as a
-         * failure at the next step. */
-        struct server_conn *taken = h->server;
-        bool sent = strcmp(send, "check") == 0
-                        ? real.PQsendQuery(taken->conn, "") == 1
-                        : session_start_reset(taken->conn, send, &taken->pending, &taken->server_closing);
-        if (!sent || strcmp(send, "check") == 0)
-            taken->pending = PENDING_RESET;
+        send_preparation(h->server, send);
     } else if (h->state == HANDLE_BOUND || h->state == HANDLE_STARTED) {
         bind_finish(h);
     }
@@ -210,18 +256,11 @@ PostgresPollingStatusType pool_connect_poll(struct handle *h)
         handle_set_state(h, HANDLE_BOUND);
         return PGRES_POLLING_OK;
     case HANDLE_PREPARING: {
-        struct server_conn *s = h->server;
-        enum session_step step = session_reset_step(s->conn, &s->pending,
-                                                    s->reset_needed ? settings.reset_query : "", &s->server_closing);
+        enum session_step step = preparation_step(h, false);
         if (step == SESSION_STEP_WAIT)
             return PGRES_POLLING_READING;
-        if (step == SESSION_STEP_DONE && session_matches_target(s->conn, b->target) &&
-            (settings.reset_query[0] == '\0' || reset_kept_parameters(s, atomic_load(&b->baseline)))) {
-            handle_set_state(h, HANDLE_BOUND);
-            bind_finish(h);
+        if (step == SESSION_STEP_DONE)
             return PGRES_POLLING_OK;
-        }
-        drop_preparing(h);
         handle_set_state(h, HANDLE_FREE);
         acquire_async(h, NULL, true);
         return poll_status(h);
@@ -256,6 +295,7 @@ PostgresPollingStatusType pool_connect_poll(struct handle *h)
     case HANDLE_BOUND:
     case HANDLE_UNBOUND:
     case HANDLE_QUEUED:
+    case HANDLE_RESETTING:
         return PGRES_POLLING_OK;
     case HANDLE_DIRECT:
     case HANDLE_FREE:

@@ -158,8 +158,24 @@ bool start_waiting(struct handle *h, struct pool_bucket *b, int64_t now);
 /* Takes h (WAITING or QUEUED) off its bucket's waiting list and closes its wake. */
 void stop_waiting(struct handle *h);
 
-/* Lets go of h's server connection after it failed to prepare (PREPARING): closed. Takes
- * the lock itself. */
+/* Lets go of h's server connection after it failed to prepare (PREPARING, RESETTING):
+ * closed. Takes the lock itself. */
 void drop_preparing(struct handle *h);
+
+/* What must be sent on s, about to serve another handle, before it is ready: an idle handle's
+ * (`from_handle`) reset (or "" when PQDEDUP_RESET=dirty spares a clean one), "check" (an empty
+ * query) for a free one idle long, or NULL: nothing (s->pending may still be in flight).
+ * Counts it in the key's stats. Caller holds pool_lock. */
+const char *preparation_of(struct server_conn *s, bool from_handle, bool handle_dirty, int64_t now);
+
+/* Sends what preparation_of() said, without waiting (no pool_lock). */
+void send_preparation(struct server_conn *s, const char *send);
+
+/* One step of preparing the connection h (PREPARING or RESETTING, locked, no pool_lock) is
+ * bound to: collects what is in flight, without waiting unless `wait` (then up to
+ * PQDEDUP_CHECK_TIMEOUT, after which it fails). Returns DONE with h BOUND; WAIT (poll its
+ * socket; only without `wait`); FAILED with the connection closed and h without one, its
+ * state for the caller to set. */
+enum session_step preparation_step(struct handle *h, bool wait);
 
 #endif

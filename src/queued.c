@@ -175,26 +175,54 @@ static int send_command(PGconn *conn, const struct queued_command *c)
     return 0;
 }
 
-void queued_advance(struct handle *h, bool wait)
+/* h is BOUND, or DIRECT on a failure: its kept command is sent, or answers the error. */
+static void send_kept(struct handle *h)
 {
-    if (!wait && !atomic_load(&h->wait.fired))
-        return; /* nothing changed since it was queued */
-    wake_drain(&h->wait);
-    if (pool_rebind_or_queue(h, wait) == REBIND_QUEUED) {
-        socket_follow(h); /* (a new wake) */
-        return;
-    }
-    /* BOUND, or DIRECT on the failure: the kept command is sent, or answers the error. */
     if (h->queued != NULL && (h->state != HANDLE_BOUND || send_command(h->conn, h->queued) != 1))
         h->queued_failed = true;
     free_command(h->queued);
     h->queued = NULL;
 }
 
+void queued_advance(struct handle *h, bool wait)
+{
+    for (;;) {
+        if (h->state == HANDLE_RESETTING) {
+            enum session_step step = pool_resetting_step(h, wait);
+            if (step == SESSION_STEP_WAIT)
+                return;
+            if (step == SESSION_STEP_DONE) {
+                send_kept(h);
+                return;
+            }
+            /* the connection failed its reset: h is UNBOUND again, and looks for another */
+        } else if (h->state == HANDLE_QUEUED) {
+            if (!wait && !atomic_load(&h->wait.fired))
+                return; /* nothing changed since it was queued */
+            wake_drain(&h->wait);
+        } else {
+            return;
+        }
+        switch (pool_rebind_or_queue(h, wait)) {
+        case REBIND_QUEUED:
+            socket_follow(h); /* (a new wake) */
+            return;
+        case REBIND_RESETTING:
+            if (!wait)
+                return;
+            break; /* (only when it was not waiting) */
+        case REBIND_BOUND:
+        case REBIND_FAILED:
+            send_kept(h);
+            return;
+        }
+    }
+}
+
 PGconn *queued_enter_send(struct handle *h)
 {
     PGconn *server = handle_enter(h, false);
-    if (h->state == HANDLE_QUEUED) {
+    if (queued_is_kept(h)) {
         queued_advance(h, true); /* one command at a time: libpq refuses this one */
         return h->conn;
     }
@@ -207,7 +235,7 @@ PGconn *queued_enter_send(struct handle *h)
     enum rebind_outcome outcome = pool_rebind_or_queue(h, false);
     if (outcome == REBIND_QUEUED)
         socket_follow(h); /* PQsocket: its wake */
-    return outcome == REBIND_QUEUED ? NULL : h->conn;
+    return outcome == REBIND_QUEUED || outcome == REBIND_RESETTING ? NULL : h->conn;
 }
 
 /* libpq's PQgetResult waits for the answer of the command under way: a QUEUED handle's first
@@ -219,7 +247,7 @@ EXPORT PGresult *PQgetResult(PGconn *conn)
     if (h == NULL)
         return real.PQgetResult(conn);
     PGconn *server = handle_enter(h, false);
-    if (h->state == HANDLE_QUEUED) {
+    if (queued_is_kept(h)) {
         queued_advance(h, true);
         server = h->conn;
     }

@@ -10,7 +10,8 @@
 
 /* Begins one of the app's PQsend* calls on h (wrappers.c, rows marked SEND): as
  * handle_enter(h, true), but an UNBOUND handle in nonblocking mode that would have to wait for
- * a server connection becomes QUEUED instead, and NULL is returned: the caller then keeps its
+ * a server connection becomes QUEUED instead, or RESETTING when it got one whose reset is still
+ * to be collected, and NULL is returned: the caller then keeps its
  * command with one of the queue_* functions below. (A QUEUED handle's new command first waits
  * for the kept one to be sent: libpq then refuses it, as one command is under way.) Pair with
  * handle_leave. */
@@ -27,11 +28,18 @@ int queue_query_prepared(struct handle *h, const char *name, int nparams, const 
                          const int *lengths, const int *formats, int result_format);
 int queue_describe(struct handle *h, bool portal, const char *name);
 
-/* One step for a QUEUED h (locked): when its wake fired (or `wait`), takes a server
- * connection, without waiting unless `wait`, and sends the kept command on it: h is then BOUND
- * with the command in flight, or DIRECT when none could be had by PQDEDUP_MAX_WAIT (its kept
- * command then answers an error result: PQgetResult), or still QUEUED. */
+/* One step for a QUEUED or RESETTING h (locked): when its wake fired or its reset's answer
+ * arrived (or, with `wait`, waiting for them), takes a server connection and sends the kept
+ * command on it: h is then BOUND with the command in flight, or DIRECT when none could be had
+ * by PQDEDUP_MAX_WAIT (its kept command then answers an error result: PQgetResult), or still
+ * QUEUED or RESETTING (only without `wait`). */
 void queued_advance(struct handle *h, bool wait);
+
+/* True while h has a command kept: QUEUED, or RESETTING. */
+static inline bool queued_is_kept(const struct handle *h)
+{
+    return h->state == HANDLE_QUEUED || h->state == HANDLE_RESETTING;
+}
 
 /* Drops h's kept command (at finish). */
 void queued_forget(struct handle *h);

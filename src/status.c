@@ -1,6 +1,7 @@
 /* status.c: a handle's status, transaction status and error message, as plain libpq would report them. */
 #define _GNU_SOURCE
 #include "handle.h"
+#include "queued.h"
 #include "real.h"
 
 #include <stdio.h>
@@ -33,7 +34,7 @@ EXPORT PGTransactionStatusType PQtransactionStatus(const PGconn *conn)
         return real.PQtransactionStatus(conn);
     PGconn *server = handle_enter(h, false);
     PGTransactionStatusType status = handle_is_pooled_connect(h)   ? PQTRANS_UNKNOWN
-                                     : h->state == HANDLE_QUEUED ? PQTRANS_ACTIVE /* its command */
+                                     : queued_is_kept(h)         ? PQTRANS_ACTIVE /* its command */
                                      : server == NULL            ? PQTRANS_IDLE
                                                                  : real.PQtransactionStatus(server);
     handle_leave(h, true);

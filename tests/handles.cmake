@@ -62,6 +62,10 @@ pqdedup_add_test(NAME handles_queued_released SOURCES test_handles_queued.c ARGS
                  ENV PQDEDUP_MAX_PER_KEY=1 PQDEDUP_UNBIND_AFTER=0 PQDEDUP_MAX_WAIT=20s LABELS handles)
 pqdedup_add_test(NAME handles_queued_deadline PROGRAM test_handles_queued ARGS deadline
                  ENV PQDEDUP_MAX_PER_KEY=1 PQDEDUP_UNBIND_AFTER=0 PQDEDUP_MAX_WAIT=1s LABELS handles)
+# The reset of the server connection a nonblocking handle's command takes (an idle handle's)
+# is collected in the app's own poll cycle: the send returns while the reset still runs.
+pqdedup_add_test(NAME handles_queued_resetting PROGRAM test_handles_queued ARGS resetting
+                 ENV "PQDEDUP_RESET_QUERY=SELECT pg_sleep(1)" PQDEDUP_UNBIND_AFTER=0 LABELS handles)
 
 # Cancels reach only the handle's own query: PQcancel through PQgetCancel(A) from another
 # thread cancels A's pg_sleep (57014); once B took A's backend and runs pg_sleep there, A's

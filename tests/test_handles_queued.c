@@ -11,7 +11,7 @@
 #include <sys/stat.h>
 
 /*
- * Usage: test_handles_queued released|deadline. Run with PQDEDUP_MAX_PER_KEY=1 (one server
+ * Usage: test_handles_queued released|deadline|resetting. Run with PQDEDUP_MAX_PER_KEY=1 (one server
  * connection for the key) and PQDEDUP_UNBIND_AFTER=0, and PQDEDUP_MAX_WAIT=20s (released) or
  * 1s (deadline). One thread plays an event loop: B holds the only server connection in a
  * transaction while A, nonblocking and unbound, sends a command.
@@ -27,6 +27,11 @@
  *             A's command then answers one error result (why), then NULL, its status BAD.
  *             C's kept command, read with PQgetResult at once (which waits, as libpq's does),
  *             answers the same error after the wait.
+ *   resetting (PQDEDUP_RESET_QUERY='SELECT pg_sleep(1)', PQDEDUP_UNBIND_AFTER=0): A's
+ *             PQsendQuery takes idle B's server connection, whose reset is a second long: the
+ *             call returns while the backend still runs the reset (seen in pg_stat_activity),
+ *             A reads busy with the connection's socket to poll, and its result (its backend's
+ *             pid) arrives after the reset, collected by PQconsumeInput.
  */
 
 static bool is_socket(int fd)
@@ -183,13 +188,37 @@ static void test_deadline(void)
     PQfinish(c);
 }
 
+static void test_resetting(void)
+{
+    PGconn *a = tu_connect_ok(), *b;
+    int pid = tu_backend_pid(a);
+    char expect[32], *v;
+
+    REQUIRE(pid > 0, "resetting: pid of A");
+    REQUIRE(PQsetnonblocking(a, 1) == 0, "PQsetnonblocking: %s", PQerrorMessage(a));
+    b = tu_connect_taking(pid, "resetting"); /* B idle on A's backend, A unbound */
+    CHECK(PQsendQuery(a, "SELECT pg_backend_pid()") == 1, "resetting: A's send: %s", PQerrorMessage(a));
+    CHECK(tu_wait_active(pid, "pg_sleep", 5000), "resetting: A's send returned after the reset on backend %d "
+          "had ended (it waited for it)", pid);
+    CHECK(PQisBusy(a) == 1, "resetting: A not busy while its command waits for the reset");
+    CHECK(is_socket(PQsocket(a)), "resetting: PQsocket %d is not a socket", PQsocket(a));
+    v = collect(a, "resetting");
+    snprintf(expect, sizeof expect, "%d", pid);
+    CHECK(v != NULL && strcmp(v, expect) == 0, "resetting: A's result '%s', expected %s", v ? v : "", expect);
+    free(v);
+    PQfinish(a);
+    PQfinish(b);
+}
+
 int main(int argc, char **argv)
 {
     if (argc > 1 && strcmp(argv[1], "released") == 0)
         test_released();
     else if (argc > 1 && strcmp(argv[1], "deadline") == 0)
         test_deadline();
+    else if (argc > 1 && strcmp(argv[1], "resetting") == 0)
+        test_resetting();
     else
-        REQUIRE(0, "usage: test_handles_queued released|deadline");
+        REQUIRE(0, "usage: test_handles_queued released|deadline|resetting");
     return tu_finish();
 }
