@@ -29,13 +29,13 @@ static _Atomic bool slots_full_logged;
 
 struct handle *handle_of(const PGconn *conn)
 {
-    return slots_find(&handle_slots, conn);
+    return slots_find_sized(&handle_slots, conn, SLOT_BYTES);
 }
 
 /* h's record in the live stats file: the same index as its slot (NULL without a region). */
 static struct stats_file_handle *record_of(const struct handle *h)
 {
-    return stats_file_handle_record(slots_index(&handle_slots, h));
+    return stats_file_handle_record(slots_index_sized(&handle_slots, h, SLOT_BYTES));
 }
 
 struct stats_file_handle *handle_stats(const struct handle *h)

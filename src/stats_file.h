@@ -26,6 +26,7 @@
 
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <time.h>
 
@@ -127,8 +128,14 @@ struct stats_file_key *stats_file_key(const char *key);
  * full). The first time an address is seen it is resolved with dladdr. */
 uint16_t stats_file_site(const void *caller);
 
-/* The handle record with this slot index, or NULL (no region, index past the table). */
-struct stats_file_handle *stats_file_handle_record(uint32_t index);
+/* The handle record with this slot index, or NULL (no region, index past the table). Inline:
+ * every libpq call of the app asks it twice. */
+static inline struct stats_file_handle *stats_file_handle_record(uint32_t index)
+{
+    if (stats_region == NULL || index >= STATS_FILE_HANDLES)
+        return NULL;
+    return (struct stats_file_handle *) (void *) ((char *) stats_region + STATS_FILE_HANDLES_AT) + index;
+}
 
 /* The key record's index (for a handle record). */
 uint16_t stats_file_key_index(const struct stats_file_key *k);
