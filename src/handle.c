@@ -30,13 +30,13 @@ static _Atomic bool slots_full_logged;
 
 struct handle *handle_of(const PGconn *conn)
 {
-    return slots_find(&handle_slots, conn);
+    return slots_find_sized(&handle_slots, conn, SLOT_BYTES);
 }
 
 /* h's record in the live stats file: the same index as its slot (NULL without a region). */
 static struct stats_file_handle *record_of(const struct handle *h)
 {
-    return stats_file_handle_record(slots_index(&handle_slots, h));
+    return stats_file_handle_record(slots_index_sized(&handle_slots, h, SLOT_BYTES));
 }
 
 struct stats_file_handle *handle_stats(const struct handle *h)
@@ -206,20 +206,26 @@ PGconn *handle_enter(struct handle *h, bool need_server)
 
 void handle_leave(struct handle *h, bool read_only)
 {
-    if (!read_only && h->depth == 1 && h->state == HANDLE_BOUND) {
-        /* Idle since this call: a handle in use every few ms is never the longest idle. */
-        bool idle = !handle_is_sticky(h) && session_is_idle(h->conn);
-        int64_t since = atomic_load_explicit(&h->idle_since_ns, memory_order_relaxed);
-        atomic_store_explicit(&h->idle_since_ns, idle ? monotonic_ns() : 0, memory_order_relaxed);
-        if (idle && since == 0)
-            pool_note_idle(h);
-        if (h->last_error != NULL) { /* kept from before it was bound again: a command has run */
-            free(h->last_error);
-            h->last_error = NULL;
+    if (h->depth == 1) {
+        /* One read of the coarse clock (a fraction of a precise one) serves both stamps. */
+        struct stats_file_handle *rec = record_of(h);
+        int64_t now = rec != NULL ? monotonic_coarse_ns() : 0;
+        if (!read_only && h->state == HANDLE_BOUND) {
+            /* Idle since this call: a handle in use every few ms is never the longest idle. */
+            bool idle = !handle_is_sticky(h) && session_is_idle(h->conn);
+            if (idle && now == 0)
+                now = monotonic_coarse_ns();
+            int64_t since = atomic_load_explicit(&h->idle_since_ns, memory_order_relaxed);
+            atomic_store_explicit(&h->idle_since_ns, idle ? now : 0, memory_order_relaxed);
+            if (idle && since == 0)
+                pool_note_idle(h);
+            if (h->last_error != NULL) { /* kept from before it was bound again: a command has run */
+                free(h->last_error);
+                h->last_error = NULL;
+            }
         }
+        stats_file_call_ends(rec, now);
     }
-    if (h->depth == 1)
-        stats_file_call_ends(record_of(h));
     h->depth--;
     pthread_mutex_unlock(&h->lock);
 }

@@ -52,8 +52,9 @@ struct handle {
     bool events;                  /* the app registered event procedures: sticky, and its server
                                      connection is closed when it finishes */
     bool inherited;               /* DIRECT on a connection inherited from the parent process */
-    _Atomic int64_t idle_since_ns;/* when its last call left it idle and clean (0: busy, sticky or
-                                     not bound); written by the owner, read by the pool */
+    _Atomic int64_t idle_since_ns;/* when its last call left it idle and clean, on the coarse clock
+                                     (clock.h: up to a tick early; 0: busy, sticky or not
+                                     bound); written by the owner, read by the pool */
     struct client_state client;
     struct session_view *view;    /* UNBOUND: what it answers, with these two: */
     char *last_error;             /* the error message of its last command (NULL: none) */

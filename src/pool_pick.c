@@ -85,12 +85,16 @@ struct server_conn *pick_free(struct pool_bucket *b, int64_t now, bool pressure,
  * in use is not idle); NULL when there is none. */
 struct handle *pick_idle_handle(struct pool_bucket *b, int64_t now, bool pressure)
 {
+    /* idle_since_ns is a coarse clock's, up to a tick before the call ended: one tick more
+     * makes sure the handle has been idle the whole PQDEDUP_UNBIND_AFTER. */
+    int64_t unbind_after =
+        settings.unbind_after_ns > 0 ? settings.unbind_after_ns + monotonic_coarse_tick_ns() : 0;
     for (;;) {
         struct handle *best = NULL, *h;
         int64_t best_since = 0;
         DL_FOREACH(b->bound, h) {
             int64_t since = atomic_load_explicit(&h->idle_since_ns, memory_order_relaxed);
-            if (since == 0 || (!pressure && now - since < settings.unbind_after_ns) ||
+            if (since == 0 || (!pressure && now - since < unbind_after) ||
                 (best != NULL && since >= best_since))
                 continue;
             if (pthread_mutex_trylock(&h->lock) != 0)

@@ -34,21 +34,33 @@ void *slots_take(struct slots *s, bool *fresh);
 /* Gives a slot back. */
 void slots_give_back(struct slots *s, void *slot);
 
-/* The slot `p` points at the start of, or NULL when it is not one of this range's. */
-static inline void *slots_find(struct slots *s, const void *p)
+/* slots_find and slots_index for a range of slots of `slot_size` bytes: given a constant, the
+ * compiler divides without a division instruction (handle.c asks at every libpq call). */
+static inline void *slots_find_sized(struct slots *s, const void *p, uintptr_t slot_size)
 {
     uintptr_t base = atomic_load_explicit(&s->base, memory_order_relaxed);
     uintptr_t offset = (uintptr_t) p - base;
     if (base == 0 || offset >= atomic_load_explicit(&s->committed, memory_order_relaxed) ||
-        offset % s->slot_size != 0)
+        offset % slot_size != 0)
         return NULL;
     return (void *) (uintptr_t) p;
+}
+
+static inline uint32_t slots_index_sized(struct slots *s, const void *slot, uintptr_t slot_size)
+{
+    return (uint32_t) (((uintptr_t) slot - atomic_load_explicit(&s->base, memory_order_relaxed)) / slot_size);
+}
+
+/* The slot `p` points at the start of, or NULL when it is not one of this range's. */
+static inline void *slots_find(struct slots *s, const void *p)
+{
+    return slots_find_sized(s, p, s->slot_size);
 }
 
 /* The index of slot `slot` (one of this range's) in the range. */
 static inline uint32_t slots_index(struct slots *s, const void *slot)
 {
-    return (uint32_t) (((uintptr_t) slot - atomic_load_explicit(&s->base, memory_order_relaxed)) / s->slot_size);
+    return slots_index_sized(s, slot, s->slot_size);
 }
 
 /* Calls fn on every slot ever taken (fork handling; no other thread may run). */

@@ -3,6 +3,8 @@
 #include "sql_class.h"
 
 #include <ctype.h>
+#include <stdatomic.h>
+#include <stdint.h>
 #include <stddef.h>
 #include <string.h>
 #include <strings.h>
@@ -35,12 +37,28 @@ static const struct word dirty_prefixes[] = {
 /* SELECT ... INTO creates a table. */
 static const struct word into_makes_dirty[] = { WORD("select"), WORD("with"), WORD("values"), WORD("table") };
 
+/* ASCII lower case: SQL keywords and the words the scan reads are ASCII (the server folds
+ * keywords the same way, whatever the locale). */
+static char lower(char c)
+{
+    return c >= 'A' && c <= 'Z' ? (char) (c + ('a' - 'A')) : c;
+}
+
+/* True when the first n bytes of `word` are `text` (lower case) in any case. */
+static bool same_word(const char *word, const char *text, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (lower(word[i]) != text[i])
+            return false;
+    return true;
+}
+
 /* True when `word` (len bytes, any case) is one of the list's. */
 static bool word_is(const char *word, size_t len, const struct word *list, size_t n)
 {
-    char first = (char) tolower((unsigned char) word[0]);
+    char first = lower(word[0]);
     for (size_t i = 0; i < n; i++)
-        if (list[i].len == len && list[i].text[0] == first && strncasecmp(word, list[i].text, len) == 0)
+        if (list[i].len == len && list[i].text[0] == first && same_word(word, list[i].text, len))
             return true;
     return false;
 }
@@ -48,9 +66,9 @@ static bool word_is(const char *word, size_t len, const struct word *list, size_
 /* True when `word` starts with one of the list's. */
 static bool word_has_prefix(const char *word, size_t len, const struct word *list, size_t n)
 {
-    char first = (char) tolower((unsigned char) word[0]);
+    char first = lower(word[0]);
     for (size_t i = 0; i < n; i++)
-        if (len >= list[i].len && list[i].text[0] == first && strncasecmp(word, list[i].text, list[i].len) == 0)
+        if (len >= list[i].len && list[i].text[0] == first && same_word(word, list[i].text, list[i].len))
             return true;
     return false;
 }
@@ -108,31 +126,42 @@ static const char *skip_quoted(const char *p)
     return p;
 }
 
-/* ASCII letters, digits, '_' and '$' make words (identifiers and keywords). */
-static bool is_word_start(char c)
-{
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
-}
-
-static bool is_word_char(char c)
-{
-    return is_word_start(c) || (c >= '0' && c <= '9') || c == '$';
-}
-
-/* Characters at which the scan has something to do: the end, a statement boundary, a quote,
- * a comment, a dollar quote, a word. */
-static const bool starts_something[256] = {
-    ['\0'] = true, [';'] = true, ['\''] = true, ['"'] = true, ['-'] = true, ['/'] = true, ['$'] = true,
-    ['_'] = true,
-    ['a'] = true, ['b'] = true, ['c'] = true, ['d'] = true, ['e'] = true, ['f'] = true, ['g'] = true,
-    ['h'] = true, ['i'] = true, ['j'] = true, ['k'] = true, ['l'] = true, ['m'] = true, ['n'] = true,
-    ['o'] = true, ['p'] = true, ['q'] = true, ['r'] = true, ['s'] = true, ['t'] = true, ['u'] = true,
-    ['v'] = true, ['w'] = true, ['x'] = true, ['y'] = true, ['z'] = true,
-    ['A'] = true, ['B'] = true, ['C'] = true, ['D'] = true, ['E'] = true, ['F'] = true, ['G'] = true,
-    ['H'] = true, ['I'] = true, ['J'] = true, ['K'] = true, ['L'] = true, ['M'] = true, ['N'] = true,
-    ['O'] = true, ['P'] = true, ['Q'] = true, ['R'] = true, ['S'] = true, ['T'] = true, ['U'] = true,
-    ['V'] = true, ['W'] = true, ['X'] = true, ['Y'] = true, ['Z'] = true,
+/* What a character means to the scan: ASCII letters and '_' start words; letters, digits, '_'
+ * and '$' continue them (identifiers and keywords); the end, a statement boundary, a quote, a
+ * comment or a dollar quote may start something else. Anything else is skipped. */
+enum { WORD_START = 1, WORD_CHAR = 2, SPECIAL = 4 };
+static const unsigned char char_class[256] = {
+    ['a' ... 'z'] = WORD_START | WORD_CHAR, ['A' ... 'Z'] = WORD_START | WORD_CHAR,
+    ['_'] = WORD_START | WORD_CHAR, ['0' ... '9'] = WORD_CHAR, ['$'] = WORD_CHAR | SPECIAL,
+    ['\0'] = SPECIAL, [';'] = SPECIAL, ['\''] = SPECIAL, ['"'] = SPECIAL, ['-'] = SPECIAL, ['/'] = SPECIAL,
 };
+
+/* The bit of a word's first character (any case) in a set of first characters. */
+static uint64_t first_bit(char c)
+{
+    return UINT64_C(1) << (lower(c) & 63);
+}
+
+/* INTO after a first word of into_makes_dirty. */
+static const struct word into_word = WORD("into");
+
+/* The first characters of every word that can make a statement dirty after its first word
+ * (dirty_words, dirty_prefixes, INTO): any other word is passed over without a look at the
+ * lists. Worked out from the lists at the first call. */
+static uint64_t dirty_first_chars(void)
+{
+    static _Atomic uint64_t set;
+    uint64_t bits = atomic_load_explicit(&set, memory_order_relaxed);
+    if (bits == 0) {
+        bits = first_bit(into_word.text[0]);
+        for (size_t i = 0; i < COUNT(dirty_words); i++)
+            bits |= first_bit(dirty_words[i].text[0]);
+        for (size_t i = 0; i < COUNT(dirty_prefixes); i++)
+            bits |= first_bit(dirty_prefixes[i].text[0]);
+        atomic_store_explicit(&set, bits, memory_order_relaxed);
+    }
+    return bits;
+}
 
 /* Reads the name after PREPARE or DEALLOCATE [PREPARE] at p into buf (folded or unquoted),
  * "" for ALL. Returns the position after it, or NULL when there is no name there. */
@@ -175,35 +204,22 @@ bool sql_is_session_clean_but_names(const char *sql, const struct sql_statement_
 {
     if (sql == NULL)
         return false;
+    const uint64_t may_be_dirty = dirty_first_chars();
     const char *p = sql;
     const char *first = NULL;
     size_t first_len = 0;
     for (;;) {
         /* Most characters start nothing: skipped without a call (ASCII, as SQL keywords are). */
-        while (!starts_something[(unsigned char) *p])
+        while ((char_class[(unsigned char) *p] & (WORD_START | SPECIAL)) == 0)
             p++;
-        const char *after = skip_quoted(p);
-        if (after == NULL)
-            return false; /* unterminated: cannot tell */
-        if (after != p) {
-            p = after;
-            continue;
-        }
-        if (*p == '\0')
-            return true;
-        if (*p == ';') {
-            first = NULL; /* the next statement */
-            p++;
-            continue;
-        }
-        if (is_word_start(*p)) {
+        if (char_class[(unsigned char) *p] & WORD_START) {
             const char *word = p;
-            while (is_word_char(*p))
+            while (char_class[(unsigned char) *p] & WORD_CHAR)
                 p++;
             size_t len = (size_t) (p - word);
             if (first == NULL) {
-                bool prepare = len == 7 && strncasecmp(word, "prepare", 7) == 0;
-                bool deallocate = len == 10 && strncasecmp(word, "deallocate", 10) == 0;
+                bool prepare = len == 7 && same_word(word, "prepare", 7);
+                bool deallocate = len == 10 && same_word(word, "deallocate", 10);
                 if (names != NULL && (prepare || deallocate)) {
                     char name[128];
                     size_t name_len;
@@ -217,15 +233,26 @@ bool sql_is_session_clean_but_names(const char *sql, const struct sql_statement_
                 }
                 first = word;
                 first_len = len;
-            } else if (word_is(word, len, dirty_words, COUNT(dirty_words)) ||
-                       word_has_prefix(word, len, dirty_prefixes, COUNT(dirty_prefixes)) ||
-                       (len == 4 && strncasecmp(word, "into", 4) == 0 &&
-                        word_is(first, first_len, into_makes_dirty, COUNT(into_makes_dirty)))) {
+            } else if ((may_be_dirty & first_bit(word[0])) != 0 &&
+                       (word_is(word, len, dirty_words, COUNT(dirty_words)) ||
+                        word_has_prefix(word, len, dirty_prefixes, COUNT(dirty_prefixes)) ||
+                        (len == into_word.len && same_word(word, into_word.text, into_word.len) &&
+                         word_is(first, first_len, into_makes_dirty, COUNT(into_makes_dirty))))) {
                 return false;
             }
             continue;
         }
-        p++;
+        if (*p == '\0')
+            return true;
+        if (*p == ';') {
+            first = NULL; /* the next statement */
+            p++;
+            continue;
+        }
+        const char *after = skip_quoted(p);
+        if (after == NULL)
+            return false; /* unterminated: cannot tell */
+        p = after != p ? after : p + 1;
     }
 }
 

@@ -459,13 +459,6 @@ uint16_t stats_file_site(const void *caller)
 
 /* ---- handle records ------------------------------------------------------------------------ */
 
-struct stats_file_handle *stats_file_handle_record(uint32_t index)
-{
-    if (stats_region == NULL || index >= STATS_FILE_HANDLES)
-        return NULL;
-    return &handles()[index];
-}
-
 void stats_file_handle_opened(struct stats_file_handle *rec, int64_t opened_ns)
 {
     if (rec == NULL)

@@ -26,8 +26,8 @@
 
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
-#include <time.h>
 
 #define STATS_FILE_MAGIC "PQDDSTAT"
 #define STATS_FILE_VERSION 1
@@ -127,8 +127,14 @@ struct stats_file_key *stats_file_key(const char *key);
  * full). The first time an address is seen it is resolved with dladdr. */
 uint16_t stats_file_site(const void *caller);
 
-/* The handle record with this slot index, or NULL (no region, index past the table). */
-struct stats_file_handle *stats_file_handle_record(uint32_t index);
+/* The handle record with this slot index, or NULL (no region, index past the table). Inline:
+ * every libpq call of the app asks it twice. */
+static inline struct stats_file_handle *stats_file_handle_record(uint32_t index)
+{
+    if (stats_region == NULL || index >= STATS_FILE_HANDLES)
+        return NULL;
+    return (struct stats_file_handle *) (void *) ((char *) stats_region + STATS_FILE_HANDLES_AT) + index;
+}
 
 /* The key record's index (for a handle record). */
 uint16_t stats_file_key_index(const struct stats_file_key *k);
@@ -148,14 +154,6 @@ static inline void stats_file_key_free(struct stats_file_key *k, int n)
 
 /* ---- handle record hooks (rec may be NULL); the caller holds the handle's lock ---- */
 
-/* CLOCK_MONOTONIC_COARSE: a vDSO read of the last tick, no system call. */
-static inline int64_t stats_coarse_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-    return (int64_t) ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 /* A handle slot was taken for a connect made at `opened_ns`. */
 void stats_file_handle_opened(struct stats_file_handle *rec, int64_t opened_ns);
 
@@ -169,10 +167,11 @@ static inline void stats_file_call_begins(struct stats_file_handle *rec)
         atomic_store_explicit(&rec->last_call_ns, 0, memory_order_relaxed);
 }
 
-static inline void stats_file_call_ends(struct stats_file_handle *rec)
+/* now_coarse: monotonic_coarse_ns() (clock.h), read by the caller, which needs it too. */
+static inline void stats_file_call_ends(struct stats_file_handle *rec, int64_t now_coarse)
 {
     if (rec != NULL)
-        atomic_store_explicit(&rec->last_call_ns, stats_coarse_ns(), memory_order_relaxed);
+        atomic_store_explicit(&rec->last_call_ns, now_coarse, memory_order_relaxed);
 }
 
 /* The handle starts waiting for a server connection at `now` (monotonic ns), unless it
