@@ -392,7 +392,8 @@ group_bad_files() {
   [[ $(PATH=$T/path:$PATH launch stat --json 2>&1) == "a command named stat: --json" ]] && pass ||
     fail "pqdedup stat runs a command named stat"
   # --watch redraws until interrupted.
-  launch --stat --watch --interval 100ms >"$T/watch" 2>&1 &
+  # (env execs the launcher: $! is its pid, which a function run in the background would not be)
+  env ${RT:+LD_PRELOAD=$RT} "$L" --stat --watch --interval 100ms >"$T/watch" 2>&1 &
   local w=$!
   wait_for 10 redrawn "$T/watch" && pass || fail "--watch redraws: $(cat "$T/watch")"
   kill -TERM "$w" # (SIGINT, as from a terminal, is ignored by a background job of a script)
