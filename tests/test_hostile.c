@@ -398,6 +398,28 @@ static int same_field(const char *what, const char *label, int round, const char
                  label, round, what, here, plain);
 }
 
+/* True when msg is libpq's word for a server that closed the connection before libpq read
+ * its answer. With an input the server rejects while the client is still sending (a 100 kB
+ * password over TLS), whether libpq reads the FATAL first or finds the connection closed is a
+ * race between the two, which plain libpq loses too on a slow machine (valgrind, load). */
+static int lost_race(const char *msg)
+{
+    return strstr(msg, "closed unexpectedly") != NULL || strstr(msg, "could not send data to server") != NULL ||
+           strstr(msg, "Connection reset by peer") != NULL || strstr(msg, "Broken pipe") != NULL;
+}
+
+/* Compares two failures' messages: equal, or the same connection attempt's first words
+ * ("connection to server at ... failed:") where one of them lost that race. Returns 1 when so. */
+static int same_failure(const char *label, int round, const char *plain, const char *here)
+{
+    const char *plain_end = strstr(plain, "failed:"), *here_end = strstr(here, "failed:");
+
+    if ((lost_race(plain) || lost_race(here)) && plain_end && here_end && plain_end - plain == here_end - here &&
+        !strncmp(plain, here, (size_t)(plain_end - plain)))
+        return 1;
+    return same_field("error message", label, round, plain, here);
+}
+
 /* Every hostile input gives what plain libpq gives, twice (the second time reusing kept
  * connections), and the session is the one the parameters name (no wrong reuse). */
 static void test_inputs(void)
@@ -453,7 +475,7 @@ static void test_inputs(void)
                          in->label, round, r.ok ? "connected" : "failed", plain[i].ok ? "connected" : "failed",
                          r.err, plain[i].err);
             if (same && !r.ok)
-                same_field("error message", in->label, round, plain[i].err, r.err);
+                same_failure(in->label, round, plain[i].err, r.err);
             if (same && r.ok) {
                 same_field("current_user", in->label, round, plain[i].user, r.user);
                 same_field("current_database()", in->label, round, plain[i].db, r.db);
