@@ -11,7 +11,7 @@
 #   --quick          the plain build only, and only the tests that need nothing but the build
 #                    and the server (labels smoke key pool state handles concurrency launcher
 #                    quick); installs only what those need (about 2 minutes on a 2-core VM;
-#                    the full run takes about 35 minutes)
+#                    the full run takes 30 to 40 minutes)
 #   --flavour NAME   run only NAME (repeatable, or comma-separated)
 #   --jobs N         ctest -j N (default 1: tests share one server of max_connections=40)
 # The environment variable PQD_TEST_SCALE (default 1) multiplies the tests' loop counts in the
