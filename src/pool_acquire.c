@@ -116,9 +116,13 @@ static enum acquired acquire(struct handle *h, const struct connect_call *call, 
             }
         }
         if (s != NULL && !may_wait) {
+            if (victim == NULL && s->pending == PENDING_NONE && !session_looks_alive(s->conn)) {
+                /* dead, as make_ready would find it without a round trip: closed */
+                stats_add_key(stats_key_counters(b->stats), dead);
+                push_to_close(&to_close, s);
+                continue;
+            }
             preparation = preparation_of(s, victim != NULL, victim_dirty, now);
-            if (preparation == NULL && s->pending == PENDING_NONE && needs_check(s, b->target, now))
-                preparation = "check";
             if (preparation != NULL || s->pending != PENDING_NONE || s->reset_needed) {
                 bind_server(h, s, HANDLE_RESETTING);
                 result = ACQUIRED_RESETTING;

@@ -68,10 +68,7 @@ const char *preparation_of(struct server_conn *s, bool from_handle, bool handle_
         else
             stats_add_key(stats_key_counters(b->stats), resets_skipped);
     } else {
-        int64_t idle = now - s->freed_ns;
-        bool check = idle >= settings.check_after_ns || b->target[0] != '\0' ||
-                     (s->server_idle_limit_ns > 0 && idle >= s->server_idle_limit_ns / 2);
-        if (s->pending == PENDING_NONE && check)
+        if (s->pending == PENDING_NONE && needs_check(s, b->target, now))
             send = "check";
         stats_add_key(stats_key_counters(b->stats), reused);
     }
