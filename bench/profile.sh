@@ -36,7 +36,7 @@ done
 [[ "$BUILD" == /* ]] || BUILD="$PWD/$BUILD"
 
 "$ROOT/scripts/ensure-packages.sh" postgresql-15 postgresql-client-15 linux-perf libpq-dev \
-	uthash-dev cmake gcc pkg-config >&2
+	uthash-dev libxxhash-dev cmake gcc pkg-config >&2
 if [[ ! -x "$BUILD/pqdedup" ]]; then
 	{ cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo && cmake --build "$BUILD"; } >&2
 fi

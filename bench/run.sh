@@ -48,7 +48,7 @@ fi
 
 # Installs the Debian packages this needs, once, only those missing. Dies if apt fails.
 ensure_packages() {
-	local pkgs=(postgresql-15 postgresql-client-15 pgbouncer gnuplot-nox libpq-dev uthash-dev
+	local pkgs=(postgresql-15 postgresql-client-15 pgbouncer gnuplot-nox libpq-dev uthash-dev libxxhash-dev
 		cmake gcc pkg-config util-linux)
 	local missing=() p
 	for p in "${pkgs[@]}"; do

@@ -26,7 +26,7 @@ while [[ $# -gt 0 ]]; do
   shift
 done
 
-"$ROOT/scripts/ensure-packages.sh" postgresql-15 libpq-dev uthash-dev cmake gcc pkg-config \
+"$ROOT/scripts/ensure-packages.sh" postgresql-15 libpq-dev uthash-dev libxxhash-dev cmake gcc pkg-config \
   python3-fastapi python3-uvicorn python3-sqlalchemy python3-psycopg2
 if [[ ! -x $BUILD/pqdedup ]]; then
   cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBUILD_TESTING=OFF >/dev/null

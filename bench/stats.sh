@@ -37,7 +37,7 @@ done
 [[ "$BUILD" == /* ]] || BUILD="$PWD/$BUILD"
 log() { printf '[stats-bench] %s\n' "$*" >&2; }
 
-"$ROOT/scripts/ensure-packages.sh" postgresql-15 postgresql-client-15 libpq-dev uthash-dev cmake gcc pkg-config
+"$ROOT/scripts/ensure-packages.sh" postgresql-15 postgresql-client-15 libpq-dev uthash-dev libxxhash-dev cmake gcc pkg-config
 if [[ ! -x "$BUILD/pqdedup" || ! -f "$BUILD/libpqdedup.so" ]]; then
 	log "building pqdedup into $BUILD"
 	cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBUILD_TESTING=OFF >/dev/null

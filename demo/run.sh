@@ -7,7 +7,7 @@ cd "$ROOT"
 BUILD=$ROOT/build/demo
 say() { printf '%s\n' "$*"; }
 
-"$ROOT/scripts/ensure-packages.sh" postgresql postgresql-15 libpq-dev uthash-dev cmake make gcc \
+"$ROOT/scripts/ensure-packages.sh" postgresql postgresql-15 libpq-dev uthash-dev libxxhash-dev cmake make gcc \
   libc6-dev pkg-config openssl
 
 say "== building pqdedup into $BUILD"

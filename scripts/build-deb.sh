@@ -28,7 +28,7 @@ while [[ $# -gt 0 ]]; do
 done
 
 # The tools, and debian/control's Build-Depends (dpkg-checkbuilddeps checks the two agree).
-PACKAGES=(dpkg-dev debhelper cmake make gcc libc6-dev pkg-config libpq-dev uthash-dev)
+PACKAGES=(dpkg-dev debhelper cmake make gcc libc6-dev pkg-config libpq-dev uthash-dev libxxhash-dev)
 [[ $LINTIAN -eq 0 ]] || PACKAGES+=(lintian)
 "$ROOT/scripts/ensure-packages.sh" "${PACKAGES[@]}" || die "the build dependencies are missing"
 

@@ -1,6 +1,7 @@
 /* key.c: builds normalized connection keys from conninfo strings, URIs and arrays. */
 #define _GNU_SOURCE
 #include "key.h"
+#include "hashtable.h"
 
 #include <libpq-fe.h>
 #include <pthread.h>
@@ -9,9 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-#define HASH_NONFATAL_OOM 1
-#include <uthash.h>
 
 extern char **environ;
 

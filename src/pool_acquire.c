@@ -138,13 +138,13 @@ static enum acquired acquire(struct handle *h, const struct connect_call *call, 
             enum session_step step =
                 make_ready(s, b->target, victim != NULL, victim_dirty, now, check_deadline, baseline);
             lock_pool();
-            now = monotonic_ns();
             if (step == SESSION_STEP_WAIT) {
                 /* Not answering in time, not known to be broken: kept, free, its reset still in
                  * flight, last in line; this connect goes on without it. */
                 s->state = SERVER_FREE;
                 DL_APPEND(b->free, s);
                 b->nfree++;
+                now = monotonic_ns();
                 continue;
             }
             if (step == SESSION_STEP_DONE) {
@@ -159,6 +159,7 @@ static enum acquired acquire(struct handle *h, const struct connect_call *call, 
             stats_add_key(stats_key_counters(b->stats), dead);
             log_msg(LOG_INFO, "discarding a server connection that failed its reset or check, or was closed by the server");
             push_to_close(&to_close, s);
+            now = monotonic_ns();
             continue;
         }
         if (!pressure) {

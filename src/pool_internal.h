@@ -12,8 +12,7 @@
 #include <stdint.h>
 #include <time.h>
 
-#define HASH_NONFATAL_OOM 1
-#include <uthash.h>
+#include "hashtable.h"
 #include <utlist.h>
 
 /* After the server refuses a connection for lack of slots, connects of the key take a free

@@ -25,7 +25,7 @@ cd "$ROOT"
 ALL_FLAVOURS=(plain address thread valgrind)
 VALGRIND_WRAPPER="valgrind;--error-exitcode=99;--leak-check=full;--errors-for-leak-kinds=definite;--track-fds=no;--num-callers=30"
 # What the build and the server need (--quick installs only these) ...
-QUICK_PACKAGES=(postgresql postgresql-15 libpq-dev uthash-dev cmake make gcc libc6-dev pkg-config openssl)
+QUICK_PACKAGES=(postgresql postgresql-15 libpq-dev uthash-dev libxxhash-dev cmake make gcc libc6-dev pkg-config openssl)
 QUICK_LABELS='^(smoke|key|pool|state|handles|concurrency|launcher|quick)$'
 # ... and everything the full suite runs: the clients, sanitizers, valgrind, packaging.
 PACKAGES=("${QUICK_PACKAGES[@]}"

@@ -35,7 +35,7 @@ while [[ $# -gt 0 ]]; do
 done
 [[ $seconds =~ ^[1-9][0-9]*$ ]] || { echo "fuzz: --seconds needs a positive number" >&2; exit 2; }
 
-"$ROOT/scripts/ensure-packages.sh" clang libclang-rt-14-dev libpq-dev uthash-dev pkg-config
+"$ROOT/scripts/ensure-packages.sh" clang libclang-rt-14-dev libpq-dev uthash-dev libxxhash-dev pkg-config
 
 CC=${FUZZ_CC:-clang}
 mkdir -p "$BUILD/corpus" "$BUILD/artifacts"

@@ -27,7 +27,7 @@ while [[ $# -gt 0 ]]; do
 done
 [[ $minutes =~ ^[1-9][0-9]*$ ]] || { echo "soak: --minutes needs a positive number" >&2; exit 2; }
 
-"$ROOT/scripts/ensure-packages.sh" postgresql-15 libpq-dev uthash-dev cmake make gcc pkg-config openssl
+"$ROOT/scripts/ensure-packages.sh" postgresql-15 libpq-dev uthash-dev libxxhash-dev cmake make gcc pkg-config openssl
 cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBUILD_TESTING=ON \
   -DPQDEDUP_SANITIZE= -DPQDEDUP_TEST_WRAPPER= >/dev/null
 cmake --build "$BUILD" -j2 --target soak pqdedup_shim >/dev/null
