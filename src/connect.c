@@ -277,6 +277,7 @@ EXPORT PGPing PQpingParams(const char *const *keywords, const char *const *value
 /* Before libpq resets h's connection. Returns the connection to reset, NULL when none. */
 static PGconn *before_reset(struct handle *h, PGconn *server)
 {
+    handle_forget_session(h); /* a reset is a new session: nothing of the old one is carried */
     if (h->state == HANDLE_STARTED)
         pool_connect_seen(h);
     if (h->state == HANDLE_QUEUED)

@@ -33,7 +33,7 @@ EXPORT void PQfinish(PGconn *conn)
     socket_close(h); /* first: the server socket must not outlive libpq's close through it */
     pool_finish(h);
     handle_forget_view(h);
-    handle_forget_statements(h);
+    handle_forget_session(h);
     handle_release(h);
     errno = saved_errno;
 }

@@ -204,6 +204,18 @@ PGconn *handle_enter(struct handle *h, bool need_server)
     return h->conn;
 }
 
+/* Once h's command with a SET is done (h idle): its SETs are kept if it succeeded (libpq
+ * clears the error text when a command starts, and any failed statement of it fills it),
+ * else h turns sticky, since a failure may have rolled back some of them and not others. */
+static void confirm_sets(struct handle *h)
+{
+    h->sets_unconfirmed = false;
+    if (real.PQerrorMessage(h->conn)[0] != '\0')
+        handle_make_sticky(h);
+    else
+        h->sets_fingerprint = session_parameters_fingerprint(h->conn);
+}
+
 void handle_leave(struct handle *h, bool read_only)
 {
     if (h->depth == 1) {
@@ -211,6 +223,8 @@ void handle_leave(struct handle *h, bool read_only)
         struct stats_file_handle *rec = record_of(h);
         int64_t now = rec != NULL ? monotonic_coarse_ns() : 0;
         if (!read_only && h->state == HANDLE_BOUND) {
+            if (h->sets_unconfirmed && !h->sticky && session_is_idle(h->conn))
+                confirm_sets(h);
             /* Idle since this call: a handle in use every few ms is never the longest idle. */
             bool idle = !handle_is_sticky(h) && session_is_idle(h->conn);
             if (idle && now == 0)
@@ -236,7 +250,9 @@ static void note_statement_name(void *arg, bool prepared, const char *name, size
 {
     struct handle *h = arg;
     if (!prepared && len == 0) { /* DEALLOCATE ALL */
-        handle_forget_statements(h);
+        for (int i = 0; i < h->nstatements; i++)
+            free(h->statements[i]);
+        h->nstatements = 0;
         return;
     }
     for (int i = 0; i < h->nstatements; i++) {
@@ -267,29 +283,56 @@ static void note_statement_name(void *arg, bool prepared, const char *name, size
         h->statements[h->nstatements++] = copy;
 }
 
-void handle_note_sql(struct handle *h, const char *sql)
+/* sql_class.c's callback: a SET or RESET of a session parameter on h, carried until its
+ * command is confirmed (handle_leave). Past the limits or out of memory, h becomes sticky. */
+static void note_setting(void *arg, const char *name, size_t name_len, const char *statement, size_t len)
+{
+    struct handle *h = arg;
+    h->sets_unconfirmed = true;
+    if (!carried_sets_note(&h->sets, name, name_len, statement, len))
+        handle_make_sticky(h);
+}
+
+/* Notes the SQL of a command h is about to send; SETs are carried only when `sets` (not for a
+ * statement being prepared, which runs later, or never). */
+static void note_sql(struct handle *h, const char *sql, bool sets)
 {
     if (h->sticky)
         return;
-    struct sql_statement_names names = { .note = note_statement_name, .arg = h };
-    if (!sql_is_session_clean_but_names(sql, &names))
+    struct sql_session_notes notes = { .statement = note_statement_name, .setting = sets ? note_setting : NULL,
+                                       .arg = h };
+    bool was_unconfirmed = h->sets_unconfirmed;
+    h->sets_unconfirmed = false;
+    if (!sql_is_session_clean_but_noted(sql, &notes)) {
         handle_make_sticky(h);
+    } else if (h->sets_unconfirmed && (notes.transaction_control || (h->conn != NULL && !session_is_idle(h->conn)))) {
+        /* Inside a transaction block a SET lasts only if the block commits: not followed. */
+        handle_make_sticky(h);
+    }
+    h->sets_unconfirmed = h->sets_unconfirmed || was_unconfirmed;
+}
+
+void handle_note_sql(struct handle *h, const char *sql)
+{
+    note_sql(h, sql, true);
 }
 
 void handle_note_prepare(struct handle *h, const char *sql, const char *name)
 {
-    handle_note_sql(h, sql);
+    note_sql(h, sql, false);
     if (!h->sticky && name != NULL && name[0] != '\0')
         note_statement_name(h, true, name, strlen(name));
 }
 
-void handle_forget_statements(struct handle *h)
+void handle_forget_session(struct handle *h)
 {
     for (int i = 0; i < h->nstatements; i++)
         free(h->statements[i]);
     free(h->statements);
     h->statements = NULL;
     h->nstatements = h->statements_size = 0;
+    carried_sets_clear(&h->sets);
+    h->sets_unconfirmed = false;
 }
 
 void handle_note_events(struct handle *h)
@@ -426,9 +469,11 @@ bool handle_remember_view(struct handle *h, struct session_view **shared)
     if (view != NULL && view_matches(view, c, &now)) {
         atomic_fetch_add(&view->refs, 1);
     } else if ((view = make_view(c, &now)) != NULL) {
-        session_view_release(*shared);
-        atomic_fetch_add(&view->refs, 1); /* one for *shared, one for h */
-        *shared = view;
+        if (h->sets.count == 0) { /* (one its own SETs changed is not a clean session's) */
+            session_view_release(*shared);
+            atomic_fetch_add(&view->refs, 1); /* one for *shared, one for h */
+            *shared = view;
+        }
     } else {
         return false;
     }

@@ -3,6 +3,7 @@
 #ifndef PQDEDUP_HANDLE_H
 #define PQDEDUP_HANDLE_H
 
+#include "carried_sets.h"
 #include "handle_states.h"
 #include "session.h"
 #include "wake.h"
@@ -49,6 +50,12 @@ struct handle {
     char **statements;            /* the named prepared statements it has (PREPARE, PQprepare, not
                                      yet DEALLOCATEd): while it has any it keeps its connection */
     int nstatements, statements_size;
+    struct carried_sets sets;     /* its plain SETs of session parameters: run again on each server
+                                     connection it is bound to after another (pool.c) */
+    bool sets_unconfirmed;        /* a command with a SET was sent: once it is done, kept if it
+                                     succeeded, else the handle turns sticky (handle_leave) */
+    uint64_t sets_fingerprint;    /* the reported parameters its SETs leave (with none: its key's
+                                     baseline applies) */
     bool events;                  /* the app registered event procedures: sticky, and its server
                                      connection is closed when it finishes */
     bool inherited;               /* DIRECT on a connection inherited from the parent process */
@@ -140,8 +147,17 @@ static inline bool handle_is_sticky(const struct handle *h)
     return h->sticky || h->nstatements > 0;
 }
 
-/* Forgets h's named prepared statements (at finish). */
-void handle_forget_statements(struct handle *h);
+/* True when h may have changed its session in any way: sticky, named statements, or SETs it
+ * carries (its server connection must be reset before anyone else's use, whatever the reset
+ * mode). */
+static inline bool handle_changed_session(const struct handle *h)
+{
+    return handle_is_sticky(h) || h->sets.count > 0 || h->sets_unconfirmed;
+}
+
+/* Forgets the session state h followed: named prepared statements and carried SETs (at
+ * finish, and at PQreset, which starts a new session). */
+void handle_forget_session(struct handle *h);
 
 /* h leaves state pqdedup cannot follow: it keeps its server connection until it finishes. */
 void handle_make_sticky(struct handle *h);
@@ -150,7 +166,8 @@ void handle_make_sticky(struct handle *h);
 const char *handle_unbound_parameter(const struct handle *h, const char *name);
 
 /* Remembers what h's bound connection reports, to answer from while h is unbound: the view
- * in *shared when it matches (a clean session's), else a new one that replaces *shared, plus
+ * in *shared when it matches (a clean session's), else a new one that replaces *shared (unless
+ * h carries SETs: then it is h's alone), plus
  * h's own last error and backend. Returns false when out of memory (then h must stay bound).
  * Caller holds h's lock, and whatever guards *shared (the pool's lock). */
 bool handle_remember_view(struct handle *h, struct session_view **shared);

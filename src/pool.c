@@ -360,12 +360,43 @@ void bind_server(struct handle *h, struct server_conn *s, enum handle_state stat
     b->nbound++;
 }
 
-/* The rest of binding, in h's thread without pool_lock: the handle's client state, its
- * descriptor and its cancel object follow it to s. Returns false when the client state
- * cannot be applied (nonblocking mode refused): then h must not use s. */
+/* Runs the SETs h carries on the server connection it was just bound to, before anything of
+ * its own (one round trip, blocking, at most PQDEDUP_CHECK_TIMEOUT). Returns false when they
+ * failed: the connection is closed and h is DIRECT on a failed connection saying why, as a
+ * connection that broke (PQreset starts it over, without them). */
+static bool replay_sets(struct handle *h)
+{
+    char error[256] = "out of memory";
+    char *sql = carried_sets_sql(&h->sets);
+    bool ok = sql != NULL &&
+              session_replay(h->conn, sql, monotonic_ns() + settings.check_timeout_ns, error, sizeof error);
+    free(sql);
+    if (ok) {
+        h->sets_fingerprint = session_parameters_fingerprint(h->conn);
+        return true;
+    }
+    char why[400];
+    snprintf(why, sizeof why, "pqdedup: could not run this connection's SET statements again on another "
+                              "server connection: %s", error);
+    log_msg(LOG_WARN, "%s", why);
+    drop_preparing(h);
+    handle_forget_view(h);
+    h->conn = failed_conn(why);
+    h->failure = strdup(why);
+    handle_set_state(h, HANDLE_DIRECT);
+    socket_follow(h);
+    return false;
+}
+
+/* The rest of binding, in h's thread without pool_lock: the SETs it carries are run again,
+ * then the handle's client state, its descriptor and its cancel object follow it to s. Returns
+ * false when the SETs failed (h is DIRECT then: replay_sets) or the client state cannot be
+ * applied (nonblocking mode refused): then h must not use s. */
 bool bind_finish(struct handle *h)
 {
     struct server_conn *s = h->server;
+    if (h->sets.count > 0 && !replay_sets(h))
+        return false;
     /* What it answered while unbound goes, but for its last error, which stays what
      * PQerrorMessage says until its next command (handle_leave). */
     session_view_release(h->view);
@@ -492,7 +523,7 @@ void pool_finish(struct handle *h)
         bool worth_keeping = !shutting_down && !h->events && b->nfree < settings.keep_per_key &&
                              !is_expired(s, now);
         unlock_pool();
-        reset_and_keep(s, worth_keeping, handle_is_sticky(h), now);
+        reset_and_keep(s, worth_keeping, handle_changed_session(h), now);
         return;
     }
     case HANDLE_CONNECTING:

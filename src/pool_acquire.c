@@ -103,7 +103,7 @@ static enum acquired acquire(struct handle *h, const struct connect_call *call, 
         bool victim_dirty = false;
         if (victim != NULL) {
             struct server_conn *taken = victim->server;
-            victim_dirty = handle_is_sticky(victim);
+            victim_dirty = handle_changed_session(victim);
             if (unbind(victim)) {
                 s = taken;
                 s->freed_ns = atomic_load_explicit(&victim->idle_since_ns, memory_order_relaxed);
@@ -256,8 +256,15 @@ static enum acquired acquire(struct handle *h, const struct connect_call *call, 
         real.PQfinish(refusal);
     close_list(to_close);
     if (result == ACQUIRED_BOUND && !bind_finish(h)) {
-        /* The handle's nonblocking mode could not be set: it keeps the connection, DIRECT. */
-        log_msg(LOG_WARN, "cannot apply a connection's client settings to another server connection");
+        if (h->state == HANDLE_DIRECT) {
+            /* Its SETs could not be run again: the failure is the app's, as a broken connection. */
+            *failed = h->conn;
+            h->conn = NULL;
+            result = ACQUIRED_FAILED;
+        } else {
+            /* The handle's nonblocking mode could not be set: it keeps the connection. */
+            log_msg(LOG_WARN, "cannot apply a connection's client settings to another server connection");
+        }
     }
     return result;
 }

@@ -151,7 +151,7 @@ void acquire_async(struct handle *h, const struct connect_call *call, bool polle
     const char *send = NULL;  /* what to send on s once unlocked */
     if (victim != NULL) {
         struct server_conn *taken = victim->server;
-        bool dirty = handle_is_sticky(victim);
+        bool dirty = handle_changed_session(victim);
         if (unbind(victim)) {
             s = taken;
             s->freed_ns = now;

@@ -81,7 +81,8 @@ struct server_conn *pick_free(struct pool_bucket *b, int64_t now, bool pressure,
  * clean since its last call, for at least PQDEDUP_UNBIND_AFTER (any time at all under
  * `pressure`), the longest idle first, and reporting the parameters a clean session of its
  * key reports (one that does not changed its session in ways the SQL did not show, such as
- * a function's set_config: it becomes sticky). Returned locked (its lock is only tried: one
+ * a function's set_config: it becomes sticky; a handle's own SETs are what it reported after
+ * them). Returned locked (its lock is only tried: one
  * in use is not idle); NULL when there is none. */
 struct handle *pick_idle_handle(struct pool_bucket *b, int64_t now, bool pressure)
 {
@@ -109,7 +110,8 @@ struct handle *pick_idle_handle(struct pool_bucket *b, int64_t now, bool pressur
                 pthread_mutex_unlock(&h->lock);
             }
         }
-        if (best == NULL || session_parameters_fingerprint(best->conn) == atomic_load(&b->baseline))
+        uint64_t expected = best != NULL && best->sets.count > 0 ? best->sets_fingerprint : atomic_load(&b->baseline);
+        if (best == NULL || session_parameters_fingerprint(best->conn) == expected)
             return best;
         handle_make_sticky(best);
         pthread_mutex_unlock(&best->lock);

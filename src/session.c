@@ -191,6 +191,22 @@ enum session_step session_finish_reset(PGconn *conn, enum reset_pending *pending
                : SESSION_STEP_FAILED;
 }
 
+bool session_replay(PGconn *conn, const char *sql, int64_t deadline_ns, char *error, size_t size)
+{
+    bool closing = false;
+    real.PQsetNoticeReceiver(conn, silent_receiver, &closing);
+    enum waited w = real.PQsendQuery(conn, sql) == 1 ? collect_until(conn, deadline_ns) : WAITED_BROKEN;
+    real.PQsetNoticeReceiver(conn, default_receiver, NULL);
+    if (w == WAITED_DONE && !closing && real.PQstatus(conn) == CONNECTION_OK &&
+        real.PQtransactionStatus(conn) == PQTRANS_IDLE)
+        return true;
+    const char *said = real.PQerrorMessage(conn);
+    snprintf(error, size, "%s", w == WAITED_TIMEOUT ? "no answer within PQDEDUP_CHECK_TIMEOUT"
+                                : said[0] != '\0' ? said : "the server is going away");
+    error[strcspn(error, "\n")] = '\0';
+    return false;
+}
+
 /* Reads every result that has arrived, without blocking. Returns 1 when the command is
  * complete and succeeded, 0 when more is to come, -1 when a result failed. */
 static int collect_arrived(PGconn *conn)

@@ -96,6 +96,12 @@ enum session_step session_reset_step(PGconn *conn, enum reset_pending *pending, 
 enum session_step session_finish_reset(PGconn *conn, enum reset_pending *pending, const char *reset_query,
                                        bool check, int64_t deadline_ns, const bool *server_closing);
 
+/* Runs `sql` (the SETs a handle carries: carried_sets.h) on a connection pqdedup owns, in
+ * blocking mode, waiting until deadline_ns at most; notices are swallowed. Returns true when
+ * every statement succeeded and the connection is idle and OK; else false, with the server's
+ * error (or what went wrong) in error[size]. */
+bool session_replay(PGconn *conn, const char *sql, int64_t deadline_ns, char *error, size_t size);
+
 /* True when a kept connection may be handed out without a round trip: status OK
  * and nothing readable on its socket (an idle server says nothing unless it is
  * going away). */

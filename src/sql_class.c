@@ -24,6 +24,13 @@ static const struct word clean_first_words[] = {
     WORD("rollback"), WORD("abort"), WORD("savepoint"), WORD("release"),
 };
 
+/* Statements that end or mark a transaction: a SET in the same string may outlast an error, or
+ * be rolled back after the string succeeded. */
+static const struct word transaction_words[] = {
+    WORD("begin"), WORD("start"), WORD("commit"), WORD("end"), WORD("rollback"), WORD("abort"),
+    WORD("savepoint"), WORD("release"),
+};
+
 /* Words that make any statement dirty: functions with session effects (settings,
  * session advisory locks, sequence state behind currval/lastval, large objects,
  * other servers) and temporary objects. */
@@ -163,6 +170,83 @@ static uint64_t dirty_first_chars(void)
     return bits;
 }
 
+/* The end of the statement at p: its ';' or the string's end. NULL when it cannot be told
+ * (skip_quoted). */
+static const char *statement_end(const char *p)
+{
+    for (;;) {
+        while ((char_class[(unsigned char) *p] & SPECIAL) == 0)
+            p++;
+        if (*p == '\0' || *p == ';')
+            return p;
+        const char *after = skip_quoted(p);
+        if (after == NULL)
+            return NULL;
+        p = after != p ? after : p + 1;
+    }
+}
+
+/* Reads a parameter name (or keyword) at p, after blanks: letters, digits, '_', '$' and '.'
+ * (a custom parameter is prefix.name), folded to lower case into buf. Returns the position
+ * after it, or NULL when there is none (a quoted name, a comment) or it does not fit. */
+static const char *read_setting_name(const char *p, char *buf, size_t size, size_t *len)
+{
+    while (isspace((unsigned char) *p))
+        p++;
+    *len = 0;
+    while ((char_class[(unsigned char) *p] & WORD_CHAR) || *p == '.') {
+        if (*len + 1 >= size)
+            return NULL;
+        buf[(*len)++] = lower(*p++);
+    }
+    buf[*len] = '\0';
+    return *len > 0 ? p : NULL;
+}
+
+/* Parameters whose SET does more than set a value: another role's privileges, or the client
+ * encoding libpq converts with. */
+static const struct word uncarried_settings[] = {
+    WORD("role"), WORD("session_authorization"), WORD("names"), WORD("client_encoding"),
+};
+
+/* SET or RESET (`reset`), whose first word starts `statement` and ends at p: reported to
+ * notes->setting when it sets a session parameter. Returns the statement's end (its ';' or
+ * the string's end), or NULL when it is not a statement pqdedup can carry. */
+static const char *read_setting(const char *statement, const char *p, bool reset, struct sql_session_notes *notes)
+{
+    char name[128];
+    size_t len;
+    if ((p = read_setting_name(p, name, sizeof name, &len)) == NULL)
+        return NULL;
+    if (!reset && (strcmp(name, "local") == 0 || strcmp(name, "transaction") == 0 ||
+                   strcmp(name, "constraints") == 0))
+        return statement_end(p); /* ends with its transaction: nothing to carry */
+    if (!reset && strcmp(name, "session") == 0 && (p = read_setting_name(p, name, sizeof name, &len)) == NULL)
+        return NULL;
+    if (strcmp(name, "session") == 0 || strcmp(name, "authorization") == 0 ||
+        strcmp(name, "characteristics") == 0 || word_is(name, len, uncarried_settings, COUNT(uncarried_settings)))
+        return NULL;
+    char second[16];
+    size_t second_len;
+    if (strcmp(name, "time") == 0 || strcmp(name, "xml") == 0) {
+        /* TIME ZONE and XML OPTION: two words for one parameter */
+        bool time = name[0] == 't';
+        if ((p = read_setting_name(p, second, sizeof second, &second_len)) == NULL ||
+            strcmp(second, time ? "zone" : "option") != 0)
+            return NULL;
+        strcpy(name, time ? "timezone" : "xmloption");
+    } else if (strcmp(name, "schema") == 0 && !reset) {
+        strcpy(name, "search_path");
+    } else if (reset && strcmp(name, "all") == 0) {
+        name[0] = '\0';
+    }
+    len = strlen(name);
+    const char *end = statement_end(p);
+    if (end != NULL)
+        notes->setting(notes->arg, name, len, reset ? NULL : statement, reset ? 0 : (size_t) (end - statement));
+    return end;
+}
+
 /* Reads the name after PREPARE or DEALLOCATE [PREPARE] at p into buf (folded or unquoted),
  * "" for ALL. Returns the position after it, or NULL when there is no name there. */
 static const char *read_statement_name(const char *p, bool deallocate, char *buf, size_t size, size_t *len)
@@ -200,7 +284,7 @@ static const char *read_statement_name(const char *p, bool deallocate, char *buf
     return p;
 }
 
-bool sql_is_session_clean_but_names(const char *sql, const struct sql_statement_names *names)
+bool sql_is_session_clean_but_noted(const char *sql, struct sql_session_notes *notes)
 {
     if (sql == NULL)
         return false;
@@ -220,16 +304,23 @@ bool sql_is_session_clean_but_names(const char *sql, const struct sql_statement_
             if (first == NULL) {
                 bool prepare = len == 7 && same_word(word, "prepare", 7);
                 bool deallocate = len == 10 && same_word(word, "deallocate", 10);
-                if (names != NULL && (prepare || deallocate)) {
+                bool set = len == 3 && same_word(word, "set", 3);
+                bool reset = len == 5 && same_word(word, "reset", 5);
+                if (notes != NULL && notes->setting != NULL && (set || reset)) {
+                    if ((p = read_setting(word, p, reset, notes)) == NULL)
+                        return false; /* a SET it cannot carry */
+                } else if (notes != NULL && (prepare || deallocate)) {
                     char name[128];
                     size_t name_len;
                     const char *next = read_statement_name(p, deallocate, name, sizeof name, &name_len);
                     if (next == NULL || name_len + 1 >= sizeof name)
                         return false; /* a name it cannot follow */
-                    names->note(names->arg, prepare, name, name_len);
+                    notes->statement(notes->arg, prepare, name, name_len);
                     p = next;
                 } else if (!word_is(word, len, clean_first_words, COUNT(clean_first_words))) {
                     return false;
+                } else if (notes != NULL && word_is(word, len, transaction_words, COUNT(transaction_words))) {
+                    notes->transaction_control = true;
                 }
                 first = word;
                 first_len = len;
@@ -258,5 +349,5 @@ bool sql_is_session_clean_but_names(const char *sql, const struct sql_statement_
 
 bool sql_is_session_clean(const char *sql)
 {
-    return sql_is_session_clean_but_names(sql, NULL);
+    return sql_is_session_clean_but_noted(sql, NULL);
 }

@@ -15,17 +15,29 @@
  * rules, views or column defaults that the statements run. */
 bool sql_is_session_clean(const char *sql);
 
-/* Named prepared statements a string of SQL creates or drops (PREPARE name ..., DEALLOCATE
- * [PREPARE] name, DEALLOCATE ALL), reported to the caller, which keeps the set. */
-struct sql_statement_names {
-    /* A name (unquoted names folded to lower case, as the server does; quotes removed):
-     * created (prepared) or dropped; dropped with len 0 means DEALLOCATE ALL. */
-    void (*note)(void *arg, bool prepared, const char *name, size_t len);
+/* What a string of SQL does to the session that its caller follows itself, reported while
+ * sql_is_session_clean_but_noted scans it. */
+struct sql_session_notes {
+    /* A named prepared statement created (PREPARE name ...) or dropped (DEALLOCATE [PREPARE]
+     * name; len 0: DEALLOCATE ALL). Unquoted names are folded to lower case, as the server
+     * does; quotes are removed. */
+    void (*statement)(void *arg, bool prepared, const char *name, size_t len);
+    /* A SET of a session parameter: its name (folded; "timezone" for SET TIME ZONE,
+     * "search_path" for SET SCHEMA) and the statement's whole text (len bytes, not
+     * terminated), to be run again as it is; or a RESET of it (statement NULL; name_len 0:
+     * RESET ALL). NULL: SET and RESET make the string unclean, as for sql_is_session_clean. */
+    void (*setting)(void *arg, const char *name, size_t name_len, const char *statement, size_t len);
     void *arg;
+    /* Set by the scan: a statement is transaction control (BEGIN, COMMIT, SAVEPOINT, ...), so
+     * whether a SET in the same string lasts depends on more than the string's success. */
+    bool transaction_control;
 };
 
-/* As sql_is_session_clean, but PREPARE and DEALLOCATE statements count as clean and their
- * names go to `names`: session state the caller follows itself. */
-bool sql_is_session_clean_but_names(const char *sql, const struct sql_statement_names *names);
+/* As sql_is_session_clean, but the statements `notes` follows count as clean and are reported
+ * to it: PREPARE and DEALLOCATE; with a `setting` callback, SET and RESET of a session
+ * parameter (not SET ROLE, SESSION AUTHORIZATION, NAMES or client_encoding, whose effects
+ * reach beyond a setting's value, and only with unquoted names). SET LOCAL, SET TRANSACTION
+ * and SET CONSTRAINTS, which end with their transaction, count as clean and are not reported. */
+bool sql_is_session_clean_but_noted(const char *sql, struct sql_session_notes *notes);
 
 #endif

@@ -38,3 +38,9 @@ pqdedup_add_test(NAME client_psycopg2_churn COMMAND bash ${_pqd_clients}/psycopg
 # psql with 20 `\c`: works, few backends, no SET survives a reconnect.
 pqdedup_add_test(NAME client_psql_reconnect COMMAND bash ${_pqd_clients}/psql_reconnect.sh
                  NO_PRELOAD NO_VALGRIND LABELS clients)
+
+# psqlODBC (pyodbc + unixODBC) leaking 30 connections against a role's CONNECTION LIMIT 4: the
+# driver's SETs at every connect are carried, not pinning: refused at the 5th plain, all work
+# under pqdedup with the driver's settings, every row committed once.
+pqdedup_add_test(NAME client_odbc_leak COMMAND bash ${_pqd_clients}/odbc.sh
+                 NO_PRELOAD NO_VALGRIND LABELS clients)

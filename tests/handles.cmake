@@ -13,7 +13,7 @@ pqdedup_add_test(NAME handles_move SOURCES test_handles_move.c
                  ENV PQDEDUP_UNBIND_AFTER=0 PQDEDUP_KEEP_PER_KEY=0 LABELS handles)
 
 
-# Sticky: for SET, SET ROLE, PREPARE, PQprepare, LISTEN, CREATE TEMP TABLE, pg_advisory_lock,
+# Sticky: for SET inside a transaction block, SET ROLE, PREPARE, PQprepare, LISTEN, CREATE TEMP TABLE, pg_advisory_lock,
 # DECLARE ... WITH HOLD, set_config, PQsetClientEncoding, PQregisterEventProc, a large object,
 # an open or aborted transaction, COPY in progress and pipeline mode, the handle keeps its
 # backend and its state while another connect of its key needs one: at PQDEDUP_MAX_PER_KEY=1
@@ -96,7 +96,8 @@ pqdedup_add_test(NAME handles_connect SOURCES test_handles_connect.c LABELS hand
 # fork: in a child, an inherited idle clean handle runs on a backend of the child's own (not
 # the parent's) and the parent's handle keeps working on its own; the child's PQfinish of
 # inherited handles (idle, and inside a transaction), ending with exit() or _exit(), never
-# breaks the parent's sessions (same backends, the transaction commits); an inherited sticky
+# breaks the parent's sessions (same backends, the transaction commits); an inherited handle
+# with a plain SET runs it again on the child's own backend; an inherited sticky
 # handle keeps plain libpq's behaviour in the child (the parent's backend and settings), and
 # the child's PQfinish of it leaves the parent's session working.
 pqdedup_add_test(NAME handles_fork SOURCES test_handles_fork.c LABELS handles)
@@ -122,3 +123,19 @@ pqdedup_add_test(NAME handles_session_unbind0 PROGRAM test_handles_session
 pqdedup_add_test(NAME handles_threads SOURCES test_handles_threads.c SERIAL LABELS handles)
 pqdedup_add_test(NAME handles_threads_unbind0 PROGRAM test_handles_threads
                  ENV PQDEDUP_UNBIND_AFTER=0 SERIAL LABELS handles)
+
+# Carried SETs: a plain SET or RESET of a session parameter outside a transaction block does not
+# pin a handle. psqlODBC's connect-time string and SETs of DateStyle, TIME ZONE, search_path, a
+# custom parameter and work_mem: another connect takes A's backend and sees none of them; A,
+# unbound, reports its DateStyle and TimeZone; each time A is bound again its SETs run first, and
+# the handle that lost the backend to it sees none. RESET name, RESET ALL and PQreset drop what
+# it carries. A SET inside a transaction block (in one string or across commands), one whose
+# string failed, SET client_encoding and SET SESSION AUTHORIZATION keep the handle on its
+# backend. A SET that cannot run again (its GRANT SET ON PARAMETER revoked) fails the handle's
+# next query as a broken connection saying why; PQreset recovers it.
+pqdedup_add_test(NAME handles_sets_move SOURCES test_handles_sets.c ARGS move
+                 ENV PQDEDUP_UNBIND_AFTER=0 PQDEDUP_KEEP_PER_KEY=0 LABELS handles)
+# Six handles with SETs of their own, never finished, at PQDEDUP_MAX_PER_KEY=2: every connect
+# succeeds, every handle sees its own settings in three rounds, never more than two backends.
+pqdedup_add_test(NAME handles_sets_leak PROGRAM test_handles_sets ARGS leak
+                 ENV PQDEDUP_UNBIND_AFTER=0 PQDEDUP_KEEP_PER_KEY=0 PQDEDUP_MAX_PER_KEY=2 LABELS handles)

@@ -109,7 +109,8 @@ pqdedup_matrix_test(php-connect churn passthrough SUFFIX _no_audit_capped
 pqdedup_matrix_test(php-connect leak passthrough SUFFIX _no_audit_unbind_now
                     ENV "MATRIX_PQD_ENV=PQDEDUP_AUDIT=0 PQDEDUP_UNBIND_AFTER=0")
 
-# Ruby pg (RTLD_GLOBAL extension; PQconnectStart + poll, then libpq nonblocking mode): reused,
-# contained.
+# Ruby pg (RTLD_GLOBAL extension; PQconnectStart + poll, then libpq nonblocking mode), each
+# connection set up with ActiveRecord's SETs (carried, and still in effect on every leaked one
+# when it answers again): reused, contained.
 pqdedup_matrix_test(ruby churn reused)
 pqdedup_matrix_test(ruby leak contained)

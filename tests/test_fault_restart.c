@@ -14,7 +14,7 @@
  *                           two keys are kept, held idle, held mid-transaction, finished
  *                           mid-transaction, and while a writer thread inserts non-stop
  *   handles immediate|fast  the same fault with six live handles of one thread and one key:
- *                           one inside a transaction, one sticky (SET), four idle and clean
+ *                           one inside a transaction, one sticky (set_config), four idle and clean
  *                           taking turns on the server connections left (register with
  *                           PQDEDUP_MAX_PER_KEY=3: six handles, three backends)
  *   down                    the server stopped while connections are kept: connects fail as
@@ -302,7 +302,7 @@ static int key_a_backends(int *pids, int max)
 }
 
 /* Six live handles of one key in one thread (PQDEDUP_MAX_PER_KEY=3 in the pqdedup run): T
- * inside a transaction and S sticky (a SET) keep a backend each, four clean idle ones I0-I3 take
+ * inside a transaction and S sticky (a set_config) keep a backend each, four clean idle ones I0-I3 take
  * turns on the third; all are separate sessions (T's uncommitted row and S's setting are not
  * seen from the others). Then the server restarts: T's COMMIT and S's next write fail as with
  * plain libpq; each idle one either fails like plain libpq's (its backend is gone) or goes on
@@ -326,7 +326,7 @@ static void test_handles(const char *mode)
     }
     int txn_id = open_txn(t, USER_A, "T, in a transaction");
     t_pid = PQbackendPID(t);
-    fu_note("S: SET work_mem: %s", fu_exec(sh, "SET work_mem = '7MB'"));
+    fu_note("S: set_config work_mem: %s", fu_exec(sh, "SELECT set_config('work_mem', '7MB', false)"));
     write_ok(sh, USER_A, "S, sticky");
     s_pid = PQbackendPID(sh);
     for (int i = 0; i < 4; i++) {

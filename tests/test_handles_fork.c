@@ -20,7 +20,10 @@
  *   finish    A idle on P, T inside a transaction (one row inserted) on R: the child finishes
  *             both and ends with exit() (once) or _exit() (once); the parent's A still works
  *             on P, T is still in its transaction on R, and its rows commit.
- *   sticky    S with SET work_mem on W (sticky): in the child, S keeps the parent's
+ *   carried   C with a plain SET work_mem on V (carried, not sticky): in the child, C's query
+ *             runs on a backend of the child's own, with work_mem 7MB (its SET run again);
+ *             the parent's C still runs on V with its setting.
+ *   sticky    S with set_config('work_mem') on W (sticky): in the child, S keeps the parent's
  *             connection as plain libpq does (its query runs on W and sees work_mem 7MB);
  *             the child finishes S and exits; the parent's S still works on W with its
  *             setting (pqdedup's finish in the child sends nothing on the parent's socket,
@@ -148,7 +151,7 @@ static void test_sticky(void)
     struct child_report r;
     char *v;
 
-    tu_exec_check(s, "SET work_mem = '7MB'");
+    tu_exec_check(s, "SELECT set_config('work_mem', '7MB', false)");
     r = in_child(child_query, &q, true);
     /* Observed and asserted: plain libpq's behaviour, the parent's backend and session. */
     CHECK(r.pid == w, "sticky: the child's query on inherited S ran on %d, expected the parent's %d "
@@ -162,6 +165,28 @@ static void test_sticky(void)
     PQfinish(s);
 }
 
+static void test_carried(void)
+{
+    PGconn *c = tu_connect_ok();
+    int v_pid = tu_backend_pid(c);
+    struct query_arg q = {c, "SHOW work_mem"};
+    struct child_report r;
+    char *v;
+
+    tu_exec_check(c, "SET work_mem = '7MB'");
+    r = in_child(child_query, &q, true);
+    CHECK(r.pid > 0 && r.pid != v_pid, "carried: the child's query on C ran on %d, expected a backend of "
+          "its own, not the parent's %d: %s", r.pid, v_pid, r.error);
+    CHECK(strcmp(r.value, "7MB") == 0, "carried: the child's C has work_mem \"%s\", expected its SET's 7MB",
+          r.value);
+    CHECK(tu_backend_pid(c) == v_pid, "carried: the parent's C runs on %d, expected %d: %s", PQbackendPID(c),
+          v_pid, PQerrorMessage(c));
+    v = tu_query_value(c, "SHOW work_mem");
+    CHECK(v != NULL && strcmp(v, "7MB") == 0, "carried: the parent's C has work_mem %s", v ? v : "(none)");
+    free(v);
+    PQfinish(c);
+}
+
 int main(void)
 {
     PGconn *obs = tu_observer();
@@ -172,6 +197,7 @@ int main(void)
     test_clean();
     test_finish(true);
     test_finish(false);
+    test_carried();
     test_sticky();
     tu_exec_check(obs, "DROP TABLE pqdt_handles_fork");
     return tu_finish();

@@ -18,7 +18,7 @@
  *   new  run with PQDEDUP_UNBIND_AFTER=0: the other connect gets a new backend (never the
  *        sticky handle's), and sees none of the sticky handle's state.
  *
- * For each kind of sticky state (SET, SET ROLE, PREPARE, PQprepare, LISTEN, CREATE TEMP
+ * For each kind of sticky state (SET inside a transaction block, SET ROLE, PREPARE, PQprepare, LISTEN, CREATE TEMP
  * TABLE, pg_advisory_lock, DECLARE ... WITH HOLD, set_config, PQsetClientEncoding,
  * PQregisterEventProc, a large object, a transaction open or aborted, COPY in progress,
  * pipeline mode), handle A on backend P is left in that state, then another connect of the
@@ -64,7 +64,8 @@ static bool value_is(PGconn *c, const char *sql, const char *want)
     return same;
 }
 
-static void make_set(struct ctx *x) { tu_exec_check(x->a, "SET work_mem = '7MB'"); }
+/* (A plain SET outside a transaction block is carried instead: test_handles_sets.c.) */
+static void make_set(struct ctx *x) { tu_exec_check(x->a, "BEGIN; SET work_mem = '7MB'; COMMIT"); }
 static bool has_set(struct ctx *x, PGconn *c) { (void) x; return value_is(c, "SHOW work_mem", "7MB"); }
 
 static void make_role(struct ctx *x) { tu_exec_check(x->a, "SET ROLE pqd_alice"); }
@@ -282,7 +283,7 @@ static void after_pipeline(struct ctx *x)
 }
 
 static const struct kind kinds[] = {
-    {"SET", make_set, has_set, NULL, false},
+    {"SET in a transaction block", make_set, has_set, NULL, false},
     {"SET ROLE", make_role, has_role, NULL, false},
     {"PREPARE", make_prepare, has_prepare, after_prepare, false},
     {"PQprepare", make_pqprepare, has_pqprepare, after_pqprepare, false},
@@ -377,7 +378,7 @@ static void run_rebind_at_cap(void)
 
     REQUIRE(pid > 0, "rebind at the cap: pg_backend_pid: %s", PQerrorMessage(a));
     b = tu_connect_taking(pid, "rebind at the cap (a clean idle handle's backend moves)");
-    tu_exec_check(b, "SET work_mem = '7MB'");
+    tu_exec_check(b, "SELECT set_config('work_mem', '7MB', false)");
     r = PQexec(a, "SELECT 1");
     CHECK(PQresultStatus(r) != PGRES_TUPLES_OK, "rebind at the cap: A's query ran");
     PQclear(r);
@@ -402,7 +403,7 @@ static void run_control(void)
 
     REQUIRE(pid > 0, "control: pg_backend_pid: %s", PQerrorMessage(a));
     b = tu_connect_taking(pid, "control (a clean idle handle's backend moves)");
-    tu_exec_check(b, "SET work_mem = '7MB'"); /* sticky now: A must wait for B's finish */
+    tu_exec_check(b, "SELECT set_config('work_mem', '7MB', false)"); /* sticky now: A must wait for B's finish */
     PQfinish(b);
     CHECK(tu_backend_pid(a) > 0, "control: A works again: %s", PQerrorMessage(a));
     CHECK(value_is(a, "SHOW work_mem", "4MB"), "control: A does not see B's SET");

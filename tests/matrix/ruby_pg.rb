@@ -2,7 +2,9 @@
 #
 # Usage: ruby ruby_pg.rb churn|leak N APP
 # The protocol (result line, refusals, exit status) is described in matrix_common.py. A leak
-# keeps each PG::Connection in an array and never closes it.
+# keeps each PG::Connection in an array and never closes it. Every connection is first set up
+# as Rails' ActiveRecord PostgreSQL adapter sets one up (its SETs, one command each), and each
+# one still shows those settings when it answers again.
 require 'pg'
 
 mode, n, app = ARGV
@@ -23,6 +25,12 @@ end
 
 obs = PG.connect(application_name: "#{app}_obs")
 max_conn = query(obs, 'SHOW max_connections')[0].to_i
+# What ActiveRecord 7's configure_connection sends, and what the session then shows.
+RAILS_SETS = ["SET client_min_messages TO 'warning'", 'SET standard_conforming_strings = on',
+              'SET intervalstyle = iso_8601', "SET SESSION timezone TO 'UTC'"].freeze
+RAILS_SHOWS = %w[warning on iso_8601 UTC].freeze
+RAILS_SHOW_SQL = "SELECT current_setting('client_min_messages'), current_setting('standard_conforming_strings'), " \
+                 "current_setting('IntervalStyle'), current_setting('TimeZone')"
 pids = {}
 kept = []
 ok = 0
@@ -35,6 +43,7 @@ refused_at = 0
     puts "matrix-refused: #{e.message.split.join(' ')}"
     break
   end
+  RAILS_SETS.each { |sql| conn.exec(sql) }
   pid, echo = query(conn, "SELECT pg_backend_pid(), #{i}")
   if echo.to_i != i
     warn "matrix: cycle #{i}: SELECT returned #{echo}"
@@ -53,6 +62,11 @@ kept.each do |i, conn|
   v = query(conn, "SELECT #{i} * 7")[0].to_i
   if v != i * 7
     warn "matrix: leaked handle #{i}: SELECT returned #{v}"
+    exit 1
+  end
+  shows = query(conn, RAILS_SHOW_SQL)
+  if shows != RAILS_SHOWS
+    warn "matrix: leaked handle #{i}: its settings are #{shows.inspect}, expected #{RAILS_SHOWS.inspect}"
     exit 1
   end
   recheck += 1
