@@ -283,6 +283,7 @@ static PGconn *before_reset(struct handle *h, PGconn *server)
     if (h->state == HANDLE_QUEUED)
         queued_forget(h); /* its command is dropped, as libpq's reset drops one in flight */
     if (h->state == HANDLE_UNBOUND || h->state == HANDLE_QUEUED) {
+        h->sticky = h->events;
         pool_rebind(h);
         return NULL;
     }
@@ -294,6 +295,7 @@ static PGconn *before_reset(struct handle *h, PGconn *server)
         /* A connect or rebind that failed: the pool is asked again, as libpq would try again. */
         real.PQfinish(h->conn);
         h->conn = NULL;
+        h->sticky = h->events; /* a new session, from the pool */
         pool_rebind(h);
         return NULL;
     }

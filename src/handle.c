@@ -6,6 +6,7 @@
 #include "pool.h"
 #include "queued.h"
 #include "real.h"
+#include "settings.h"
 #include "session.h"
 #include "slots.h"
 #include "sql_class.h"
@@ -173,6 +174,9 @@ PGconn *handle_enter(struct handle *h, bool need_server)
         if (h->depth == 1 && atomic_load_explicit(&pool_forked, memory_order_relaxed) &&
             pool_server_is_inherited(h))
             pool_leave_inherited(h); /* forked child: BOUND becomes UNBOUND or DIRECT */
+        else if (need_server && handle_sets_pending(h) && !h->sticky && !session_is_idle(h->conn))
+            handle_make_sticky(h); /* a call before every result of its SETs was read: libpq may
+                                      drop them unseen (PQexec does), or clear the error text */
         break;
     case HANDLE_UNBOUND:
         break;
@@ -204,16 +208,26 @@ PGconn *handle_enter(struct handle *h, bool need_server)
     return h->conn;
 }
 
-/* Once h's command with a SET is done (h idle): its SETs are kept if it succeeded (libpq
- * clears the error text when a command starts, and any failed statement of it fills it),
- * else h turns sticky, since a failure may have rolled back some of them and not others. */
+/* Once h's command with a SET is done (h idle) and no result of it failed (handle_note_result,
+ * and libpq's error text, which a command starts empty, is still empty): its SETs are carried
+ * from now on. A failure may have rolled back some of them and not others: h turns sticky. */
 static void confirm_sets(struct handle *h)
 {
-    h->sets_unconfirmed = false;
-    if (real.PQerrorMessage(h->conn)[0] != '\0')
+    if (real.PQerrorMessage(h->conn)[0] != '\0' || !carried_sets_confirm(&h->sets))
         handle_make_sticky(h);
     else
         h->sets_fingerprint = session_parameters_fingerprint(h->conn);
+}
+
+void handle_note_result(struct handle *h, const PGresult *result)
+{
+    if (!handle_sets_pending(h) || h->sticky)
+        return;
+    ExecStatusType status = PQresultStatus(result);
+    if (result == NULL ||
+        (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK && status != PGRES_SINGLE_TUPLE &&
+         status != PGRES_EMPTY_QUERY))
+        handle_make_sticky(h);
 }
 
 void handle_leave(struct handle *h, bool read_only)
@@ -223,7 +237,7 @@ void handle_leave(struct handle *h, bool read_only)
         struct stats_file_handle *rec = record_of(h);
         int64_t now = rec != NULL ? monotonic_coarse_ns() : 0;
         if (!read_only && h->state == HANDLE_BOUND) {
-            if (h->sets_unconfirmed && !h->sticky && session_is_idle(h->conn))
+            if (handle_sets_pending(h) && !h->sticky && session_is_idle(h->conn))
                 confirm_sets(h);
             /* Idle since this call: a handle in use every few ms is never the longest idle. */
             bool idle = !handle_is_sticky(h) && session_is_idle(h->conn);
@@ -283,33 +297,41 @@ static void note_statement_name(void *arg, bool prepared, const char *name, size
         h->statements[h->nstatements++] = copy;
 }
 
-/* sql_class.c's callback: a SET or RESET of a session parameter on h, carried until its
- * command is confirmed (handle_leave). Past the limits or out of memory, h becomes sticky. */
+/* sql_class.c's callback: a SET or RESET of a session parameter on h, pending until its
+ * command is confirmed (handle_leave). Out of memory, h becomes sticky. */
 static void note_setting(void *arg, const char *name, size_t name_len, const char *statement, size_t len)
 {
     struct handle *h = arg;
-    h->sets_unconfirmed = true;
     if (!carried_sets_note(&h->sets, name, name_len, statement, len))
         handle_make_sticky(h);
 }
 
 /* Notes the SQL of a command h is about to send; SETs are carried only when `sets` (not for a
- * statement being prepared, which runs later, or never). */
+ * statement being prepared, which runs later, or never), and only when a reset query cleans a
+ * connection between two handles (without one, a SET keeps the handle on its connection, as
+ * other session state does). */
 static void note_sql(struct handle *h, const char *sql, bool sets)
 {
     if (h->sticky)
         return;
-    struct sql_session_notes notes = { .statement = note_statement_name, .setting = sets ? note_setting : NULL,
+    bool carry = sets && settings.reset_query[0] != '\0';
+    struct sql_session_notes notes = { .statement = note_statement_name, .setting = carry ? note_setting : NULL,
                                        .arg = h };
-    bool was_unconfirmed = h->sets_unconfirmed;
-    h->sets_unconfirmed = false;
+    int pending_before = h->sets.npending;
     if (!sql_is_session_clean_but_noted(sql, &notes)) {
         handle_make_sticky(h);
-    } else if (h->sets_unconfirmed && (notes.transaction_control || (h->conn != NULL && !session_is_idle(h->conn)))) {
-        /* Inside a transaction block a SET lasts only if the block commits: not followed. */
-        handle_make_sticky(h);
+        return;
     }
-    h->sets_unconfirmed = h->sets_unconfirmed || was_unconfirmed;
+    if (h->sets.npending == pending_before)
+        return; /* no SET or RESET in it */
+    /* Carried only when the string holds nothing but SETs, RESETs and SHOWs (so its success
+     * means each of them took effect, and they alone changed what the session reports), sent
+     * outside a transaction block (where a SET lasts only if the block commits), after no
+     * change pqdedup did not see (the session reports what its carried SETs left). */
+    if (notes.other_statements ||
+        (h->conn != NULL && (!session_is_idle(h->conn) ||
+                             session_parameters_fingerprint(h->conn) != pool_expected_fingerprint(h))))
+        handle_make_sticky(h);
 }
 
 void handle_note_sql(struct handle *h, const char *sql)
@@ -332,7 +354,6 @@ void handle_forget_session(struct handle *h)
     h->statements = NULL;
     h->nstatements = h->statements_size = 0;
     carried_sets_clear(&h->sets);
-    h->sets_unconfirmed = false;
 }
 
 void handle_note_events(struct handle *h)

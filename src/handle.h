@@ -52,8 +52,6 @@ struct handle {
     int nstatements, statements_size;
     struct carried_sets sets;     /* its plain SETs of session parameters: run again on each server
                                      connection it is bound to after another (pool.c) */
-    bool sets_unconfirmed;        /* a command with a SET was sent: once it is done, kept if it
-                                     succeeded, else the handle turns sticky (handle_leave) */
     uint64_t sets_fingerprint;    /* the reported parameters its SETs leave (with none: its key's
                                      baseline applies) */
     bool events;                  /* the app registered event procedures: sticky, and its server
@@ -152,8 +150,19 @@ static inline bool handle_is_sticky(const struct handle *h)
  * mode). */
 static inline bool handle_changed_session(const struct handle *h)
 {
-    return handle_is_sticky(h) || h->sets.count > 0 || h->sets_unconfirmed;
+    return handle_is_sticky(h) || h->sets.count > 0 || h->sets.npending > 0;
 }
+
+/* True while a command with SETs or RESETs h carries is under way: once it is done, they are
+ * carried if it succeeded, else h turns sticky (handle_leave). */
+static inline bool handle_sets_pending(const struct handle *h)
+{
+    return h->sets.npending > 0;
+}
+
+/* A result of one of h's commands, as the app gets it (PQgetResult's, not NULL; PQexec's and
+ * the like, where NULL is a failure): one that failed while SETs are pending makes h sticky. */
+void handle_note_result(struct handle *h, const PGresult *result);
 
 /* Forgets the session state h followed: named prepared statements and carried SETs (at
  * finish, and at PQreset, which starts a new session). */

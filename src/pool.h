@@ -8,6 +8,7 @@
 #include <libpq-fe.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stdint.h>
 
 /* True in a process forked from one where pqdedup ran: connections may be inherited
  * (pool_server_is_inherited is worth asking). */
@@ -81,6 +82,10 @@ void pool_finish(struct handle *h);
 /* h (locked) was left idle and clean by the app's last call: wakes connects waiting for a
  * server connection of its key. Costs one atomic load when none waits. */
 void pool_note_idle(struct handle *h);
+
+/* The fingerprint of reported parameters h's session should show (session.h): what its
+ * carried SETs left, or with none a clean session's of its key. Caller holds h's lock. */
+uint64_t pool_expected_fingerprint(const struct handle *h);
 
 /* Makes sure the connection h (locked) is bound to, if any, has the libpq cancel object that
  * cancels through h use (every binding makes one too). */

@@ -110,12 +110,16 @@ struct handle *pick_idle_handle(struct pool_bucket *b, int64_t now, bool pressur
                 pthread_mutex_unlock(&h->lock);
             }
         }
-        uint64_t expected = best != NULL && best->sets.count > 0 ? best->sets_fingerprint : atomic_load(&b->baseline);
-        if (best == NULL || session_parameters_fingerprint(best->conn) == expected)
+        if (best == NULL || session_parameters_fingerprint(best->conn) == pool_expected_fingerprint(best))
             return best;
         handle_make_sticky(best);
         pthread_mutex_unlock(&best->lock);
     }
+}
+
+uint64_t pool_expected_fingerprint(const struct handle *h)
+{
+    return h->sets.count > 0 ? h->sets_fingerprint : atomic_load(&h->bucket->baseline);
 }
 
 /* The key's reference fingerprint of reported parameters: a new connection's. (After a server

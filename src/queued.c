@@ -257,6 +257,8 @@ EXPORT PGresult *PQgetResult(PGconn *conn)
         result = real.PQmakeEmptyPGresult(server, PGRES_FATAL_ERROR);
     } else {
         result = server != NULL ? real.PQgetResult(server) : NULL;
+        if (result != NULL)
+            handle_note_result(h, result);
     }
     handle_leave(h, false);
     return result;

@@ -24,13 +24,6 @@ static const struct word clean_first_words[] = {
     WORD("rollback"), WORD("abort"), WORD("savepoint"), WORD("release"),
 };
 
-/* Statements that end or mark a transaction: a SET in the same string may outlast an error, or
- * be rolled back after the string succeeded. */
-static const struct word transaction_words[] = {
-    WORD("begin"), WORD("start"), WORD("commit"), WORD("end"), WORD("rollback"), WORD("abort"),
-    WORD("savepoint"), WORD("release"),
-};
-
 /* Words that make any statement dirty: functions with session effects (settings,
  * session advisory locks, sequence state behind currval/lastval, large objects,
  * other servers) and temporary objects. */
@@ -90,7 +83,8 @@ static bool word_has_prefix(const char *word, size_t len, const struct word *lis
 static const char *skip_quoted(const char *p)
 {
     if (p[0] == '-' && p[1] == '-') {
-        const char *end = strchr(p, '\n');
+        /* the server's lexer ends it at a new line or a carriage return */
+        const char *end = strpbrk(p, "\r\n");
         return end ? end + 1 : p + strlen(p);
     }
     if (p[0] == '/' && p[1] == '*') {
@@ -175,8 +169,14 @@ static uint64_t dirty_first_chars(void)
 static const char *statement_end(const char *p)
 {
     for (;;) {
-        while ((char_class[(unsigned char) *p] & SPECIAL) == 0)
+        while ((char_class[(unsigned char) *p] & (WORD_START | SPECIAL)) == 0)
             p++;
+        if (char_class[(unsigned char) *p] & WORD_START) {
+            /* a word, whose '$' (as in a$b$) starts no dollar quote, as in the main scan */
+            while (char_class[(unsigned char) *p] & WORD_CHAR)
+                p++;
+            continue;
+        }
         if (*p == '\0' || *p == ';')
             return p;
         const char *after = skip_quoted(p);
@@ -186,9 +186,11 @@ static const char *statement_end(const char *p)
     }
 }
 
-/* Reads a parameter name (or keyword) at p, after blanks: letters, digits, '_', '$' and '.'
- * (a custom parameter is prefix.name), folded to lower case into buf. Returns the position
- * after it, or NULL when there is none (a quoted name, a comment) or it does not fit. */
+/* Reads a parameter name (or keyword) at p, after blanks: ASCII letters, digits, '_', '$'
+ * and '.' (a custom parameter is prefix.name), folded to lower case into buf, and ended by a
+ * blank, '=', ';' or the end. Returns the position after it, or NULL when there is none or
+ * it is not all of the name (quotes, other bytes, a comment right after it), it starts or
+ * ends with '.', or it does not fit: two names must never read as one. */
 static const char *read_setting_name(const char *p, char *buf, size_t size, size_t *len)
 {
     while (isspace((unsigned char) *p))
@@ -200,7 +202,8 @@ static const char *read_setting_name(const char *p, char *buf, size_t size, size
         buf[(*len)++] = lower(*p++);
     }
     buf[*len] = '\0';
-    return *len > 0 ? p : NULL;
+    bool ended = *p == '\0' || *p == ';' || *p == '=' || isspace((unsigned char) *p);
+    return *len > 0 && ended && buf[0] != '.' && buf[*len - 1] != '.' ? p : NULL;
 }
 
 /* Parameters whose SET does more than set a value: another role's privileges, or the client
@@ -241,6 +244,10 @@ static const char *read_setting(const char *statement, const char *p, bool reset
         name[0] = '\0';
     }
     len = strlen(name);
+    char next[8];
+    size_t next_len;
+    if (!reset && read_setting_name(p, next, sizeof next, &next_len) != NULL && strcmp(next, "from") == 0)
+        return NULL; /* SET name FROM CURRENT: not a value that can be run again elsewhere */
     const char *end = statement_end(p);
     if (end != NULL)
         notes->setting(notes->arg, name, len, reset ? NULL : statement, reset ? 0 : (size_t) (end - statement));
@@ -310,6 +317,7 @@ bool sql_is_session_clean_but_noted(const char *sql, struct sql_session_notes *n
                     if ((p = read_setting(word, p, reset, notes)) == NULL)
                         return false; /* a SET it cannot carry */
                 } else if (notes != NULL && (prepare || deallocate)) {
+                    notes->other_statements = true;
                     char name[128];
                     size_t name_len;
                     const char *next = read_statement_name(p, deallocate, name, sizeof name, &name_len);
@@ -319,8 +327,8 @@ bool sql_is_session_clean_but_noted(const char *sql, struct sql_session_notes *n
                     p = next;
                 } else if (!word_is(word, len, clean_first_words, COUNT(clean_first_words))) {
                     return false;
-                } else if (notes != NULL && word_is(word, len, transaction_words, COUNT(transaction_words))) {
-                    notes->transaction_control = true;
+                } else if (notes != NULL && !(len == 4 && same_word(word, "show", 4))) {
+                    notes->other_statements = true;
                 }
                 first = word;
                 first_len = len;

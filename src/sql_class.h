@@ -28,15 +28,17 @@ struct sql_session_notes {
      * RESET ALL). NULL: SET and RESET make the string unclean, as for sql_is_session_clean. */
     void (*setting)(void *arg, const char *name, size_t name_len, const char *statement, size_t len);
     void *arg;
-    /* Set by the scan: a statement is transaction control (BEGIN, COMMIT, SAVEPOINT, ...), so
-     * whether a SET in the same string lasts depends on more than the string's success. */
-    bool transaction_control;
+    /* Set by the scan: a statement is other than SET, RESET or SHOW (a query, transaction
+     * control, ...): whether a SET in the same string lasts, and whether it was all that
+     * changed the session's reported parameters, cannot be told from the string's success. */
+    bool other_statements;
 };
 
 /* As sql_is_session_clean, but the statements `notes` follows count as clean and are reported
  * to it: PREPARE and DEALLOCATE; with a `setting` callback, SET and RESET of a session
  * parameter (not SET ROLE, SESSION AUTHORIZATION, NAMES or client_encoding, whose effects
- * reach beyond a setting's value, and only with unquoted names). SET LOCAL, SET TRANSACTION
+ * reach beyond a setting's value, nor SET ... FROM CURRENT, and only with unquoted ASCII
+ * names). SET LOCAL, SET TRANSACTION
  * and SET CONSTRAINTS, which end with their transaction, count as clean and are not reported. */
 bool sql_is_session_clean_but_noted(const char *sql, struct sql_session_notes *notes);
 

@@ -21,6 +21,7 @@
  *             conn = server;
  *             handle_note_sql(h, query);            // the effect
  *             result = real.PQsendQuery(conn, query);
+ *             (PQexec and the others that return a PGresult *: handle_note_result)
  *         }
  *         handle_leave(h, false);                // true for a call that only reads
  *         return result;
@@ -41,6 +42,13 @@
 #define PREPARE(sql, name) handle_note_prepare(h, (sql), (name)), false
 #define STICKY handle_make_sticky(h), false
 #define EVENTS handle_note_events(h), false
+
+/* After the call: a PGresult * it returned is noted (handle_note_result); any other value is not. */
+static inline void note_no_result(struct handle *h, ...)
+{
+    (void) h;
+}
+#define NOTE_RESULT(result) _Generic((result), PGresult *: handle_note_result, default: note_no_result)(h, (result))
 
 #define WRAPPER(name, ret, params, args, unbound, effect) WRAPPER_(name, ret, params, args, unbound, effect)
 #define WRAPPER_(name, ret, params, args, kind, value, effect, reads) \
@@ -84,6 +92,7 @@
             conn = server;                                              \
             effect;                                                     \
             result = real.name args;                                    \
+            NOTE_RESULT(result);                                        \
         }                                                               \
         handle_leave(h, reads);                                         \
         return result;                                                  \

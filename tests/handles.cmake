@@ -131,11 +131,18 @@ pqdedup_add_test(NAME handles_threads_unbind0 PROGRAM test_handles_threads
 # the handle that lost the backend to it sees none. RESET name, RESET ALL and PQreset drop what
 # it carries. A SET inside a transaction block (in one string or across commands), one whose
 # string failed, SET client_encoding and SET SESSION AUTHORIZATION keep the handle on its
-# backend. A SET that cannot run again (its GRANT SET ON PARAMETER revoked) fails the handle's
-# next query as a broken connection saying why; PQreset recovers it.
+# backend. So do a SET whose results were not all read before the next PQexec (libpq drops
+# them), one whose error result was read before an escape call cleared libpq's error text, and
+# one after a function changed TimeZone where pqdedup could not see it. A SET that cannot run
+# again (its GRANT SET ON PARAMETER revoked) fails the handle's next query as a broken
+# connection saying why; PQreset recovers it.
 pqdedup_add_test(NAME handles_sets_move SOURCES test_handles_sets.c ARGS move
                  ENV PQDEDUP_UNBIND_AFTER=0 PQDEDUP_KEEP_PER_KEY=0 LABELS handles)
 # Six handles with SETs of their own, never finished, at PQDEDUP_MAX_PER_KEY=2: every connect
 # succeeds, every handle sees its own settings in three rounds, never more than two backends.
+# With PQDEDUP_RESET_QUERY='' nothing cleans a connection between handles: a SET keeps the
+# handle on its backend, and another connect never sees it.
+pqdedup_add_test(NAME handles_sets_noreset PROGRAM test_handles_sets ARGS noreset
+                 ENV PQDEDUP_UNBIND_AFTER=0 PQDEDUP_KEEP_PER_KEY=0 PQDEDUP_RESET_QUERY= LABELS handles)
 pqdedup_add_test(NAME handles_sets_leak PROGRAM test_handles_sets ARGS leak
                  ENV PQDEDUP_UNBIND_AFTER=0 PQDEDUP_KEEP_PER_KEY=0 PQDEDUP_MAX_PER_KEY=2 LABELS handles)

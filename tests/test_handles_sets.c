@@ -8,9 +8,9 @@
 #include <string.h>
 
 /*
- * Usage: test_handles_sets move|leak. Run "move" with PQDEDUP_UNBIND_AFTER=0 and
+ * Usage: test_handles_sets move|leak|noreset. Run each with PQDEDUP_UNBIND_AFTER=0 and
  * PQDEDUP_KEEP_PER_KEY=0 (a connect takes an idle, clean handle's backend at once); "leak"
- * with PQDEDUP_MAX_PER_KEY=2 as well.
+ * with PQDEDUP_MAX_PER_KEY=2 as well, "noreset" with PQDEDUP_RESET_QUERY=''.
  *
  *   move    carried: A runs psqlODBC's connect-time string and more SETs (DateStyle, TIME ZONE,
  *           search_path, a custom parameter); B takes A's backend and sees none of them; A,
@@ -21,6 +21,12 @@
  *           client_encoding and SET SESSION AUTHORIZATION keep A on its backend.
  *           replay fails: a SET alice could make (GRANT SET ON PARAMETER) and no longer can:
  *           A's next query fails as on a broken connection, saying why; PQreset recovers it.
+ *           unseen: a SET whose results were not all read before the next PQexec (libpq drops
+ *           them), one whose error result was read before an escape call cleared libpq's error
+ *           text, and one after a function changed TimeZone unseen keep A on its backend, with
+ *           the session plain libpq would have.
+ *   noreset (PQDEDUP_RESET_QUERY=''): nothing cleans a connection between handles, so a SET
+ *           keeps A on its backend, and B never sees it.
  *   leak    six handles, each with its own SETs, never finished, at PQDEDUP_MAX_PER_KEY=2: every
  *           connect succeeds, each handle always sees its own settings, and the key never has
  *           more than two backends.
@@ -186,6 +192,66 @@ static void test_sticky(void)
     PQfinish(a);
 }
 
+/* Another connect must not take A's backend p; A still runs on it afterwards. */
+static void check_kept(PGconn *a, int p, const char *scenario)
+{
+    PGconn *b = tu_connect_ok();
+    int pb = tu_backend_pid(b);
+    CHECK(pb > 0 && pb != p, "%s: A's backend %d moved to another handle", scenario, p);
+    CHECK(tu_backend_pid(a) == p, "%s: A left its backend %d", scenario, p);
+    PQfinish(b);
+}
+
+static void test_unseen(void)
+{
+    int p;
+    PGconn *a = tu_first_holder(&p);
+    /* The string fails at its second SET: the first is rolled back with it, and PQexec drops
+     * the unread results. */
+    CHECK(PQsendQuery(a, "SET pqdt.x = '1'; SET work_mem = 'bogus'") == 1, "unseen: send: %s", PQerrorMessage(a));
+    tu_exec_check(a, "SELECT 1");
+    check_kept(a, p, "unseen: a failed SET's results dropped by PQexec");
+    CHECK(shows(a, "pqdt.x", ""), "unseen: A shows the rolled-back SET");
+    PQfinish(a);
+
+    a = tu_first_holder(&p);
+    CHECK(PQsendQueryParams(a, "SET work_mem = 'bogus'", 0, NULL, NULL, NULL, NULL, 0) == 1, "unseen: send: %s",
+          PQerrorMessage(a));
+    PGresult *r = PQgetResult(a);
+    CHECK(PQresultStatus(r) == PGRES_FATAL_ERROR, "unseen: SET work_mem = 'bogus' must fail");
+    PQclear(r);
+    char *escaped = PQescapeLiteral(a, "x", 1); /* clears libpq's error text */
+    PQfreemem(escaped);
+    while ((r = PQgetResult(a)) != NULL)
+        PQclear(r);
+    check_kept(a, p, "unseen: a SET whose error result was read");
+    CHECK(shows(a, "work_mem", "4MB"), "unseen: after the failed SET");
+    PQfinish(a);
+
+    tu_exec_check(tu_observer(), "CREATE OR REPLACE FUNCTION pqdt_sets_tz() RETURNS int LANGUAGE sql AS "
+                                 "$$ SELECT 1 FROM set_config('TimeZone', 'Asia/Tokyo', false) $$");
+    a = tu_first_holder(&p);
+    tu_exec_check(a, "SELECT pqdt_sets_tz()");
+    tu_exec_check(a, "SET search_path = public");
+    check_kept(a, p, "unseen: a SET after a function changed TimeZone");
+    CHECK(shows(a, "TimeZone", "Asia/Tokyo") && shows(a, "search_path", "public"), "unseen: A's session");
+    PQfinish(a);
+}
+
+static void test_noreset(void)
+{
+    int p;
+    PGconn *a = tu_first_holder(&p);
+    tu_exec_check(a, "SET work_mem = '7MB'");
+    PGconn *b = tu_connect_ok();
+    int pb = tu_backend_pid(b);
+    CHECK(pb > 0 && pb != p, "noreset: A's backend %d (with a SET) moved to another handle", p);
+    CHECK(shows(b, "work_mem", "4MB"), "noreset: B sees A's SET");
+    CHECK(shows(a, "work_mem", "7MB") && tu_backend_pid(a) == p, "noreset: A kept its backend and SET");
+    PQfinish(b);
+    PQfinish(a);
+}
+
 /* alice may set a superuser parameter only while granted: moved after the REVOKE, A's SET
  * cannot run again. */
 static void test_replay_fails(void)
@@ -241,15 +307,19 @@ static void test_leak(void)
 
 int main(int argc, char **argv)
 {
-    if (argc != 2 || (strcmp(argv[1], "move") != 0 && strcmp(argv[1], "leak") != 0)) {
-        fprintf(stderr, "usage: %s move|leak\n", argv[0]);
+    if (argc != 2 || (strcmp(argv[1], "move") != 0 && strcmp(argv[1], "leak") != 0 &&
+                      strcmp(argv[1], "noreset") != 0)) {
+        fprintf(stderr, "usage: %s move|leak|noreset\n", argv[0]);
         return 2;
     }
     if (strcmp(argv[1], "move") == 0) {
         test_carried();
         test_reset();
         test_sticky();
+        test_unseen();
         test_replay_fails();
+    } else if (strcmp(argv[1], "noreset") == 0) {
+        test_noreset();
     } else {
         test_leak();
     }

@@ -15,7 +15,7 @@
  *   unset:  the same with setting == NULL (SET and RESET are then unclean);
  *   plain:  sql_is_session_clean.
  * When a way is expected to be clean, the notes it reported (in order) and
- * notes.transaction_control must be exactly the row's; on an unclean result the caller
+ * notes.other_statements must be exactly the row's; on an unclean result the caller
  * (handle.c) ignores the notes, so they are not compared.
  */
 
@@ -73,28 +73,27 @@ struct row {
     bool clean;       /* with both callbacks */
     bool clean_unset; /* with setting == NULL */
     bool clean_plain; /* sql_is_session_clean */
-    bool txn;         /* notes.transaction_control, when clean */
+    bool other;       /* notes.other_statements (not SET, RESET or SHOW), when clean */
     const char *notes;
 };
 
-/* Clean every way, nothing noted. */
-#define CLEAN(sql) { __LINE__, (sql), true, true, true, false, "" }
-/* The same, with transaction control. */
-#define CLEAN_TXN(sql) { __LINE__, (sql), true, true, true, true, "" }
+/* Clean every way, nothing noted (statements other than SET, RESET and SHOW). */
+#define CLEAN(sql) { __LINE__, (sql), true, true, true, true, "" }
 /* Unclean every way. */
 #define DIRTY(sql) { __LINE__, (sql), false, false, false, false, "" }
-/* Clean only with a setting callback, with these notes. */
+/* Clean only with a setting callback, with these notes; nothing but SET, RESET and SHOW. */
 #define SETS(sql, notes) { __LINE__, (sql), true, false, false, false, (notes) }
-#define SETS_TXN(sql, notes) { __LINE__, (sql), true, false, false, true, (notes) }
+/* The same beside other statements. */
+#define SETS_OTHER(sql, notes) { __LINE__, (sql), true, false, false, true, (notes) }
 /* Clean with notes (either way), unclean for sql_is_session_clean: PREPARE, DEALLOCATE. */
-#define NOTED(sql, notes) { __LINE__, (sql), true, true, false, false, (notes) }
+#define NOTED(sql, notes) { __LINE__, (sql), true, true, false, true, (notes) }
 
 static const struct row rows[] = {
     /* Clean statements, comments and quotes. */
     CLEAN("SELECT 1"),
     CLEAN("select 1; select 2"),
     CLEAN("WITH x AS (SELECT 1) SELECT * FROM x"),
-    CLEAN_TXN("BEGIN"),
+    CLEAN("BEGIN"),
     CLEAN("SELECT ';' -- set x\n"),
     CLEAN("SELECT $$a;b$$"),
     CLEAN("SELECT /* nested /* c */ */ 1"),
@@ -128,8 +127,10 @@ static const struct row rows[] = {
     SETS("RESET ALL", "reset (all)\n"),
     SETS("RESET TIME ZONE", "reset timezone\n"),
 
-    /* Transaction control beside a SET: clean, but the caller must know. */
-    SETS_TXN("BEGIN; SET a=1; COMMIT", "set a [SET a=1]\n"),
+    /* Other statements beside a SET (transaction control, a query): clean, but the caller must
+     * know. */
+    SETS_OTHER("BEGIN; SET a=1; COMMIT", "set a [SET a=1]\n"),
+    SETS_OTHER("SET a=1; SELECT 1", "set a [SET a=1]\n"),
     SETS("SET a=1", "set a [SET a=1]\n"),
 
     /* SETs whose effects reach beyond a value, quoted names, unsplittable text: never carried. */
@@ -142,6 +143,18 @@ static const struct row rows[] = {
     DIRTY("SET \"work_mem\" = 1"),
     DIRTY("SET session_authorization = x"),
     DIRTY("SET x = 'unterminated"),
+    /* A '$' inside a word starts no dollar quote: the CREATE is seen. */
+    DIRTY("SET pqdt.x = a$b$; CREATE TEMP TABLE tt AS SELECT 1 AS i; SELECT 1 AS c$b$"),
+    /* A -- comment ends at a carriage return too, as the server's lexer ends it. */
+    DIRTY("SET pqdt.y = 1 --c\r; CREATE TEMP TABLE t2 (x int)"),
+    DIRTY("SELECT 1 --c\r; CREATE TEMP TABLE t3 (x int)"),
+    /* Names that are not all ASCII word characters: two of them must never read as one. */
+    DIRTY("SET pqdt.\"A\" = 1"),
+    DIRTY("SET myapp.caf\xc3\xa9 = 1"),
+    DIRTY("SET pqdt. = 1"),
+    DIRTY("SET work_mem/* c */= 1"),
+    /* FROM CURRENT: no value to run again. */
+    DIRTY("SET work_mem FROM CURRENT"),
 
     /* Ends with its transaction: clean with a setting callback, nothing noted. */
     SETS("SET LOCAL work_mem = 1", ""),
@@ -171,7 +184,7 @@ static void run_noted(const struct row *r, bool with_setting)
         .statement = on_statement,
         .setting = with_setting ? on_setting : NULL,
         .arg = &rec,
-        .transaction_control = false,
+        .other_statements = false,
     };
     bool want = with_setting ? r->clean : r->clean_unset;
     const char *way = with_setting ? "with setting" : "setting NULL";
@@ -182,8 +195,8 @@ static void run_noted(const struct row *r, bool with_setting)
         return;
     ROW_CHECK(r, strcmp(rec.log, r->notes) == 0, "\"%s\" %s: notes\n%s-- expected\n%s--", shown(r->sql), way,
               rec.log, r->notes);
-    ROW_CHECK(r, notes.transaction_control == r->txn, "\"%s\" %s: transaction_control %d, expected %d",
-              shown(r->sql), way, notes.transaction_control, r->txn);
+    ROW_CHECK(r, notes.other_statements == r->other, "\"%s\" %s: other_statements %d, expected %d",
+              shown(r->sql), way, notes.other_statements, r->other);
 }
 
 int main(void)
