@@ -11,7 +11,7 @@ struct carried_set {
     char *statement; /* the SET as the app wrote it; NULL: a RESET */
 };
 
-/* The last SET of each session parameter a handle ran, in the order first set: what makes a
+/* The last SET of each session parameter a handle ran, in the order last set: what makes a
  * reset server connection of its key the same session again; and the SETs and RESETs of the
  * command under way, applied to them once it succeeded. Owned by the handle; starts zeroed
  * (empty). */

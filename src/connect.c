@@ -280,6 +280,8 @@ static PGconn *before_reset(struct handle *h, PGconn *server)
     handle_forget_session(h); /* a reset is a new session: nothing of the old one is carried */
     if (h->state == HANDLE_STARTED)
         pool_connect_seen(h);
+    if (h->state == HANDLE_RESETTING)
+        pool_abandon_resetting(h); /* UNBOUND, its command dropped */
     if (h->state == HANDLE_QUEUED)
         queued_forget(h); /* its command is dropped, as libpq's reset drops one in flight */
     if (h->state == HANDLE_UNBOUND || h->state == HANDLE_QUEUED) {

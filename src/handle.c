@@ -164,6 +164,15 @@ static void lock_handle(struct handle *h)
         h->owner = pthread_self();
 }
 
+/* A call that needs the server on bound h before every result of its pending SETs was read:
+ * libpq may drop those results unseen (PQexec does) or clear its error text (the escape
+ * functions do), so whether the SETs took effect cannot be told: h keeps its connection. */
+static void pin_if_sets_unread(struct handle *h)
+{
+    if (handle_sets_pending(h) && !h->sticky && !session_is_idle(h->conn))
+        handle_make_sticky(h);
+}
+
 PGconn *handle_enter(struct handle *h, bool need_server)
 {
     lock_handle(h);
@@ -174,9 +183,8 @@ PGconn *handle_enter(struct handle *h, bool need_server)
         if (h->depth == 1 && atomic_load_explicit(&pool_forked, memory_order_relaxed) &&
             pool_server_is_inherited(h))
             pool_leave_inherited(h); /* forked child: BOUND becomes UNBOUND or DIRECT */
-        else if (need_server && handle_sets_pending(h) && !h->sticky && !session_is_idle(h->conn))
-            handle_make_sticky(h); /* a call before every result of its SETs was read: libpq may
-                                      drop them unseen (PQexec does), or clear the error text */
+        else if (need_server)
+            pin_if_sets_unread(h);
         break;
     case HANDLE_UNBOUND:
         break;
@@ -185,6 +193,8 @@ PGconn *handle_enter(struct handle *h, bool need_server)
         /* Its kept command is sent once a server connection is had and ready: a call that
          * needs the server waits for that, as libpq's own would wait for the command's answer. */
         queued_advance(h, need_server);
+        if (need_server && h->state == HANDLE_BOUND)
+            pin_if_sets_unread(h);
         return queued_is_kept(h) ? NULL : h->conn;
     case HANDLE_STARTED:
     case HANDLE_CONNECTING:
@@ -217,6 +227,12 @@ static void confirm_sets(struct handle *h)
         handle_make_sticky(h);
     else
         h->sets_fingerprint = session_parameters_fingerprint(h->conn);
+}
+
+void handle_note_sent(struct handle *h, int sent)
+{
+    if (sent == 0 && handle_sets_pending(h))
+        handle_make_sticky(h); /* noted, never sent: only the error text would tell */
 }
 
 void handle_note_result(struct handle *h, const PGresult *result)
@@ -307,14 +323,14 @@ static void note_setting(void *arg, const char *name, size_t name_len, const cha
 }
 
 /* Notes the SQL of a command h is about to send; SETs are carried only when `sets` (not for a
- * statement being prepared, which runs later, or never), and only when a reset query cleans a
- * connection between two handles (without one, a SET keeps the handle on its connection, as
- * other session state does). */
+ * statement being prepared, which runs later, or never), only when the reset query resets
+ * parameters between two handles (else a SET keeps the handle on its connection, as other
+ * session state does), and not on a DIRECT handle (which never moves). */
 static void note_sql(struct handle *h, const char *sql, bool sets)
 {
     if (h->sticky)
         return;
-    bool carry = sets && settings.reset_query[0] != '\0';
+    bool carry = sets && settings.reset_clears_parameters && h->state != HANDLE_DIRECT;
     struct sql_session_notes notes = { .statement = note_statement_name, .setting = carry ? note_setting : NULL,
                                        .arg = h };
     int pending_before = h->sets.npending;
@@ -327,10 +343,11 @@ static void note_sql(struct handle *h, const char *sql, bool sets)
     /* Carried only when the string holds nothing but SETs, RESETs and SHOWs (so its success
      * means each of them took effect, and they alone changed what the session reports), sent
      * outside a transaction block (where a SET lasts only if the block commits), after no
-     * change pqdedup did not see (the session reports what its carried SETs left). */
+     * change pqdedup did not see (the session reports what its carried SETs left). A command
+     * being kept (QUEUED, RESETTING) runs on a reset connection after the SETs run again. */
     if (notes.other_statements ||
-        (h->conn != NULL && (!session_is_idle(h->conn) ||
-                             session_parameters_fingerprint(h->conn) != pool_expected_fingerprint(h))))
+        (h->state == HANDLE_BOUND && (!session_is_idle(h->conn) || session_parameters_fingerprint(h->conn) !=
+                                                                      pool_expected_fingerprint(h))))
         handle_make_sticky(h);
 }
 

@@ -160,6 +160,10 @@ static inline bool handle_sets_pending(const struct handle *h)
     return h->sets.npending > 0;
 }
 
+/* A PQsend* call on h returned `sent`: a command with SETs that was not sent (nor kept) makes
+ * h sticky. */
+void handle_note_sent(struct handle *h, int sent);
+
 /* A result of one of h's commands, as the app gets it (PQgetResult's, not NULL; PQexec's and
  * the like, where NULL is a failure): one that failed while SETs are pending makes h sticky. */
 void handle_note_result(struct handle *h, const PGresult *result);

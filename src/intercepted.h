@@ -168,7 +168,7 @@
     X(PQflush, int, (PGconn *conn), (conn), IDLE(0), NONE)                                         \
     X(PQnotifies, PGnotify *, (PGconn *conn), (conn), IDLE(NULL), NONE)                            \
     X(PQmakeEmptyPGresult, PGresult *, (PGconn *conn, ExecStatusType status), (conn, status),      \
-      IDLE(real.PQmakeEmptyPGresult(NULL, status)), NONE)                                          \
+      IDLE(real.PQmakeEmptyPGresult(NULL, status)), READ)                                          \
     X(PQfn, PGresult *,                                                                            \
       (PGconn *conn, int fnid, int *result_buf, int *result_len, int result_is_int,                \
        const PQArgBlock *args, int nargs),                                                         \

@@ -360,25 +360,31 @@ void bind_server(struct handle *h, struct server_conn *s, enum handle_state stat
     b->nbound++;
 }
 
+bool pool_replay_sets(struct handle *h, PGconn *conn, char *why, size_t size)
+{
+    char error[256] = "out of memory";
+    char *sql = carried_sets_sql(&h->sets);
+    bool ok = sql != NULL && session_replay(conn, sql, monotonic_ns() + settings.check_timeout_ns, error, sizeof error);
+    free(sql);
+    if (ok) {
+        h->sets_fingerprint = session_parameters_fingerprint(conn);
+        return true;
+    }
+    snprintf(why, size, "pqdedup: could not run this connection's SET statements again on another server "
+                        "connection: %s", error);
+    log_msg(LOG_WARN, "%s", why);
+    return false;
+}
+
 /* Runs the SETs h carries on the server connection it was just bound to, before anything of
  * its own (one round trip, blocking, at most PQDEDUP_CHECK_TIMEOUT). Returns false when they
  * failed: the connection is closed and h is DIRECT on a failed connection saying why, as a
  * connection that broke (PQreset starts it over, without them). */
 static bool replay_sets(struct handle *h)
 {
-    char error[256] = "out of memory";
-    char *sql = carried_sets_sql(&h->sets);
-    bool ok = sql != NULL &&
-              session_replay(h->conn, sql, monotonic_ns() + settings.check_timeout_ns, error, sizeof error);
-    free(sql);
-    if (ok) {
-        h->sets_fingerprint = session_parameters_fingerprint(h->conn);
-        return true;
-    }
     char why[400];
-    snprintf(why, sizeof why, "pqdedup: could not run this connection's SET statements again on another "
-                              "server connection: %s", error);
-    log_msg(LOG_WARN, "%s", why);
+    if (pool_replay_sets(h, h->conn, why, sizeof why))
+        return true;
     drop_preparing(h);
     handle_forget_view(h);
     h->conn = failed_conn(why);
@@ -586,6 +592,14 @@ void pool_finish(struct handle *h)
         return;
     }
     handle_set_state(h, HANDLE_FREE);
+}
+
+void pool_abandon_resetting(struct handle *h)
+{
+    queued_forget(h);
+    drop_preparing(h);
+    handle_set_state(h, HANDLE_UNBOUND);
+    socket_follow(h);
 }
 
 void pool_make_cancel_target(struct handle *h)

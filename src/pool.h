@@ -83,6 +83,11 @@ void pool_finish(struct handle *h);
  * server connection of its key. Costs one atomic load when none waits. */
 void pool_note_idle(struct handle *h);
 
+/* A RESETTING handle's PQreset: its kept command is dropped, as libpq's reset drops one in
+ * flight, its half-reset server connection closed, and it is UNBOUND again (with the view it
+ * answered from). Caller holds h's lock. */
+void pool_abandon_resetting(struct handle *h);
+
 /* The fingerprint of reported parameters h's session should show (session.h): what its
  * carried SETs left, or with none a clean session's of its key. Caller holds h's lock. */
 uint64_t pool_expected_fingerprint(const struct handle *h);

@@ -333,8 +333,15 @@ enum rebind_outcome pool_rebind_or_queue(struct handle *h, bool may_wait)
         return REBIND_RESETTING;
     case ACQUIRED_OPENING: /* a blocking call never leaves one opening */
     case ACQUIRED_PASSTHROUGH:
-        if (failed == NULL) /* exit under way: a plain connection of its own */
+        if (failed == NULL) { /* exit under way: a plain connection of its own, with its SETs */
+            char why[400];
             failed = real.PQconnectdb(b->conninfo);
+            if (h->sets.count > 0 && real.PQstatus(failed) == CONNECTION_OK &&
+                !pool_replay_sets(h, failed, why, sizeof why)) {
+                real.PQfinish(failed);
+                failed = failed_conn(why);
+            }
+        }
         break;
     case ACQUIRED_FAILED:
         break;

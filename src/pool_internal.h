@@ -114,6 +114,11 @@ int free_other_keys(const struct pool_bucket *except, struct server_conn **to_cl
 void bind_server(struct handle *h, struct server_conn *s, enum handle_state state);
 bool bind_finish(struct handle *h);
 
+/* Runs the SETs h carries on conn, a connection h is about to use (one round trip, at most
+ * PQDEDUP_CHECK_TIMEOUT). Returns false, with why[size] saying why (logged), when they failed:
+ * conn must then not serve h. */
+bool pool_replay_sets(struct handle *h, PGconn *conn, char *why, size_t size);
+
 /* Stops cancels through h from reaching its connection; false while one is under way. */
 bool detach_cancel(struct handle *h);
 

@@ -119,7 +119,9 @@ struct handle *pick_idle_handle(struct pool_bucket *b, int64_t now, bool pressur
 
 uint64_t pool_expected_fingerprint(const struct handle *h)
 {
-    return h->sets.count > 0 ? h->sets_fingerprint : atomic_load(&h->bucket->baseline);
+    if (h->sets.count > 0)
+        return h->sets_fingerprint;
+    return h->bucket != NULL ? atomic_load(&h->bucket->baseline) : 0;
 }
 
 /* The key's reference fingerprint of reported parameters: a new connection's. (After a server

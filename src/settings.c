@@ -22,6 +22,7 @@ struct pqdedup_settings settings = {
     .idle_timeout_ns = 600 * NS_PER_SEC,
     .max_lifetime_ns = 3600 * NS_PER_SEC,
     .reset_query = "DISCARD ALL",
+    .reset_clears_parameters = true,
     .check_after_ns = 30 * NS_PER_SEC,
     .check_timeout_ns = 5 * NS_PER_SEC,
     .log_level = LOG_OFF,
@@ -192,6 +193,8 @@ void settings_load(void)
         else if (s->target == &settings.log_level)
             settings.log_level_given = true;
     }
+    settings.reset_clears_parameters =
+        strcasestr(settings.reset_query, "DISCARD ALL") != NULL || strcasestr(settings.reset_query, "RESET ALL") != NULL;
     if (settings.log_file != NULL && settings.log_file[0] == '\0')
         settings.log_file = NULL;
     if (settings.stats_dir != NULL && settings.stats_dir[0] == '\0')

@@ -17,6 +17,9 @@ struct pqdedup_settings {
     int64_t idle_timeout_ns;   /* PQDEDUP_IDLE_TIMEOUT: 0 = never */
     int64_t max_lifetime_ns;   /* PQDEDUP_MAX_LIFETIME: 0 = never */
     const char *reset_query;   /* PQDEDUP_RESET_QUERY: "" = no reset query */
+    bool reset_clears_parameters; /* the reset query has DISCARD ALL or RESET ALL in it (worked
+                                     out from it by settings_load): only then do handles carry
+                                     SETs instead of keeping their connections (handle.c) */
     bool reset_only_dirty;     /* PQDEDUP_RESET=dirty: skip the reset when pqdedup saw nothing
                                   that can change session state; =always (default) */
     int64_t check_after_ns;    /* PQDEDUP_CHECK_AFTER: round trip before reusing a connection

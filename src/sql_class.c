@@ -75,6 +75,18 @@ static bool word_has_prefix(const char *word, size_t len, const struct word *lis
 
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
 
+/* What a character means to the scan: letters, '_' and bytes of 0x80 and up start words;
+ * those, digits and '$' continue them (identifiers and keywords, as the server's lexer reads
+ * them); the end, a statement boundary, a quote, a comment or a dollar quote may start
+ * something else. Anything else is skipped. */
+enum { WORD_START = 1, WORD_CHAR = 2, SPECIAL = 4 };
+static const unsigned char char_class[256] = {
+    ['a' ... 'z'] = WORD_START | WORD_CHAR, ['A' ... 'Z'] = WORD_START | WORD_CHAR,
+    ['_'] = WORD_START | WORD_CHAR, ['0' ... '9'] = WORD_CHAR, ['$'] = WORD_CHAR | SPECIAL,
+    [0x80 ... 0xff] = WORD_START | WORD_CHAR,
+    ['\0'] = SPECIAL, [';'] = SPECIAL, ['\''] = SPECIAL, ['"'] = SPECIAL, ['-'] = SPECIAL, ['/'] = SPECIAL,
+};
+
 /* Skips a quoted literal, identifier, dollar-quoted string or comment starting at
  * p. Returns the position after it, p itself when none starts there, or NULL when
  * it never ends or holds a backslash: with standard_conforming_strings off (or in
@@ -112,9 +124,12 @@ static const char *skip_quoted(const char *p)
         return NULL;
     }
     if (*p == '$') {
+        /* A tag starts as an identifier does (not with a digit: $1 is a parameter) and goes on
+         * with identifier characters, bytes of 0x80 and up included, as the server's lexer. */
         const char *tag_end = p + 1;
-        while (isalnum((unsigned char) *tag_end) || *tag_end == '_')
-            tag_end++;
+        if (char_class[(unsigned char) *tag_end] & WORD_START)
+            while ((char_class[(unsigned char) *tag_end] & WORD_CHAR) && *tag_end != '$')
+                tag_end++;
         if (*tag_end != '$')
             return p; /* a parameter like $1 */
         size_t tag_len = (size_t) (tag_end - p) + 1;
@@ -126,16 +141,6 @@ static const char *skip_quoted(const char *p)
     }
     return p;
 }
-
-/* What a character means to the scan: ASCII letters and '_' start words; letters, digits, '_'
- * and '$' continue them (identifiers and keywords); the end, a statement boundary, a quote, a
- * comment or a dollar quote may start something else. Anything else is skipped. */
-enum { WORD_START = 1, WORD_CHAR = 2, SPECIAL = 4 };
-static const unsigned char char_class[256] = {
-    ['a' ... 'z'] = WORD_START | WORD_CHAR, ['A' ... 'Z'] = WORD_START | WORD_CHAR,
-    ['_'] = WORD_START | WORD_CHAR, ['0' ... '9'] = WORD_CHAR, ['$'] = WORD_CHAR | SPECIAL,
-    ['\0'] = SPECIAL, [';'] = SPECIAL, ['\''] = SPECIAL, ['"'] = SPECIAL, ['-'] = SPECIAL, ['/'] = SPECIAL,
-};
 
 /* The bit of a word's first character (any case) in a set of first characters. */
 static uint64_t first_bit(char c)
@@ -164,17 +169,21 @@ static uint64_t dirty_first_chars(void)
     return bits;
 }
 
-/* The end of the statement at p: its ';' or the string's end. NULL when it cannot be told
+/* The end of the statement at p: its ';' or the string's end; *from is set when the word
+ * FROM is in it (outside quotes and comments). NULL when the end cannot be told
  * (skip_quoted). */
-static const char *statement_end(const char *p)
+static const char *statement_end(const char *p, bool *from)
 {
     for (;;) {
         while ((char_class[(unsigned char) *p] & (WORD_START | SPECIAL)) == 0)
             p++;
         if (char_class[(unsigned char) *p] & WORD_START) {
             /* a word, whose '$' (as in a$b$) starts no dollar quote, as in the main scan */
+            const char *word = p;
             while (char_class[(unsigned char) *p] & WORD_CHAR)
                 p++;
+            if (p - word == 4 && same_word(word, "from", 4))
+                *from = true;
             continue;
         }
         if (*p == '\0' || *p == ';')
@@ -197,7 +206,7 @@ static const char *read_setting_name(const char *p, char *buf, size_t size, size
         p++;
     *len = 0;
     while ((char_class[(unsigned char) *p] & WORD_CHAR) || *p == '.') {
-        if (*len + 1 >= size)
+        if (*len + 1 >= size || (unsigned char) *p >= 0x80)
             return NULL;
         buf[(*len)++] = lower(*p++);
     }
@@ -221,9 +230,10 @@ static const char *read_setting(const char *statement, const char *p, bool reset
     size_t len;
     if ((p = read_setting_name(p, name, sizeof name, &len)) == NULL)
         return NULL;
+    bool from = false;
     if (!reset && (strcmp(name, "local") == 0 || strcmp(name, "transaction") == 0 ||
                    strcmp(name, "constraints") == 0))
-        return statement_end(p); /* ends with its transaction: nothing to carry */
+        return statement_end(p, &from); /* ends with its transaction: nothing to carry */
     if (!reset && strcmp(name, "session") == 0 && (p = read_setting_name(p, name, sizeof name, &len)) == NULL)
         return NULL;
     if (strcmp(name, "session") == 0 || strcmp(name, "authorization") == 0 ||
@@ -242,13 +252,14 @@ static const char *read_setting(const char *statement, const char *p, bool reset
         strcpy(name, "search_path");
     } else if (reset && strcmp(name, "all") == 0) {
         name[0] = '\0';
+    } else if (strcmp(name, "sort_mem") == 0 || strcmp(name, "vacuum_mem") == 0) {
+        /* the server's old names for these two: one parameter, one name */
+        strcpy(name, name[0] == 's' ? "work_mem" : "maintenance_work_mem");
     }
     len = strlen(name);
-    char next[8];
-    size_t next_len;
-    if (!reset && read_setting_name(p, next, sizeof next, &next_len) != NULL && strcmp(next, "from") == 0)
+    const char *end = statement_end(p, &from);
+    if (from)
         return NULL; /* SET name FROM CURRENT: not a value that can be run again elsewhere */
-    const char *end = statement_end(p);
     if (end != NULL)
         notes->setting(notes->arg, name, len, reset ? NULL : statement, reset ? 0 : (size_t) (end - statement));
     return end;

@@ -43,7 +43,8 @@
 #define STICKY handle_make_sticky(h), false
 #define EVENTS handle_note_events(h), false
 
-/* After the call: a PGresult * it returned is noted (handle_note_result); any other value is not. */
+/* After a call that may change the connection: a PGresult * it returned is noted
+ * (handle_note_result); any other value is not. */
 static inline void note_no_result(struct handle *h, ...)
 {
     (void) h;
@@ -74,6 +75,7 @@ static inline void note_no_result(struct handle *h, ...)
             conn = server;                                              \
             result = real.name args;                                    \
         }                                                               \
+        handle_note_sent(h, result);                                    \
         handle_leave(h, reads);                                         \
         return result;                                                  \
     }
@@ -92,7 +94,8 @@ static inline void note_no_result(struct handle *h, ...)
             conn = server;                                              \
             effect;                                                     \
             result = real.name args;                                    \
-            NOTE_RESULT(result);                                        \
+            if (!reads)                                                 \
+                NOTE_RESULT(result);                                    \
         }                                                               \
         handle_leave(h, reads);                                         \
         return result;                                                  \

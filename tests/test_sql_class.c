@@ -126,6 +126,15 @@ static const struct row rows[] = {
     SETS("RESET work_mem", "reset work_mem\n"),
     SETS("RESET ALL", "reset (all)\n"),
     SETS("RESET TIME ZONE", "reset timezone\n"),
+    /* The server's old names: one parameter, one name. */
+    SETS("SET sort_mem = 1", "set work_mem [SET sort_mem = 1]\n"),
+    SETS("SET vacuum_mem = 1", "set maintenance_work_mem [SET vacuum_mem = 1]\n"),
+    /* Bytes of 0x80 and up are identifier characters, as for the server: \xc3\xa9$x$ is one
+     * word, and $\xc3\xa9$ a dollar-quote tag. */
+    SETS("SET application_name = \xc3\xa9$x$; SET work_mem='1GB'; SET application_name = \xc3\xa9$x$",
+         "set application_name [SET application_name = \xc3\xa9$x$]\nset work_mem [SET work_mem='1GB']\n"
+         "set application_name [SET application_name = \xc3\xa9$x$]\n"),
+    SETS("SET application_name = $\xc3\xa9$;$\xc3\xa9$", "set application_name [SET application_name = $\xc3\xa9$;$\xc3\xa9$]\n"),
 
     /* Other statements beside a SET (transaction control, a query): clean, but the caller must
      * know. */
@@ -153,8 +162,10 @@ static const struct row rows[] = {
     DIRTY("SET myapp.caf\xc3\xa9 = 1"),
     DIRTY("SET pqdt. = 1"),
     DIRTY("SET work_mem/* c */= 1"),
-    /* FROM CURRENT: no value to run again. */
+    /* FROM CURRENT: no value to run again, with or without a comment in the way. */
     DIRTY("SET work_mem FROM CURRENT"),
+    DIRTY("SET work_mem /**/ FROM CURRENT"),
+    DIRTY("SET work_mem FROM/**/CURRENT"),
 
     /* Ends with its transaction: clean with a setting callback, nothing noted. */
     SETS("SET LOCAL work_mem = 1", ""),
