@@ -10,8 +10,11 @@
 
 CLIENT=$(dirname "$0")/odbc_client.py
 "$PYTHON" -c 'import pyodbc' || { echo "$SCRIPT: $PYTHON has no pyodbc (install python3-pyodbc)" >&2; exit 1; }
-odbcinst -q -d -n "PostgreSQL Unicode" >/dev/null ||
-  { echo "$SCRIPT: no ODBC driver \"PostgreSQL Unicode\" (install odbc-postgresql)" >&2; exit 1; }
+# The driver by its path: whether odbcinst.ini names it depends on how the package was set up.
+ODBC_DRIVER=$(dpkg -L odbc-postgresql 2>/dev/null | grep '/psqlodbcw\.so$' | head -n 1) || true
+[[ -n $ODBC_DRIVER && -f $ODBC_DRIVER ]] ||
+  { echo "$SCRIPT: no psqlODBC driver (install odbc-postgresql)" >&2; exit 1; }
+export ODBC_DRIVER
 
 ROLE=pqdt_odbc_$$
 obs "CREATE ROLE $ROLE LOGIN PASSWORD 'odbc_pw' CONNECTION LIMIT 4"

@@ -1,6 +1,6 @@
 """tests/clients/odbc_client.py: a pyodbc program (psqlODBC through unixODBC) that leaks connections; run by odbc.sh plain or under pqdedup.
 
-Usage: odbc_client.py leak N ROLE PASSWORD [--expect-refusal]
+Usage: ODBC_DRIVER=/path/to/psqlodbcw.so odbc_client.py leak N ROLE PASSWORD [--expect-refusal]
 N times connect as ROLE (autocommit), read the backend, DateStyle and extra_float_digits, insert
 one row into pqdt_odbc_rows, and keep the connection (never closed). psqlODBC sends
 "SET DateStyle = 'ISO';SET extra_float_digits = 2;show transaction_isolation" at every connect.
@@ -28,8 +28,8 @@ def check(ok, what):
 
 
 def leak(n, role, password, expect_refusal):
-    dsn = ("DRIVER={PostgreSQL Unicode};SERVER=%s;PORT=%s;DATABASE=postgres;UID=%s;PWD=%s"
-           % (os.environ["PGHOST"], os.environ["PGPORT"], role, password))
+    dsn = ("DRIVER={%s};SERVER=%s;PORT=%s;DATABASE=postgres;UID=%s;PWD=%s"
+           % (os.environ["ODBC_DRIVER"], os.environ["PGHOST"], os.environ["PGPORT"], role, password))
     kept = []
     for i in range(n):
         try:
