@@ -169,30 +169,52 @@ static uint64_t dirty_first_chars(void)
     return bits;
 }
 
+/* The two scans' steps (statement_end's and sql_is_session_clean_but_noted's). */
+
+/* The next character at or after p that may start something: a word, the end, ';', a quote,
+ * a comment or a dollar quote. */
+static inline const char *next_interesting(const char *p)
+{
+    while ((char_class[(unsigned char) *p] & (WORD_START | SPECIAL)) == 0)
+        p++;
+    return p;
+}
+
+/* The end of the word starting at p (its '$', as in a$b$, starts no dollar quote). */
+static inline const char *word_end(const char *p)
+{
+    while (char_class[(unsigned char) *p] & WORD_CHAR)
+        p++;
+    return p;
+}
+
+/* Past what starts at the special character p (not the end, not ';'): a quote, comment or
+ * dollar quote, else the character itself. NULL when it never ends (skip_quoted). */
+static inline const char *skip_special(const char *p)
+{
+    const char *after = skip_quoted(p);
+    return after == NULL ? NULL : after != p ? after : p + 1;
+}
+
 /* The end of the statement at p: its ';' or the string's end; *from is set when the word
  * FROM is in it (outside quotes and comments). NULL when the end cannot be told
  * (skip_quoted). */
 static const char *statement_end(const char *p, bool *from)
 {
-    for (;;) {
-        while ((char_class[(unsigned char) *p] & (WORD_START | SPECIAL)) == 0)
-            p++;
+    while (p != NULL) {
+        p = next_interesting(p);
         if (char_class[(unsigned char) *p] & WORD_START) {
-            /* a word, whose '$' (as in a$b$) starts no dollar quote, as in the main scan */
             const char *word = p;
-            while (char_class[(unsigned char) *p] & WORD_CHAR)
-                p++;
+            p = word_end(p);
             if (p - word == 4 && same_word(word, "from", 4))
                 *from = true;
-            continue;
-        }
-        if (*p == '\0' || *p == ';')
+        } else if (*p == '\0' || *p == ';') {
             return p;
-        const char *after = skip_quoted(p);
-        if (after == NULL)
-            return NULL;
-        p = after != p ? after : p + 1;
+        } else {
+            p = skip_special(p);
+        }
     }
+    return NULL;
 }
 
 /* Reads a parameter name (or keyword) at p, after blanks: ASCII letters, digits, '_', '$'
@@ -312,12 +334,10 @@ bool sql_is_session_clean_but_noted(const char *sql, struct sql_session_notes *n
     size_t first_len = 0;
     for (;;) {
         /* Most characters start nothing: skipped without a call (ASCII, as SQL keywords are). */
-        while ((char_class[(unsigned char) *p] & (WORD_START | SPECIAL)) == 0)
-            p++;
+        p = next_interesting(p);
         if (char_class[(unsigned char) *p] & WORD_START) {
             const char *word = p;
-            while (char_class[(unsigned char) *p] & WORD_CHAR)
-                p++;
+            p = word_end(p);
             size_t len = (size_t) (p - word);
             if (first == NULL) {
                 bool prepare = len == 7 && same_word(word, "prepare", 7);
@@ -359,10 +379,8 @@ bool sql_is_session_clean_but_noted(const char *sql, struct sql_session_notes *n
             p++;
             continue;
         }
-        const char *after = skip_quoted(p);
-        if (after == NULL)
+        if ((p = skip_special(p)) == NULL)
             return false; /* unterminated: cannot tell */
-        p = after != p ? after : p + 1;
     }
 }
 

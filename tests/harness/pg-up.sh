@@ -96,6 +96,10 @@ ssl = on
 ssl_cert_file = 'server.crt'
 ssl_key_file = 'server.key'
 password_encryption = 'scram-sha-256'
+# The longest allowed: a login's SCRAM with a huge password (test_hostile.c) under valgrind on a
+# loaded machine can take longer than the default minute, and the server must answer it, not
+# close the connection on a timer the test does not mean to race.
+authentication_timeout = '10min'
 log_connections = on
 log_line_prefix = '%m [%p] %q%u@%d/%a '
 CONF
