@@ -1,6 +1,7 @@
 /* key.c: builds normalized connection keys from conninfo strings, URIs and arrays. */
 #define _GNU_SOURCE
 #include "key.h"
+#include "credentials.h"
 #include "hashtable.h"
 
 #include <libpq-fe.h>
@@ -203,7 +204,7 @@ static bool is_environment_input(const char *entry)
  * the effective uid, then each PG* and HOME entry with its NUL. */
 static void snapshot_environment(struct buf *out)
 {
-    uid_t euid = geteuid();
+    uid_t euid = credentials_euid();
     buf_add(out, (const char *) &euid, sizeof euid);
     for (char **e = environ; e != NULL && *e != NULL; e++)
         if (is_environment_input(*e))
@@ -216,7 +217,7 @@ static bool environment_unchanged(void)
 {
     const char *snap = env_snapshot.data;
     size_t left = env_snapshot.len;
-    uid_t euid = geteuid();
+    uid_t euid = credentials_euid();
     if (snap == NULL || left < sizeof euid || memcmp(snap, &euid, sizeof euid) != 0)
         return false;
     snap += sizeof euid;
@@ -341,7 +342,7 @@ static char *serialize_with_defaults(PQconninfoOption *opts)
         }
     }
     char euid[24];
-    snprintf(euid, sizeof euid, "%u", (unsigned) geteuid());
+    snprintf(euid, sizeof euid, "%u", (unsigned) credentials_euid());
     add_pair(&key, "env.euid", euid);
     if (key.failed) {
         free(key.data);

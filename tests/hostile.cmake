@@ -33,6 +33,11 @@ pqdedup_add_test(NAME security_cross_moves PROGRAM test_security ARGS cross
 # PGPASSWORD fails at once.
 pqdedup_add_test(NAME security_password_change PROGRAM test_security ARGS lifetime
                  ENV PQDEDUP_MAX_LIFETIME=1s LABELS hostile security)
+# Root only (77 otherwise): a connection kept under euid 0 does not go to a connect made after
+# seteuid, setreuid or setresuid to nobody, and does again once the euid is 0 again (pqdedup
+# reads the euid again only after those calls: credentials.c).
+pqdedup_add_test(NAME security_euid PROGRAM test_security ARGS euid LABELS hostile security)
+set_tests_properties(security_euid PROPERTIES SKIP_RETURN_CODE 77)
 # A setuid copy of a libpq program run by nobody with LD_PRELOAD=libpqdedup.so: no pqdedup
 # (no stats line, PQconnectdb is libpq's); the non-setuid copy loads it (control). Root only:
 # skipped (77) otherwise.

@@ -1,4 +1,4 @@
-/* test_security.c: no session crosses users, databases, passwords or roles; changed passwords stop working after the kept lifetime; setuid ignores the preload; the log never shows a password. */
+/* test_security.c: no session crosses users, databases, passwords, roles or effective uids; changed passwords stop working after the kept lifetime; setuid ignores the preload; the log never shows a password. */
 #define _GNU_SOURCE
 #include "test_hostile_common.h"
 
@@ -21,6 +21,9 @@
  *   setuid    (root) a setuid copy of a libpq program run by another user with
  *             LD_PRELOAD=libpqdedup.so: the loader ignores the preload (no pqdedup stats line,
  *             PQconnectdb is libpq's); a non-setuid copy shows the same check can fail.
+ *   euid      (root) a kept connection is not handed out after seteuid, setreuid or setresuid
+ *             changed the effective uid (peer and ident authentication, and the files libpq
+ *             reads, depend on it), and is again once the uid is changed back.
  *   log       a child at PQDEDUP_LOG=debug with PQDEDUP_LOG_FILE uses passwords in conninfo
  *             strings, URIs, arrays, expand_dbname, PQsetdbLogin, async, PGPASSWORD,
  *             sslpassword and an unparsable string: none appears in the log file (mode 0600).
@@ -359,6 +362,51 @@ static void test_lifetime(void)
     hq_drop_role(role_pw);
 }
 
+/* ---- euid ------------------------------------------------------------------------------------- */
+
+/* A connect over the unix socket; the backend's pid, or 0 when the connect failed. */
+static int socket_connect_pid(void)
+{
+    PGconn *c = PQconnectdb(tu_conninfo("user=postgres dbname=postgres"));
+    int pid = PQstatus(c) == CONNECTION_OK ? tu_backend_pid(c) : 0;
+
+    PQfinish(c);
+    return pid;
+}
+
+/* Under each of the three calls: a connection kept under euid 0 is not the next one's under
+ * `nobody` (plain libpq authenticates that one anew: a new backend, or a refusal), and is the
+ * next one's again after the euid is back to 0 (the key read the euid again both times). */
+static int test_euid(void)
+{
+    struct passwd *pw = getpwnam("nobody");
+    const char *calls[] = {"seteuid", "setreuid", "setresuid"};
+
+    if (geteuid() != 0) {
+        printf("test_security: SKIP: euid test needs root\n");
+        return 77;
+    }
+    REQUIRE(pw != NULL, "no user nobody");
+    for (int i = 0; i < 3; i++) {
+        int kept = socket_connect_pid();
+        REQUIRE(kept > 0, "%s: the connect as root failed", calls[i]);
+        tu_wait_reset(kept);
+        int rc = i == 0 ? seteuid(pw->pw_uid) : i == 1 ? setreuid(-1, pw->pw_uid) : setresuid(-1, pw->pw_uid, -1);
+        REQUIRE(rc == 0 && geteuid() == pw->pw_uid, "%s(nobody) failed: %s", calls[i], strerror(errno));
+        int as_nobody = socket_connect_pid();
+        rc = i == 0 ? seteuid(0) : i == 1 ? setreuid(-1, 0) : setresuid(-1, 0, -1);
+        REQUIRE(rc == 0 && geteuid() == 0, "%s(0) failed: %s", calls[i], strerror(errno));
+        CHECK(as_nobody != kept, "%s: the connect with euid nobody got the backend kept for root (%d)", calls[i],
+              kept);
+        tu_wait_reset(kept);
+        int again = socket_connect_pid();
+        CHECK(again == kept, "%s: back at euid 0, the connect got backend %d, not the kept %d", calls[i], again, kept);
+        printf("test_security: %s: root's backend %d, nobody's %d, root's again %d\n", calls[i], kept, as_nobody,
+               again);
+    }
+    return -1;
+}
+
 /* ---- setuid ------------------------------------------------------------------------------------- */
 
 /* Copies src to dst with mode. Returns 0 on success. */
@@ -603,10 +651,15 @@ int main(int argc, char **argv)
 
         if (rc >= 0)
             return rc;
+    } else if (!strcmp(mode, "euid")) {
+        int rc = test_euid();
+
+        if (rc >= 0)
+            return rc;
     } else if (!strcmp(mode, "log"))
         test_log();
     else {
-        fprintf(stderr, "usage: test_security cross|lifetime|setuid|log\n");
+        fprintf(stderr, "usage: test_security cross|lifetime|euid|setuid|log\n");
         return 2;
     }
     return tu_finish();

@@ -5,8 +5,9 @@
 # (read here by preprocessing the header with CC, as the build does), its
 # PQDEDUP_NOT_INTERCEPTED names what it must leave to libpq. EXPORTS_MAP is the version script
 # the build generated from it (build/src/exports.map). The built libpqdedup.so must export
-# exactly the wrapped functions, plus the auditor's channel (an object), and none of the
-# others. The auditor exports only the rtld-audit entry points and needs no library at all (it
+# exactly the wrapped functions, the libc calls that change the euid (credentials.h, beside
+# intercepted.h: the key's cached euid is read again after each), plus the auditor's channel
+# (an object), and none of the others. The auditor exports only the rtld-audit entry points and needs no library at all (it
 # is freestanding: a libc of its own would be loaded into every process).
 set -uo pipefail
 [[ $# -eq 5 ]] || { echo "usage: $0 CC INTERCEPTED_H EXPORTS_MAP LIBPQDEDUP_SO AUDIT_SO" >&2; exit 2; }
@@ -21,13 +22,14 @@ check() { # check DESCRIPTION EXPECTED ACTUAL
 }
 words() { tr '\n' ' ' | sed 's/ $//'; }
 
-# names MACRO: the first argument of every row of MACRO in intercepted.h, one per line.
+# names MACRO [HEADER]: the first argument of every row of MACRO in HEADER (intercepted.h), one per line.
 names() {
-  printf '#include "%s"\n#define PQD_NAME(name, ...) PQD_NAME_IS name\n%s(PQD_NAME)\n' "$LIST" "$1" |
+  printf '#define PQDEDUP_EXPORTS_MAP\n#include "%s"\n#define PQD_NAME(name, ...) PQD_NAME_IS name\n%s(PQD_NAME)\n' "${2:-$LIST}" "$1" |
     "$CC" -E -P -x c - | tr ' ' '\n' | sed -n '/^PQD_NAME_IS$/{n;p}' | sort
 }
 list=$(names PQDEDUP_INTERCEPTED | words)
 not_wrapped=$(names PQDEDUP_NOT_INTERCEPTED | words)
+credential_calls=$(names PQDEDUP_CREDENTIAL_CALLS "$(dirname "$LIST")/credentials.h" | words)
 map=$(tr '\n' ' ' <"$MAP" | sed -n 's/.*global:\(.*\)local:.*/\1/p' | tr ' ;' '\n\n' | grep . | sort | words)
 lib_functions=$(nm -D --defined-only "$LIB" | awk '$2 == "T" {print $3}' | sort | words)
 lib_others=$(nm -D --defined-only "$LIB" | awk '$2 != "T" {print $2, $3}' | sort | words)
@@ -37,9 +39,11 @@ lib_others=$(nm -D --defined-only "$LIB" | awk '$2 != "T" {print $2, $3}' | sort
 echo "intercepted.h: $(wc -w <<<"$list") wrapped, $(wc -w <<<"$not_wrapped") left to libpq"
 check "no name is both wrapped and left to libpq" "" \
   "$(comm -12 <(tr ' ' '\n' <<<"$list") <(tr ' ' '\n' <<<"$not_wrapped") | words)"
-check "the built exports.map exports the intercepted.h list and the channel" \
-  "$(printf '%s\n' $list pqdedup_audit_channel | sort | words)" "$map"
-check "libpqdedup.so's exported functions are the intercepted.h list" "$list" "$lib_functions"
+[[ $credential_calls == "seteuid setresuid setreuid setuid" ]] || { echo "FAIL: credentials.h's list read as: $credential_calls" >&2; exit 1; }
+check "the built exports.map exports the intercepted.h list, the credential calls and the channel" \
+  "$(printf '%s\n' $list $credential_calls pqdedup_audit_channel | sort | words)" "$map"
+check "libpqdedup.so's exported functions are the intercepted.h list and the credential calls" \
+  "$(printf '%s\n' $list $credential_calls | sort | words)" "$lib_functions"
 check "libpqdedup.so exports none of the functions left to libpq" "" \
   "$(comm -12 <(nm -D --defined-only "$LIB" | awk '{print $3}' | sort) <(tr ' ' '\n' <<<"$not_wrapped") | words)"
 check "libpqdedup.so exports no other symbol but the channel (an initialized object)" "D pqdedup_audit_channel" "$lib_others"
