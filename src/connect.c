@@ -278,6 +278,7 @@ EXPORT PGPing PQpingParams(const char *const *keywords, const char *const *value
 static PGconn *before_reset(struct handle *h, PGconn *server)
 {
     handle_forget_session(h); /* a reset is a new session: nothing of the old one is carried */
+    pool_drop_socket_copy(h); /* libpq's reset opens a new socket */
     if (h->state == HANDLE_STARTED)
         pool_connect_seen(h);
     if (h->state == HANDLE_RESETTING)

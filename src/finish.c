@@ -30,6 +30,7 @@ EXPORT void PQfinish(PGconn *conn)
         errno = saved_errno;
         return;
     }
+    pool_keep_socket_copy(h); /* a bound handle's copy of the socket goes with its connection */
     socket_close(h); /* first: the server socket must not outlive libpq's close through it */
     pool_finish(h);
     handle_forget_view(h);

@@ -105,10 +105,22 @@ static struct server_conn *forget_parent_pool(void)
     return to_free;
 }
 
+/* Closes s's socket copy, if it has one (its owner: the caller holds s). */
+static void drop_socket_copy(struct server_conn *s)
+{
+    if (s->socket_copy >= 0) {
+        int saved_errno = errno;
+        close(s->socket_copy);
+        s->socket_copy = -1;
+        errno = saved_errno;
+    }
+}
+
 static void free_inherited(struct server_conn *list)
 {
     while (list != NULL) {
         struct server_conn *next = list->next;
+        drop_socket_copy(list);
         session_close_inherited(list->conn);
         free(list->cancel);
         free(list);
@@ -211,6 +223,7 @@ struct server_conn *new_server(struct pool_bucket *b, PGconn *conn)
     s->conn = conn;
     s->bucket = b;
     s->state = SERVER_BUSY;
+    s->socket_copy = -1;
     s->opened_ns = monotonic_ns();
     DL_APPEND2(all_conns, s, all_prev, all_next);
     stats_add_key(stats_key_counters(b->stats), opened);
@@ -247,6 +260,7 @@ void close_list(struct server_conn *list)
 {
     while (list != NULL) {
         struct server_conn *next = list->next;
+        drop_socket_copy(list);
         session_close_quietly(list->conn);
         real.PQfreeCancel(list->cancel);
         free(list);
@@ -612,6 +626,38 @@ void pool_make_cancel_target(struct handle *h)
     atomic_store(&h->cancel_target, s->cancel);
 }
 
+/* ---- PQsocket's copies of a server connection's socket ---------------------------------
+ * A handle's PQsocket descriptor is a copy (dup) of its bound connection's socket (socket.c).
+ * At the handle's finish the copy stays with the connection, still pointing at its socket, and
+ * the next handle bound to it that asks PQsocket gets it: no dup and no close per connect for
+ * programs that ask every time (pgbench, psycopg 3, Ruby's pg). The handle's lock guards the
+ * copy while the connection is bound to it; the pool owns it otherwise. */
+
+void pool_keep_socket_copy(struct handle *h)
+{
+    struct server_conn *s = h->server;
+    if (h->state != HANDLE_BOUND || h->fd < 0 || s == NULL || s->socket_copy >= 0 || pool_server_is_inherited(h))
+        return;
+    s->socket_copy = h->fd;
+    h->fd = -1;
+}
+
+int pool_take_socket_copy(struct handle *h)
+{
+    struct server_conn *s = h->server;
+    if (h->state != HANDLE_BOUND || s == NULL || s->state != SERVER_BOUND)
+        return -1;
+    int fd = s->socket_copy;
+    s->socket_copy = -1;
+    return fd;
+}
+
+void pool_drop_socket_copy(struct handle *h)
+{
+    if (h->state == HANDLE_BOUND && h->server != NULL && h->server->state == SERVER_BOUND)
+        drop_socket_copy(h->server);
+}
+
 void pool_server_was_reset(struct handle *h)
 {
     struct server_conn *s = h->server;
@@ -668,6 +714,7 @@ void pool_leave_inherited(struct handle *h)
         unlock_pool();
         h->bucket = NULL;
     }
+    drop_socket_copy(s);
     real.PQfreeCancel(s->cancel);
     free(s);
 }

@@ -96,6 +96,19 @@ uint64_t pool_expected_fingerprint(const struct handle *h);
  * cancels through h use (every binding makes one too). */
 void pool_make_cancel_target(struct handle *h);
 
+/* At h's finish (h locked, before pool_finish): when h is BOUND and the app has its PQsocket
+ * descriptor, a copy of the connection's socket, the copy goes with the server connection
+ * instead of being closed (and h->fd is -1); otherwise nothing changes. */
+void pool_keep_socket_copy(struct handle *h);
+
+/* For PQsocket of h (locked, BOUND, no descriptor yet): the copy of its connection's socket a
+ * finished handle left, now h's; -1 when there is none. */
+int pool_take_socket_copy(struct handle *h);
+
+/* Before libpq resets h's connection (h locked): a copy kept with it would point at the old
+ * socket, so it is closed. */
+void pool_drop_socket_copy(struct handle *h);
+
 /* h (locked, BOUND) had its server connection reset by libpq (PQreset, PQresetPoll): a new
  * backend, so its cancel object, idle limit and the handle's descriptor are renewed. */
 void pool_server_was_reset(struct handle *h);

@@ -44,6 +44,9 @@ struct server_conn {
     int64_t server_idle_limit_ns; /* the session's idle_session_timeout (0 = none) */
     int64_t opened_ns, freed_ns;
     PGcancel *cancel;             /* made when a handle bound to it asked for one */
+    int socket_copy;              /* a descriptor of its socket a finished handle gave the app
+                                     (PQsocket's), kept for the next handle's PQsocket; -1: none.
+                                     Closed with the connection, dropped when libpq resets it */
     struct server_conn *prev, *next;         /* FREE: its bucket's free stack */
     struct server_conn *all_prev, *all_next; /* every record of this process */
 };

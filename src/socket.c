@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include "socket.h"
 #include "log.h"
+#include "pool.h"
 #include "real.h"
 
 #include <errno.h>
@@ -98,7 +99,7 @@ EXPORT int PQsocket(const PGconn *conn)
     int target = target_of(h);
     int fd = -1;
     if (target >= 0) {
-        if (h->fd < 0) {
+        if (h->fd < 0 && (h->fd = pool_take_socket_copy(h)) < 0) {
             int saved_errno = errno;
             h->fd = fcntl(target, F_DUPFD_CLOEXEC, 0);
             errno = saved_errno;

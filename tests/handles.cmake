@@ -46,6 +46,15 @@ pqdedup_add_test(NAME handles_client_state SOURCES test_handles_client.c
 # the socket the handle had (README, "The socket": the documented limit), both asserted.
 pqdedup_add_test(NAME handles_socket SOURCES test_handles_socket.c
                  ENV PQDEDUP_UNBIND_AFTER=0 PQDEDUP_KEEP_PER_KEY=0 LABELS handles)
+# Default settings (finished handles' connections kept): 200 connects in a row each ask PQsocket
+# and wait on it for their own result: a socket, not readable while idle; every 10th resets its
+# connection first (PQreset) and asks after, getting the new socket; the process's descriptors
+# do not grow with the connects.
+pqdedup_add_test(NAME handles_socket_churn PROGRAM test_handles_socket ARGS churn LABELS handles)
+# The same with PQDEDUP_KEEP_PER_KEY=0: every finished connection is closed, the descriptor its
+# handle had for PQsocket with it.
+pqdedup_add_test(NAME handles_socket_churn_unkept PROGRAM test_handles_socket ARGS churn
+                 ENV PQDEDUP_KEEP_PER_KEY=0 LABELS handles)
 # While an asynchronous connect waits for a server connection (the cap of 1 held by a
 # transaction), PQsocket is a socket (Ruby's pg wraps it with BasicSocket.for_fd) and keeps its
 # number into the connection; it turns readable when the holder commits, and at

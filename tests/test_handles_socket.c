@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include "testutil.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <stdbool.h>
@@ -26,6 +27,13 @@
  *             and readiness when A's own result arrives after A was bound again.
  *   broken    A bound, its backend terminated: A's next query fails, PQstatus is
  *             CONNECTION_BAD and PQsocket is -1, as with plain libpq.
+ *
+ * `churn`: run with default settings, so finished handles' server connections are kept. 200
+ * connects in a row each ask PQsocket (as pgbench and psycopg 3 do at every connect): it is a
+ * socket, not readable while the connection is idle, readable for the handle's own result; every
+ * 10th connect first resets its connection (PQreset: a new socket) and only then asks, and gets
+ * the new socket (a copy of the old one would read end-of-file at once). The process's open
+ * descriptors do not grow with the connects.
  *
  * `connecting`: run with PQDEDUP_MAX_PER_KEY=1 and PQDEDUP_MAX_WAIT=1s. An asynchronous connect
  * that must wait (A holds the only server connection, in a transaction) gets from PQsocket a
@@ -266,8 +274,61 @@ static void test_connecting(void)
     PQfinish(a);
 }
 
+/* How many descriptors this process has open. */
+static int open_descriptors(void)
+{
+    int n = 0;
+    DIR *d = opendir("/proc/self/fd");
+
+    REQUIRE(d != NULL, "churn: cannot list /proc/self/fd");
+    while (readdir(d) != NULL)
+        n++;
+    closedir(d);
+    return n;
+}
+
+static void test_churn(void)
+{
+    int after_warmup = 0;
+
+    for (int i = 0; i < 200; i++) {
+        PGconn *c = tu_connect_ok();
+        int pid = tu_backend_pid(c);
+
+        if (i % 10 == 9) {
+            PQreset(c);
+            REQUIRE(PQstatus(c) == CONNECTION_OK, "churn: PQreset failed: %s", PQerrorMessage(c));
+            CHECK(tu_backend_pid(c) != pid, "churn: PQreset kept backend %d", pid);
+            pid = tu_backend_pid(c);
+        }
+        int fd = PQsocket(c);
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        int n = poll(&pfd, 1, 0);
+
+        CHECK(is_socket(fd), "churn %d: PQsocket %d is not a socket", i, fd);
+        CHECK(n == 0, "churn %d: an idle connection's descriptor %d polls %d (revents %#x)%s", i, fd, n,
+              pfd.revents, i % 10 == 9 ? " after PQreset" : "");
+        CHECK(PQsendQuery(c, "SELECT pg_backend_pid()") == 1, "churn: PQsendQuery: %s", PQerrorMessage(c));
+        char *v = wait_result(c, fd);
+        CHECK(v != NULL && atoi(v) == pid, "churn %d: result %s on descriptor %d, expected pid %d", i,
+              v ? v : "(none)", fd, pid);
+        free(v);
+        PQfinish(c);
+        if (i == 19)
+            after_warmup = open_descriptors();
+    }
+    int now = open_descriptors();
+    CHECK(now <= after_warmup + 2, "churn: %d descriptors open after 200 connects, %d after 20", now,
+          after_warmup);
+    printf("test_handles_socket: churn: %d descriptors open after 20 connects, %d after 200\n", after_warmup, now);
+}
+
 int main(int argc, char **argv)
 {
+    if (argc > 1 && strcmp(argv[1], "churn") == 0) {
+        test_churn();
+        return tu_finish();
+    }
     if (argc > 1 && strcmp(argv[1], "connecting") == 0) {
         test_connecting();
         return tu_finish();
