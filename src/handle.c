@@ -82,6 +82,7 @@ struct handle *handle_new(void)
     h->depth = 1;
     h->state = HANDLE_FREE;
     h->fd = -1;
+    h->fd_copies = -1;
     wake_init(&h->wait);
     session_default_client_state(&h->client);
     h->opened_ns = monotonic_coarse_ns(); /* for the stats' ages: a tick's error is nothing there */

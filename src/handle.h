@@ -64,13 +64,15 @@ struct handle {
     struct session_view *view;    /* UNBOUND: what it answers, with these two: */
     char *last_error;             /* the error message of its last command (NULL: none) */
     struct queued_command *queued;/* QUEUED: the command it sent, kept until sent (queued.c) */
-    bool queued_failed;           /* its kept command could not be sent: PQgetResult answers
-                                     one error result for it (queued.c) */
     char *failure;                /* DIRECT after a failed rebind: why it failed (NULL: none) */
     char *failure_shown;          /* what PQerrorMessage last answered with it (status.c) */
     int last_backend_pid;         /* the backend it last ran on */
     int fd;                       /* its own descriptor for PQsocket, from the first time it is
                                      asked for to PQfinish (-1 before): socket.c */
+    int fd_copies;                /* the descriptor `fd` was last made a copy of, -1 when that
+                                     failed or it has none: socket.c */
+    bool queued_failed;           /* its kept command could not be sent: PQgetResult answers
+                                     one error result for it (queued.c) */
     struct wake wait;             /* WAITING: turns readable when a server connection may be had,
                                      at the back-off's end or at the deadline (closed otherwise) */
     int64_t wait_deadline_ns;     /* an asynchronous connect's PQDEDUP_MAX_WAIT deadline (0: none yet) */

@@ -636,7 +636,10 @@ void pool_make_cancel_target(struct handle *h)
 void pool_keep_socket_copy(struct handle *h)
 {
     struct server_conn *s = h->server;
-    if (h->state != HANDLE_BOUND || h->fd < 0 || s == NULL || s->socket_copy >= 0 || pool_server_is_inherited(h))
+    /* Only a copy known to point at the connection's socket now (socket_follow's last dup3
+     * onto it succeeded, as every binding makes one) goes on to another handle. */
+    if (h->state != HANDLE_BOUND || h->fd < 0 || s == NULL || s->socket_copy >= 0 || pool_server_is_inherited(h) ||
+        h->fd_copies < 0 || h->fd_copies != real.PQsocket(s->conn))
         return;
     s->socket_copy = h->fd;
     h->fd = -1;
@@ -654,7 +657,8 @@ int pool_take_socket_copy(struct handle *h)
 
 void pool_drop_socket_copy(struct handle *h)
 {
-    if (h->state == HANDLE_BOUND && h->server != NULL && h->server->state == SERVER_BOUND)
+    /* (whatever h's state: a handle still connecting to a pooled connection may be reset too) */
+    if (h->server != NULL && h->server->state != SERVER_INHERITED)
         drop_socket_copy(h->server);
 }
 

@@ -105,8 +105,8 @@ void pool_keep_socket_copy(struct handle *h);
  * finished handle left, now h's; -1 when there is none. */
 int pool_take_socket_copy(struct handle *h);
 
-/* Before libpq resets h's connection (h locked): a copy kept with it would point at the old
- * socket, so it is closed. */
+/* Before libpq resets h's connection (h locked), whatever h's state: a copy kept with the
+ * pooled connection h has would point at the old socket, so it is closed. */
 void pool_drop_socket_copy(struct handle *h);
 
 /* h (locked, BOUND) had its server connection reset by libpq (PQreset, PQresetPoll): a new

@@ -68,8 +68,11 @@ void socket_follow(struct handle *h)
     int target = target_of(h);
     if (target < 0)
         target = quiet_descriptor(); /* nothing to wait on: never readable, as a closed one is not */
-    if (target >= 0 && target != h->fd && dup3(target, h->fd, O_CLOEXEC) < 0)
+    if (target >= 0 && target != h->fd && dup3(target, h->fd, O_CLOEXEC) < 0) {
         log_msg(LOG_WARN, "cannot point a connection's descriptor at its new socket (%m)");
+        target = -1;
+    }
+    h->fd_copies = target;
     errno = saved_errno;
 }
 
@@ -99,10 +102,13 @@ EXPORT int PQsocket(const PGconn *conn)
     int target = target_of(h);
     int fd = -1;
     if (target >= 0) {
-        if (h->fd < 0 && (h->fd = pool_take_socket_copy(h)) < 0) {
-            int saved_errno = errno;
-            h->fd = fcntl(target, F_DUPFD_CLOEXEC, 0);
-            errno = saved_errno;
+        if (h->fd < 0) {
+            if ((h->fd = pool_take_socket_copy(h)) < 0) {
+                int saved_errno = errno;
+                h->fd = fcntl(target, F_DUPFD_CLOEXEC, 0);
+                errno = saved_errno;
+            }
+            h->fd_copies = h->fd >= 0 ? target : -1;
         }
         fd = h->fd >= 0 ? h->fd : target; /* out of descriptors: the real one, as libpq gives */
     }
