@@ -2,9 +2,9 @@
 #ifndef PQDEDUP_CREDENTIALS_H
 #define PQDEDUP_CREDENTIALS_H
 
-/* The libc calls that can change the effective uid: credentials.c wraps each one (and
- * exports.map.in exports them) so that the next credentials_euid() asks the kernel again.
- * X(name, parameters, arguments). */
+/* The libc calls that change the effective uid (libcap's cap_setuid calls setuid). credentials.c
+ * wraps each one (and exports.map.in exports them) so that the next credentials_euid() asks the
+ * kernel again. X(name, parameters, arguments). */
 #define PQDEDUP_CREDENTIAL_CALLS(X)                                          \
     X(setuid, (uid_t uid), (uid))                                            \
     X(seteuid, (uid_t euid), (euid))                                         \
@@ -14,9 +14,9 @@
 #ifndef PQDEDUP_EXPORTS_MAP /* (exports.map.in reads the list above only) */
 #include <sys/types.h>
 
-/* geteuid(), without its system call while no call above was made since the last read (a
- * thread that changes its credentials by a raw system call, bypassing libc, is not seen: the
- * README's Limits). Never fails. */
+/* geteuid(), without its system call while none of the calls above is under way or was made
+ * since the last read. A change made by a system call of the program's own (syscall(2),
+ * assembly, libcap built with libpsx) is not seen: the README's Limits. Never fails. */
 uid_t credentials_euid(void);
 #endif
 

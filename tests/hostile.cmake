@@ -34,7 +34,8 @@ pqdedup_add_test(NAME security_cross_moves PROGRAM test_security ARGS cross
 pqdedup_add_test(NAME security_password_change PROGRAM test_security ARGS lifetime
                  ENV PQDEDUP_MAX_LIFETIME=1s LABELS hostile security)
 # Root only (77 otherwise): a connection kept under euid 0 does not go to a connect made after
-# seteuid, setreuid or setresuid to nobody, and does again once the euid is 0 again (pqdedup
+# seteuid, setreuid or setresuid to nobody, and does again once the euid is 0 again; in a child
+# each, setuid and libcap's cap_setuid (which calls setuid) to nobody do the same (pqdedup
 # reads the euid again only after those calls: credentials.c).
 pqdedup_add_test(NAME security_euid PROGRAM test_security ARGS euid LABELS hostile security)
 set_tests_properties(security_euid PROPERTIES SKIP_RETURN_CODE 77)

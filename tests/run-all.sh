@@ -32,7 +32,7 @@ PACKAGES=("${QUICK_PACKAGES[@]}"
           valgrind python3-psycopg2 pgbouncer python3-psycopg python3-psycopg-pool libdbd-pg-perl
           php-cli php-pgsql ruby ruby-pg clang libclang-rt-14-dev python3-fastapi python3-uvicorn
           python3-sqlalchemy dpkg-dev debhelper lintian man-db groff-base busybox-static php-fpm
-          postgresql-server-dev-15 prometheus odbc-postgresql unixodbc python3-pyodbc)
+          postgresql-server-dev-15 prometheus odbc-postgresql unixodbc python3-pyodbc libcap2)
 
 say() { echo "run-all: $*"; }
 die() { echo "run-all: ERROR: $*" >&2; exit 1; }

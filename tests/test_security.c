@@ -2,11 +2,13 @@
 #define _GNU_SOURCE
 #include "test_hostile_common.h"
 
+#include <dlfcn.h>
 #include <pthread.h>
 #include <pwd.h>
 #include <stdint.h>
 #include <grp.h>
 #include <sys/statvfs.h>
+#include <sys/wait.h>
 
 /*
  * Usage: test_security MODE
@@ -23,7 +25,8 @@
  *             PQconnectdb is libpq's); a non-setuid copy shows the same check can fail.
  *   euid      (root) a kept connection is not handed out after seteuid, setreuid or setresuid
  *             changed the effective uid (peer and ident authentication, and the files libpq
- *             reads, depend on it), and is again once the uid is changed back.
+ *             reads, depend on it), and is again once the uid is changed back; in a child
+ *             each, the same after setuid and libcap's cap_setuid (which cannot be undone).
  *   log       a child at PQDEDUP_LOG=debug with PQDEDUP_LOG_FILE uses passwords in conninfo
  *             strings, URIs, arrays, expand_dbname, PQsetdbLogin, async, PGPASSWORD,
  *             sslpassword and an unparsable string: none appears in the log file (mode 0600).
@@ -403,6 +406,34 @@ static int test_euid(void)
         CHECK(again == kept, "%s: back at euid 0, the connect got backend %d, not the kept %d", calls[i], again, kept);
         printf("test_security: %s: root's backend %d, nobody's %d, root's again %d\n", calls[i], kept, as_nobody,
                again);
+    }
+    /* setuid and libcap's cap_setuid cannot be undone: each in a child of its own. */
+    REQUIRE(dlopen("libcap.so.2", RTLD_NOW | RTLD_GLOBAL) != NULL, "no libcap.so.2: %s", dlerror());
+    int (*cap_setuid_fn)(uid_t) = (int (*)(uid_t)) dlsym(RTLD_DEFAULT, "cap_setuid"); /* (it calls setuid) */
+    REQUIRE(cap_setuid_fn != NULL, "no cap_setuid");
+    const char *irreversible[] = {"setuid", "cap_setuid"};
+    for (int i = 0; i < 2; i++) {
+        fflush(NULL);
+        pid_t child = fork();
+        REQUIRE(child >= 0, "fork: %s", strerror(errno));
+        if (child == 0) {
+            /* The child's own kept connection (a forked child never gets its parent's). */
+            int kept = socket_connect_pid();
+            tu_wait_reset(kept);
+            if (kept <= 0 || socket_connect_pid() != kept) /* control: the pool hands it back */
+                _exit(3);
+            tu_wait_reset(kept);
+            if ((i == 0 ? setuid(pw->pw_uid) : cap_setuid_fn(pw->pw_uid)) != 0 || geteuid() != pw->pw_uid)
+                _exit(2);
+            _exit(socket_connect_pid() == kept ? 1 : 0);
+        }
+        int status = 0;
+        REQUIRE(waitpid(child, &status, 0) == child, "waitpid: %s", strerror(errno));
+        int code = WIFEXITED(status) ? WEXITSTATUS(status) : 100 + WTERMSIG(status);
+        CHECK(code == 0, "%s: the child exited %d (1: the connect under nobody got root's kept backend; 2: %s "
+              "failed; 3: the kept backend was not handed back as root)", irreversible[i], code, irreversible[i]);
+        printf("test_security: %s in a child: %s\n", irreversible[i], code == 0 ? "nobody's connect did not get "
+               "root's kept backend" : "FAILED");
     }
     return -1;
 }
