@@ -39,12 +39,13 @@ done
 
 CC=${FUZZ_CC:-clang}
 mkdir -p "$BUILD/corpus" "$BUILD/artifacts"
-# The library core that key.c and settings.c need, instrumented like the target.
+# The library core that key.c (with the euid it reads, credentials.c) and settings.c need,
+# instrumented like the target.
 # shellcheck disable=SC2046  # pkg-config prints several words
 "$CC" -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
   -fno-omit-frame-pointer -Wall -Wextra -std=gnu11 \
   -I"$ROOT/src" $(pkg-config --cflags libpq) \
-  "$ROOT/tests/fuzz/fuzz_key.c" "$ROOT/src/key.c" "$ROOT/src/settings.c" "$ROOT/src/log.c" \
+  "$ROOT/tests/fuzz/fuzz_key.c" "$ROOT/src/key.c" "$ROOT/src/credentials.c" "$ROOT/src/settings.c" "$ROOT/src/log.c" \
   $(pkg-config --libs libpq) -lpthread -o "$BUILD/fuzz_key"
 echo "fuzz: built $BUILD/fuzz_key"
 [[ $build_only -eq 0 ]] || exit 0
