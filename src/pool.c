@@ -108,12 +108,7 @@ static struct server_conn *forget_parent_pool(void)
 /* Closes s's socket copy, if it has one (its owner: the caller holds s). */
 static void drop_socket_copy(struct server_conn *s)
 {
-    if (s->socket_copy >= 0) {
-        int saved_errno = errno;
-        close(s->socket_copy);
-        s->socket_copy = -1;
-        errno = saved_errno;
-    }
+    socket_close_descriptor(&s->socket_copy);
 }
 
 static void free_inherited(struct server_conn *list)

@@ -76,14 +76,19 @@ void socket_follow(struct handle *h)
     errno = saved_errno;
 }
 
-void socket_close(struct handle *h)
+void socket_close_descriptor(int *fd)
 {
-    if (h->fd >= 0) {
+    if (*fd >= 0) {
         int saved_errno = errno;
-        close(h->fd);
-        h->fd = -1;
+        close(*fd);
+        *fd = -1;
         errno = saved_errno;
     }
+}
+
+void socket_close(struct handle *h)
+{
+    socket_close_descriptor(&h->fd);
 }
 
 /* From the first call on, a number of the handle's own that stays valid until PQfinish and

@@ -15,4 +15,7 @@ void socket_follow(struct handle *h);
  * must not outlive libpq's close through this copy). */
 void socket_close(struct handle *h);
 
+/* Closes *fd when it is open (>= 0) and sets it to -1; preserves errno. */
+void socket_close_descriptor(int *fd);
+
 #endif

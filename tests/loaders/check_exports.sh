@@ -7,8 +7,9 @@
 # the build generated from it (build/src/exports.map). The built libpqdedup.so must export
 # exactly the wrapped functions, the libc calls that change the euid (credentials.h, beside
 # intercepted.h: the key's cached euid is read again after each), plus the auditor's channel
-# (an object), and none of the others. The auditor exports only the rtld-audit entry points and needs no library at all (it
-# is freestanding: a libc of its own would be loaded into every process).
+# (an object), and none of the others. The auditor exports only the rtld-audit entry points
+# and needs no library at all (it is freestanding: a libc of its own would be loaded into
+# every process).
 set -uo pipefail
 [[ $# -eq 5 ]] || { echo "usage: $0 CC INTERCEPTED_H EXPORTS_MAP LIBPQDEDUP_SO AUDIT_SO" >&2; exit 2; }
 CC=$1 LIST=$2 MAP=$3 LIB=$4 AUDIT=$5
