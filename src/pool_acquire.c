@@ -57,7 +57,7 @@ static bool queue_for_release(struct handle *h, struct pool_bucket *b, int64_t n
 /*
  * Finds h (locked by the caller, not bound, h->bucket set) a server connection and binds it:
  *   1. a free one of the key, ready (its reset done); when every free one is still resetting,
- *      a spare is opened (3) if one may be, else the one whose reset ends first is taken;
+ *      the one whose reset ends first (never a spare opened instead: pool_pick.c);
  *   2. when none is free, an idle, clean handle's (idle PQDEDUP_UNBIND_AFTER; any, under
  *      pressure), reset;
  *   3. a new one from `call`, below PQDEDUP_MAX_PER_KEY and not during a refusal back-off;
@@ -96,8 +96,9 @@ static enum acquired acquire(struct handle *h, const struct connect_call *call, 
         }
         bool pressure = at_cap(b) || now < b->refused_until_ns;
         bool may_check = now < check_deadline;
-        struct server_conn *s = may_check ? pick_free(b, now, pressure, &to_close) : NULL;
-        /* Free ones still resetting: a spare is opened rather than a handle's taken. */
+        struct server_conn *s = may_check ? pick_free(b, now, &to_close) : NULL;
+        /* Free ones still resetting past PQDEDUP_CHECK_TIMEOUT: a new one is opened (3)
+         * rather than a handle's taken. */
         struct handle *victim =
             s == NULL && b->free == NULL && may_check ? pick_idle_handle(b, now, pressure) : NULL;
         bool victim_dirty = false;

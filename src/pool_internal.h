@@ -131,9 +131,8 @@ bool unbind(struct handle *h);
 
 /* ---- pool_pick.c: which server connection a handle gets ---- */
 
-bool may_open_spare(const struct pool_bucket *b);
 bool at_cap(const struct pool_bucket *b);
-struct server_conn *pick_free(struct pool_bucket *b, int64_t now, bool pressure, struct server_conn **to_close);
+struct server_conn *pick_free(struct pool_bucket *b, int64_t now, struct server_conn **to_close);
 struct handle *pick_idle_handle(struct pool_bucket *b, int64_t now, bool pressure);
 void note_baseline(struct pool_bucket *b, uint64_t fingerprint);
 bool reset_kept_parameters(struct server_conn *s, uint64_t baseline);

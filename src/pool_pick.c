@@ -12,14 +12,6 @@
 #include <string.h>
 
 
-/* A connect may open one connection more than its key's handles need while the last freed
- * one still resets, so it need not wait for that reset. */
-bool may_open_spare(const struct pool_bucket *b)
-{
-    return b->open < b->nbound + 2 && b->open < settings.keep_per_key &&
-           (settings.max_per_key == 0 || b->open < settings.max_per_key);
-}
-
 bool at_cap(const struct pool_bucket *b)
 {
     return settings.max_per_key > 0 && b->open >= settings.max_per_key;
@@ -54,12 +46,13 @@ static struct server_conn *find_ready(struct pool_bucket *b, pthread_t self, boo
 
 /* Picks the free connection to bind, among the hot ones (hot_free): a ready one this thread's
  * handles used last (a backend that keeps talking to one thread stays on its CPU:
- * bench/README.md), else a ready one of another thread; failing that, when no spare may be
- * opened (or none at all, under `pressure`), the oldest hot one (its reset was sent first,
- * so it is waited for the shortest). Expired ones go to *to_close. Returns NULL when there is
- * none to take; the pick is BUSY. */
-struct server_conn *pick_free(struct pool_bucket *b, int64_t now, bool pressure,
-                                     struct server_conn **to_close)
+ * bench/README.md), else a ready one of another thread, else the oldest hot one (its reset
+ * was sent first, so it is waited for the shortest). A connect never opens a new connection
+ * while a free one is still resetting: that spare would stay with the process for good, and a
+ * fleet of processes that each hold one more connection than plain libpq would takes slots
+ * a process the server would have served needs (tests: fork_prefork_tight). Expired ones go
+ * to *to_close. Returns NULL when there is none to take; the pick is BUSY. */
+struct server_conn *pick_free(struct pool_bucket *b, int64_t now, struct server_conn **to_close)
 {
     struct server_conn *s, *tmp;
     DL_FOREACH_SAFE(b->free, s, tmp)
@@ -67,7 +60,7 @@ struct server_conn *pick_free(struct pool_bucket *b, int64_t now, bool pressure,
             push_to_close(to_close, s);
     pthread_t self = pthread_self();
     if ((s = find_ready(b, self, true)) == NULL && (s = find_ready(b, self, false)) == NULL) {
-        if (b->free == NULL || (may_open_spare(b) && !pressure))
+        if (b->free == NULL)
             return NULL;
         int considered = 1;
         for (s = b->free; s->next != NULL && considered < hot_free(b); s = s->next)

@@ -37,6 +37,12 @@ pqdedup_add_test(NAME fork_no_finish_ssl PROGRAM test_fork
 # Pre-fork server shape: 4 workers churn 200 cycles each with their own backends and exit.
 pqdedup_add_test(NAME fork_prefork PROGRAM test_fork ARGS prefork ENV PQDEDUP_UNBIND_AFTER=1h
                  LABELS concurrency)
+# A tight pre-fork fleet, default settings: 4 workers churning as a role limited to 4
+# connections, the last started late. Every connect works and each worker stays on one backend
+# (plain libpq's footprint): no worker opens a spare while its kept connection's reset is in
+# flight, which would hold the late worker's slot.
+pqdedup_add_test(NAME fork_prefork_tight PROGRAM test_fork ARGS prefork-tight SERIAL
+                 LABELS concurrency)
 # fork while 3 other threads connect: the child's connect never deadlocks on a lock that a
 # vanished thread held at the fork. NO_VALGRIND: valgrind checks each child for leaks even at
 # _exit(), and what the parent's other threads were allocating at the fork is lost in the

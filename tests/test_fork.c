@@ -20,6 +20,8 @@
  *   inherit    the child connects, finishes its own and the inherited held connection, exit(0)
  *   no-finish  the child connects and _exit()s without finishing anything
  *   prefork    4 workers each churn 200 cycles (scaled) and exit
+ *   prefork-tight  4 workers churn as a role limited to 4 connections, the last one started
+ *              late: every connect works, each worker on one backend
  *   threaded   fork while other threads churn: the child's connect must not deadlock
  * EXTRA is appended to every conninfo (e.g. "host=127.0.0.1 sslmode=require").
  *
@@ -272,6 +274,112 @@ static void test_prefork(void)
     PQfinish(held);
 }
 
+/* Shared by the workers of case prefork-tight and their parent. */
+struct tight_board {
+    atomic_long cycles[WORKER_PIDS]; /* each worker's successful cycles so far */
+    atomic_int stop;                 /* set by the parent: the early workers stop churning */
+    struct worker_result res[WORKER_PIDS];
+};
+
+/* One prefork-tight worker: connect as the limited role, ask the backend's pid, finish, as
+ * fast as it can, until it has done `cycles` (cycles > 0) or the board says stop. Exits 0
+ * when every connect worked. */
+static void tight_worker(struct tight_board *board, int w, const char *role_conninfo, long cycles)
+{
+    struct worker_result *r = &board->res[w];
+
+    alarm(300);
+    for (long i = 0; cycles > 0 ? i < cycles : !atomic_load(&board->stop); i++) {
+        PGconn *c = PQconnectdb(role_conninfo);
+        int pid = PQstatus(c) == CONNECTION_OK ? tu_backend_pid(c) : -1;
+
+        if (CCHECK(pid > 0, "worker %d cycle %ld: %s", w, i, PQerrorMessage(c))) {
+            int k;
+
+            r->ok_cycles++;
+            atomic_fetch_add(&board->cycles[w], 1);
+            for (k = 0; k < r->ndistinct && r->pids[k] != pid; k++)
+                ;
+            if (k == r->ndistinct && k < WORKER_PIDS)
+                r->pids[r->ndistinct++] = pid;
+        }
+        PQfinish(c);
+        if (child_failures > 0)
+            break;
+    }
+    exit(child_failures ? 3 : 0);
+}
+
+/* Case prefork-tight: as many single-threaded workers as the role has connection slots, each
+ * churning connect/query/finish with no pause, the last one started only once the others have
+ * churned a while. Plain libpq serves every connect (no worker ever holds two connections);
+ * so must pqdedup: a worker keeps one server connection, and never opens a second one while
+ * its own kept one's reset is in flight, which would take the late worker's slot for good. */
+static void test_prefork_tight(void)
+{
+    enum { NWORKERS = 4 };
+    long warmup = tu_scaled(300), late_cycles = tu_scaled(200);
+    char role_extra[256];
+    const char *role_conninfo;
+    pid_t kids[NWORKERS];
+    PGconn *admin = PQconnectdb(conninfo);
+
+    REQUIRE(PQstatus(admin) == CONNECTION_OK, "connect: %s", PQerrorMessage(admin));
+    REQUIRE(tu_exec_ok(admin, "DROP ROLE IF EXISTS pqd_tight"), "DROP ROLE: %s", PQerrorMessage(admin));
+    REQUIRE(tu_exec_ok(admin, "CREATE ROLE pqd_tight LOGIN PASSWORD 'tight_pw' CONNECTION LIMIT 4"),
+            "CREATE ROLE: %s", PQerrorMessage(admin));
+    snprintf(role_extra, sizeof role_extra, "host=%s user=pqd_tight password=tight_pw dbname=postgres",
+             tu_tcp_host());
+    role_conninfo = tu_conninfo(role_extra);
+
+    struct tight_board *board = mmap(NULL, sizeof *board, PROT_READ | PROT_WRITE,
+                                     MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    REQUIRE(board != MAP_FAILED, "mmap: %s", strerror(errno));
+    memset(board, 0, sizeof *board);
+    fflush(NULL);
+    for (int w = 0; w < NWORKERS - 1; w++) {
+        kids[w] = fork();
+        REQUIRE(kids[w] >= 0, "fork: %s", strerror(errno));
+        if (kids[w] == 0)
+            tight_worker(board, w, role_conninfo, 0);
+    }
+    /* The early workers have settled: each has churned `warmup` cycles (or one has failed). */
+    for (;;) {
+        int settled = 0, gone = 0;
+
+        for (int w = 0; w < NWORKERS - 1; w++) {
+            settled += atomic_load(&board->cycles[w]) >= warmup;
+            gone += waitpid(kids[w], NULL, WNOHANG) != 0;
+        }
+        if (settled == NWORKERS - 1 || gone > 0)
+            break;
+        tu_sleep_ms(10);
+    }
+    kids[NWORKERS - 1] = fork();
+    REQUIRE(kids[NWORKERS - 1] >= 0, "fork: %s", strerror(errno));
+    if (kids[NWORKERS - 1] == 0)
+        tight_worker(board, NWORKERS - 1, role_conninfo, late_cycles);
+    int late_rc = wait_child(kids[NWORKERS - 1], 300);
+    atomic_store(&board->stop, 1);
+    CHECK(late_rc == 0, "the late worker exited with %d: its connects failed while the role's %d "
+          "slots were enough for one connection per worker", late_rc, NWORKERS);
+    for (int w = 0; w < NWORKERS - 1; w++) {
+        int rc = wait_child(kids[w], 120);
+
+        CHECK(rc == 0, "worker %d exited with %d", w, rc);
+    }
+    for (int w = 0; w < NWORKERS; w++)
+        CHECK(board->res[w].ndistinct == 1,
+              "worker %d used %d backends for %ld sequential cycles, expected 1", w,
+              board->res[w].ndistinct, board->res[w].ok_cycles);
+    printf("prefork-tight: %d workers on a role limited to %d connections; cycles %ld %ld %ld, "
+           "then the late one %ld\n", NWORKERS, NWORKERS, board->res[0].ok_cycles,
+           board->res[1].ok_cycles, board->res[2].ok_cycles, board->res[3].ok_cycles);
+    munmap(board, sizeof *board);
+    tu_exec_ok(admin, "DROP ROLE IF EXISTS pqd_tight");
+    PQfinish(admin);
+}
+
 static atomic_int stop_churn;
 static atomic_long churn_cycles, churn_failures;
 
@@ -383,10 +491,12 @@ int main(int argc, char **argv)
         test_no_finish();
     else if (!strcmp(which, "prefork"))
         test_prefork();
+    else if (!strcmp(which, "prefork-tight"))
+        test_prefork_tight();
     else if (!strcmp(which, "threaded"))
         test_threaded();
     else {
-        fprintf(stderr, "usage: test_fork inherit|no-finish|prefork|threaded [--conninfo EXTRA]\n");
+        fprintf(stderr, "usage: test_fork inherit|no-finish|prefork|prefork-tight|threaded [--conninfo EXTRA]\n");
         return 1;
     }
     return tu_finish();

@@ -317,10 +317,10 @@ static void test_churn(void)
         if (i == 19)
             after_warmup = open_descriptors();
     }
-    /* The key never has more than three server connections here (the bound one and two spares
-     * opened while a reset is in flight: pool_pick.c's may_open_spare), each with libpq's socket
-     * and at most one copy: however many of them the first 20 connects opened, at most 6
-     * descriptors more. A copy leaked per connect would be 180 more. */
+    /* The key has at most a few server connections here (one connect at a time, and a connect
+     * never opens a spare beside a resetting one: pool_pick.c), each with libpq's socket and at
+     * most one copy: however many of them the first 20 connects opened, at most 6 descriptors
+     * more. A copy leaked per connect would be 180 more. */
     int now = open_descriptors();
     CHECK(now <= after_warmup + 6, "churn: %d descriptors open after 200 connects, %d after 20", now,
           after_warmup);

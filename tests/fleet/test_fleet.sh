@@ -146,9 +146,9 @@ fleet "session: plain libpq" session plain "$WORKERS" -s "$SECS" -l "$LEAK_EVERY
 [[ $R_ERRORS -gt 0 ]] && pass || fail "session mode, plain libpq: the leaks exhaust the pool (errors; got $R_ERRORS)"
 [[ $R_MAX -ge 0 && $R_MAX -le $POOL ]] && pass || fail "session mode, plain libpq: server backends <= $POOL (max $R_MAX)"
 
-# pqdedup's defaults: each worker may hold several connections to PgBouncer (a spare while
-# a reset is in flight, leaked ones not idle long enough to be moved), each holding one of
-# the pool's server connections. Printed only.
+# pqdedup's defaults: each worker may hold several connections to PgBouncer (leaked ones not
+# idle long enough to be moved, those kept after a burst), each holding one of the pool's
+# server connections. Printed only.
 fleet "session: pqdedup defaults" session defaults "$WORKERS" -s "$SECS" -l "$LEAK_EVERY"
 
 # The recommendation: at most workers x PQDEDUP_MAX_PER_KEY connections, within the pool.
