@@ -232,6 +232,7 @@ void take_free(struct server_conn *s)
     s->bucket->nfree--;
     stats_file_key_free(s->bucket->stats, s->bucket->nfree);
     s->state = SERVER_BUSY;
+    s->stalled = false;
 }
 
 /* Takes s out of the pool for closing (its slot counts no more) and onto *list; the caller

@@ -57,7 +57,8 @@ static bool queue_for_release(struct handle *h, struct pool_bucket *b, int64_t n
 /*
  * Finds h (locked by the caller, not bound, h->bucket set) a server connection and binds it:
  *   1. a free one of the key, ready (its reset done); when every free one is still resetting,
- *      the one whose reset ends first (never a spare opened instead: pool_pick.c);
+ *      the one whose reset ends first, unless it once failed to answer in time (stalled);
+ *      never a spare opened instead (pool_pick.c);
  *   2. when none is free, an idle, clean handle's (idle PQDEDUP_UNBIND_AFTER; any, under
  *      pressure), reset;
  *   3. a new one from `call`, below PQDEDUP_MAX_PER_KEY and not during a refusal back-off;
@@ -96,9 +97,9 @@ static enum acquired acquire(struct handle *h, const struct connect_call *call, 
         }
         bool pressure = at_cap(b) || now < b->refused_until_ns;
         bool may_check = now < check_deadline;
-        struct server_conn *s = may_check ? pick_free(b, now, &to_close) : NULL;
-        /* Free ones still resetting past PQDEDUP_CHECK_TIMEOUT: a new one is opened (3)
-         * rather than a handle's taken. */
+        struct server_conn *s = may_check ? pick_free(b, now, false, pressure, &to_close) : NULL;
+        /* Free ones still resetting past PQDEDUP_CHECK_TIMEOUT, or stalled: a new one is
+         * opened (3) rather than a handle's taken. */
         struct handle *victim =
             s == NULL && b->free == NULL && may_check ? pick_idle_handle(b, now, pressure) : NULL;
         bool victim_dirty = false;
@@ -143,6 +144,7 @@ static enum acquired acquire(struct handle *h, const struct connect_call *call, 
                 /* Not answering in time, not known to be broken: kept, free, its reset still in
                  * flight, last in line; this connect goes on without it. */
                 s->state = SERVER_FREE;
+                s->stalled = true;
                 DL_APPEND(b->free, s);
                 b->nfree++;
                 now = monotonic_ns();

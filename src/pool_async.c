@@ -144,7 +144,7 @@ void acquire_async(struct handle *h, const struct connect_call *call, bool polle
         h->wait_deadline_ns = now + settings.max_wait_ns;
     sweep_expired(now, &to_close);
     bool pressure = at_cap(b) || now < b->refused_until_ns;
-    struct server_conn *s = pool_is_shutting_down() ? NULL : pick_free(b, now, &to_close);
+    struct server_conn *s = pool_is_shutting_down() ? NULL : pick_free(b, now, true, pressure, &to_close);
     struct handle *victim = s == NULL && b->free == NULL && !pool_is_shutting_down() ? pick_idle_handle(b, now, pressure) : NULL;
     PGconn *reason = h->conn; /* the last refusal, if any: no longer needed unless h waits */
     h->conn = NULL;

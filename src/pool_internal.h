@@ -37,6 +37,8 @@ struct server_conn {
     pthread_t last_thread;        /* the thread of the handle it served last */
     enum reset_pending pending;   /* FREE: what the last finish left in flight */
     bool server_closing;          /* the server said FATAL while pqdedup owned it */
+    bool stalled;                 /* FREE: its reset or check did not answer within
+                                     PQDEDUP_CHECK_TIMEOUT: taken again only once it has */
     bool reset_needed;            /* the reset query runs before the next handle gets it */
     bool idle_limit_known;        /* server_idle_limit_ns has been read */
     bool reset_keeps_parameters;  /* its reset was seen to leave the reported parameters as a new
@@ -132,7 +134,9 @@ bool unbind(struct handle *h);
 /* ---- pool_pick.c: which server connection a handle gets ---- */
 
 bool at_cap(const struct pool_bucket *b);
-struct server_conn *pick_free(struct pool_bucket *b, int64_t now, struct server_conn **to_close);
+bool may_open_spare(const struct pool_bucket *b);
+struct server_conn *pick_free(struct pool_bucket *b, int64_t now, bool nonblocking, bool pressure,
+                              struct server_conn **to_close);
 struct handle *pick_idle_handle(struct pool_bucket *b, int64_t now, bool pressure);
 void note_baseline(struct pool_bucket *b, uint64_t fingerprint);
 bool reset_kept_parameters(struct server_conn *s, uint64_t baseline);

@@ -12,6 +12,14 @@
 #include <string.h>
 
 
+/* A nonblocking connect, which has no deadline of its own to wait for a reset with, may open
+ * one connection more than its key's handles need while the last freed one still resets. */
+bool may_open_spare(const struct pool_bucket *b)
+{
+    return b->open < b->nbound + 2 && b->open < settings.keep_per_key &&
+           (settings.max_per_key == 0 || b->open < settings.max_per_key);
+}
+
 bool at_cap(const struct pool_bucket *b)
 {
     return settings.max_per_key > 0 && b->open >= settings.max_per_key;
@@ -46,13 +54,16 @@ static struct server_conn *find_ready(struct pool_bucket *b, pthread_t self, boo
 
 /* Picks the free connection to bind, among the hot ones (hot_free): a ready one this thread's
  * handles used last (a backend that keeps talking to one thread stays on its CPU:
- * bench/README.md), else a ready one of another thread, else the oldest hot one (its reset
- * was sent first, so it is waited for the shortest). A connect never opens a new connection
- * while a free one is still resetting: that spare would stay with the process for good, and a
- * fleet of processes that each hold one more connection than plain libpq would takes slots
- * a process the server would have served needs (tests: fork_prefork_tight). Expired ones go
- * to *to_close. Returns NULL when there is none to take; the pick is BUSY. */
-struct server_conn *pick_free(struct pool_bucket *b, int64_t now, struct server_conn **to_close)
+ * bench/README.md), else a ready one of another thread, else the oldest hot one that is not
+ * stalled (its reset was sent first, so it is waited for the shortest). A blocking connect
+ * never opens a spare beside a resetting one: the spare would stay with the process for good,
+ * and a fleet of processes that each held one more connection than under plain libpq would
+ * take the slots of a process the server would have served (tests: fork_prefork_tight). A
+ * `nonblocking` one (PQconnectStart), which cannot wait without a deadline of its own, still
+ * opens a spare while may_open_spare allows and the key is not under `pressure`. Expired ones
+ * go to *to_close. Returns NULL when there is none to take; the pick is BUSY. */
+struct server_conn *pick_free(struct pool_bucket *b, int64_t now, bool nonblocking, bool pressure,
+                              struct server_conn **to_close)
 {
     struct server_conn *s, *tmp;
     DL_FOREACH_SAFE(b->free, s, tmp)
@@ -60,11 +71,15 @@ struct server_conn *pick_free(struct pool_bucket *b, int64_t now, struct server_
             push_to_close(to_close, s);
     pthread_t self = pthread_self();
     if ((s = find_ready(b, self, true)) == NULL && (s = find_ready(b, self, false)) == NULL) {
-        if (b->free == NULL)
+        if (nonblocking && may_open_spare(b) && !pressure)
             return NULL;
-        int considered = 1;
-        for (s = b->free; s->next != NULL && considered < hot_free(b); s = s->next)
-            considered++;
+        struct server_conn *oldest = NULL;
+        int considered = 0;
+        for (s = b->free; s != NULL && considered < hot_free(b); s = s->next, considered++)
+            if (!s->stalled)
+                oldest = s;
+        if ((s = oldest) == NULL)
+            return NULL;
     }
     take_free(s);
     return s;

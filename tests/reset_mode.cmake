@@ -1,6 +1,6 @@
 # tests/reset_mode.cmake: PQDEDUP_RESET=dirty against =always (test_reset_mode.c), and the state tests in dirty mode.
 
-# keep_per_key=1: no spare, so the next holder gets the same backend.
+# keep_per_key=1: one kept connection, so the next holder gets the same backend.
 pqdedup_add_test(NAME reset_mode_always SOURCES test_reset_mode.c ARGS --mode always
                  ENV PQDEDUP_KEEP_PER_KEY=1 LABELS state)
 pqdedup_add_test(NAME reset_mode_dirty PROGRAM test_reset_mode ARGS --mode dirty

@@ -122,7 +122,7 @@ int main(void)
            2 * THREADS * PER_THREAD);
     CHECK(reused > 0, "no backend was ever reused across rounds");
     n = tu_count_backends(tu_app_name());
-    /* At least one thread's 4; spares opened while resets were in flight may add a few, but
+    /* At least one thread's 4; connections opened while resets did not answer may add a few, but
      * never more than PQDEDUP_KEEP_PER_KEY (16) stay kept. */
     CHECK(n >= PER_THREAD && n <= 16, "%ld backends kept at the end, expected between %d and "
           "16", n, PER_THREAD);

@@ -76,7 +76,8 @@ static void test_control_reused(void)
     int nextra = 0;
 
     PQfinish(c);
-    /* A spare may come first while the reset is in flight: hold it and try again. */
+    /* Another backend may come first (a reset that did not answer in time): hold it and try
+     * again. */
     for (i = 0; i < 8; i++) {
         c = tu_connect_ok();
         p2 = tu_backend_pid(c);

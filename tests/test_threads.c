@@ -144,7 +144,7 @@ static long keep_per_key(void)
 
 /* Threads connect, query and finish the same key at once: no errors, no session used by two
  * threads at once, and the backends are reused: at most one per thread plus the kept spares
- * ever exist (a connect opens a new one only when no kept one is ready), far below the number
+ * ever exist (a connect opens a new one only when no kept one is free), far below the number
  * of connects (16000 without pqdedup). */
 static void test_churn(int nthreads)
 {

@@ -84,8 +84,8 @@ PGconn *tu_first_holder(int *pid);
 
 /* The next holder: a connection with tu_conninfo("") on the same backend as the first holder
  * (REQUIREd: without reuse a scenario proves nothing), REQUIREd idle and outside any
- * transaction. The pool may hand out a spare while the first holder's reset is still in
- * flight: such connections are held (so the next try cannot get them), the reset is given
+ * transaction. The pool may hand out another connection while the first holder's reset has not
+ * answered (an asynchronous connect opens a spare): such connections are held (so the next try cannot get them), the reset is given
  * a little time, the connect is repeated, and the extras are finished at the end. If
  * connect_msg is given, it gets PQerrorMessage as it was right after the connect, before
  * any query ran on it (malloc'd; the caller frees). The caller finishes the connection;
@@ -122,8 +122,8 @@ PGconn *tu_connect_async(const char *conninfo);
 const char *tu_tcp_host(void);
 
 /* pqdedup sends the reset query (DISCARD ALL by default) at PQfinish without waiting, and
- * the next connect takes a kept connection only once that reset has answered (else it may
- * open a spare). Waits (5 s at most) until backend pid shows the finished reset (idle after
+ * a blocking connect takes a kept connection once that reset has answered (waiting for it;
+ * an asynchronous one may open a spare instead). Waits (5 s at most) until backend pid shows the finished reset (idle after
  * DISCARD ALL), plus a moment for the answer to reach the client. Returns 1 when seen, 0 on
  * timeout or when the observer's query fails (the failure is printed, not counted). */
 int tu_wait_reset(int pid);

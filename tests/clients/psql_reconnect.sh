@@ -6,8 +6,8 @@
 # really reconnects each time). Under pqdedup: every step works (ON_ERROR_STOP), the 21
 # sessions are served by at most 4 backends, and every new session starts with the default
 # search_path: the SET of the previous holder did not survive. Why 4: psql's `\c` opens the
-# new connection before finishing the old one (2); pqdedup may open one spare while a kept
-# connection's reset is still in flight (3); and psql's `\c` reconnects with the parameters
+# new connection before finishing the old one (2); pqdedup may open another while a kept
+# connection's reset does not answer in time (3); and psql's `\c` reconnects with the parameters
 # PQconninfo() reports for the old connection, where libpq has filled in passfile, so the
 # very first connection has another key and is not reused (4).
 . "$(dirname "$0")/lib.sh"
