@@ -134,7 +134,6 @@ bool unbind(struct handle *h);
 /* ---- pool_pick.c: which server connection a handle gets ---- */
 
 bool at_cap(const struct pool_bucket *b);
-bool may_open_spare(const struct pool_bucket *b);
 struct server_conn *pick_free(struct pool_bucket *b, int64_t now, bool nonblocking, bool pressure,
                               struct server_conn **to_close);
 struct handle *pick_idle_handle(struct pool_bucket *b, int64_t now, bool pressure);

@@ -14,7 +14,7 @@
 
 /* A nonblocking connect, which has no deadline of its own to wait for a reset with, may open
  * one connection more than its key's handles need while the last freed one still resets. */
-bool may_open_spare(const struct pool_bucket *b)
+static bool may_open_spare(const struct pool_bucket *b)
 {
     return b->open < b->nbound + 2 && b->open < settings.keep_per_key &&
            (settings.max_per_key == 0 || b->open < settings.max_per_key);

@@ -53,6 +53,27 @@ static void connect_frozen(const char *what)
     PQfinish(c);
 }
 
+/* A second connect on the same freeze, after connect_frozen gave up on the kept connection:
+ * that connection is marked stalled and not waited for again, so this one costs libpq's
+ * connect_timeout only. Waiting for the stalled reset again would take at least
+ * PQDEDUP_CHECK_TIMEOUT + connect_timeout (two timeouts: a lower bound however fast the
+ * machine), which is what this rules out. */
+static void connect_frozen_again(const char *what)
+{
+    double t0 = fu_now(), elapsed;
+    PGconn *c = PQconnectdb(key);
+
+    elapsed = fu_now() - t0;
+    fu_note("%s: connect: %s", what, fu_conn_outcome(c));
+    printf("%s: connect took %.2fs\n", what, elapsed);
+    CHECK(PQstatus(c) != CONNECTION_OK, "%s: a connect on a frozen path succeeded", what);
+    if (!fu_is_reference())
+        CHECK(elapsed < CHECK_TIMEOUT + CONNECT_TIMEOUT,
+              "%s: the connect took %.2fs: it waited PQDEDUP_CHECK_TIMEOUT again for the connection "
+              "the previous connect found not answering (not marked stalled?)", what, elapsed);
+    PQfinish(c);
+}
+
 /* Connect + write that must work once the path answers again (retried for a few seconds:
  * the first attempts may still time out while the proxy catches up). */
 static PGconn *connect_thawed(const char *what)
@@ -75,7 +96,8 @@ static PGconn *connect_thawed(const char *what)
 /* A kept connection (idle, reset done) whose path froze, then one whose reset was still in
  * flight when it froze (finished mid-transaction: the ROLLBACK is stuck in the path): each
  * next connect gives up on the kept connection within PQDEDUP_CHECK_TIMEOUT and fails with
- * libpq's own connect_timeout error, as plain libpq does; PQfinish never blocks; after the
+ * libpq's own connect_timeout error, as plain libpq does, and the one after it does not wait
+ * for the kept connection again (connect_frozen_again); PQfinish never blocks; after the
  * path answers again the app works, and the stuck transaction was never committed. */
 static void test_freeze(void)
 {
@@ -99,18 +121,20 @@ static void test_freeze(void)
     c = connect_thawed("through the proxy, again");
     if (!fu_is_reference())
         CHECK(PQbackendPID(c) == pid1, "the kept connection was not reused before the freeze");
-    PQfinish(c);
-    /* A held connection survives a short freeze, as any TCP connection does. */
+    /* A held connection survives a short freeze, as any TCP connection does. Opened while c
+     * is still open, so it has a server connection of its own and pid1 is the kept one at the
+     * freeze (a connect after c's finish would wait for pid1's reset and take it). */
     held = connect_thawed("held");
-    /* Usually the held connection is a new backend and pid1 stays kept; it may instead have
-     * got the kept one (its reset had answered): then nothing is kept at the freeze. */
-    bool kept_at_freeze = PQbackendPID(held) != pid1;
-    if (!fu_is_reference() && kept_at_freeze) /* the kept one's reset is answered */
+    PQfinish(c);
+    if (!fu_is_reference()) {
+        CHECK(PQbackendPID(held) != pid1, "the held connection got the kept one's backend while it was open");
         CHECK(tu_wait_reset(pid1), "the kept connection's reset did not complete");
+    }
 
     fu_proxy_freeze();
     tu_sleep_ms(idle_ms);
     connect_frozen("frozen, kept connection idle");
+    connect_frozen_again("frozen, kept connection stalled");
     fu_proxy_thaw();
     c = connect_thawed("thawed");
     /* The kept connection did not answer its check on the frozen path within
@@ -238,6 +262,8 @@ static void test_freeze_held(int n)
     fu_proxy_freeze();
     snprintf(what, sizeof what, "frozen, %d held idle", n);
     connect_frozen(what);
+    snprintf(what, sizeof what, "frozen, %d held, again", n);
+    connect_frozen_again(what);
     fu_proxy_thaw();
     for (int i = 0; i < n; i++) {
         const char *outcome = fu_exec(held[i], "SELECT 1");
