@@ -388,18 +388,11 @@ void handle_make_sticky(struct handle *h)
 
 /* ---- the view of an unbound handle ---- */
 
-/* Every parameter the server reports when it changes (GUC_REPORT in PostgreSQL 15). */
-static const char *const reported_parameters[] = {
-    "application_name", "client_encoding", "DateStyle", "default_transaction_read_only",
-    "in_hot_standby", "integer_datetimes", "IntervalStyle", "is_superuser", "server_encoding",
-    "server_version", "session_authorization", "standard_conforming_strings", "TimeZone",
-};
-#define N_REPORTED (sizeof reported_parameters / sizeof reported_parameters[0])
-_Static_assert(N_REPORTED <= 16, "struct session_view holds 16 parameters");
+_Static_assert(SESSION_N_REPORTED <= 16, "struct session_view holds 16 parameters");
 
 /* The strings a view holds, read from a connection, in a fixed order. */
 struct view_strings {
-    const char *text[8 + N_REPORTED];
+    const char *text[8 + SESSION_N_REPORTED];
 };
 enum { DB, USER, PASS, HOST, HOSTADDR, PORT, TTY, OPTIONS, PARAMETERS };
 
@@ -413,8 +406,8 @@ static void read_strings(PGconn *c, struct view_strings *v)
     v->text[PORT] = real.PQport(c);
     v->text[TTY] = real.PQtty(c);
     v->text[OPTIONS] = real.PQoptions(c);
-    for (size_t i = 0; i < N_REPORTED; i++)
-        v->text[PARAMETERS + i] = real.PQparameterStatus(c, reported_parameters[i]);
+    for (size_t i = 0; i < SESSION_N_REPORTED; i++)
+        v->text[PARAMETERS + i] = real.PQparameterStatus(c, session_reported_parameters[i]);
 }
 
 static bool same_text(const char *a, const char *b)
@@ -431,11 +424,11 @@ static bool view_matches(const struct session_view *view, PGconn *c, const struc
         if (!same_text(held[i], now->text[i]))
             return false;
     int n = 0;
-    for (size_t i = 0; i < N_REPORTED; i++) {
+    for (size_t i = 0; i < SESSION_N_REPORTED; i++) {
         const char *value = now->text[PARAMETERS + i];
         if (value == NULL)
             continue;
-        if (n >= view->nparameters || view->parameter_names[n] != reported_parameters[i] ||
+        if (n >= view->nparameters || view->parameter_names[n] != session_reported_parameters[i] ||
             strcmp(view->parameter_values[n], value) != 0)
             return false;
         n++;
@@ -478,10 +471,10 @@ static struct session_view *make_view(PGconn *c, const struct view_strings *now)
     v->tty = copy_into(&cursor, now->text[TTY]);
     v->options = copy_into(&cursor, now->text[OPTIONS]);
     v->nparameters = 0;
-    for (size_t i = 0; i < N_REPORTED; i++) {
+    for (size_t i = 0; i < SESSION_N_REPORTED; i++) {
         if (now->text[PARAMETERS + i] == NULL)
             continue;
-        v->parameter_names[v->nparameters] = reported_parameters[i];
+        v->parameter_names[v->nparameters] = session_reported_parameters[i];
         v->parameter_values[v->nparameters++] = copy_into(&cursor, now->text[PARAMETERS + i]);
     }
     v->protocol_version = real.PQprotocolVersion(c);

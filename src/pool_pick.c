@@ -25,26 +25,31 @@ bool at_cap(const struct pool_bucket *b)
     return settings.max_per_key > 0 && b->open >= settings.max_per_key;
 }
 
-/* How many of the most recently freed connections of b a connect considers: as many as its
- * key's bound handles, and two more. The older ones (what a burst left) are never taken while
- * these are there, so they stay unused and age out (PQDEDUP_IDLE_TIMEOUT), however fast a
- * program churns. */
-static int hot_free(const struct pool_bucket *b)
+/* How many of the most recently freed connections of b a connect considers: one more than
+ * its key's bound handles (two more for a `nonblocking` connect, whose spare, may_open_spare,
+ * must stay in view). The older ones (what a burst left) are never taken while these are
+ * there, so they stay unused and age out (PQDEDUP_IDLE_TIMEOUT), however fast a program
+ * churns: a single-threaded program that once held two connections does not alternate
+ * between them for good, but goes back to one, as under plain libpq (tests:
+ * churn_after_burst). */
+static int hot_free(const struct pool_bucket *b, bool nonblocking)
 {
-    return b->nbound + 2;
+    return b->nbound + (nonblocking ? 2 : 1);
 }
 
-/* Among the hot free connections that `self` served last (mine) or other threads did
- * (!mine), the most recently freed one whose reset has completed or was never sent; NULL when
- * none has. Newest first: the warmest backend. May read sockets (one per connection whose
- * reset is in flight, until one is done). */
-static struct server_conn *find_ready(struct pool_bucket *b, pthread_t self, bool mine)
+/* Among the first `window` free connections (hot_free; stalled ones, still waited for by no
+ * one, are looked at but not counted) that `self` served last (mine) or
+ * other threads did (!mine), the most recently freed one whose reset has completed or was
+ * never sent; NULL when none has. Newest first: the warmest backend. May read sockets (one
+ * per connection whose reset is in flight, until one is done). */
+static struct server_conn *find_ready(struct pool_bucket *b, int window, pthread_t self, bool mine)
 {
     struct server_conn *s;
     int considered = 0;
     DL_FOREACH(b->free, s) {
-        if (considered++ == hot_free(b))
+        if (considered == window)
             break;
+        considered += !s->stalled;
         if (pthread_equal(s->last_thread, self) == mine &&
             (s->pending == PENDING_NONE || session_reset_arrived(s->conn)))
             return s;
@@ -70,14 +75,17 @@ struct server_conn *pick_free(struct pool_bucket *b, int64_t now, bool nonblocki
         if (is_expired(s, now))
             push_to_close(to_close, s);
     pthread_t self = pthread_self();
-    if ((s = find_ready(b, self, true)) == NULL && (s = find_ready(b, self, false)) == NULL) {
+    int window = hot_free(b, nonblocking);
+    if ((s = find_ready(b, window, self, true)) == NULL && (s = find_ready(b, window, self, false)) == NULL) {
         if (nonblocking && may_open_spare(b) && !pressure)
             return NULL;
         struct server_conn *oldest = NULL;
         int considered = 0;
-        for (s = b->free; s != NULL && considered < hot_free(b); s = s->next, considered++)
-            if (!s->stalled)
+        for (s = b->free; s != NULL && considered < window; s = s->next)
+            if (!s->stalled) {
                 oldest = s;
+                considered++;
+            }
         if ((s = oldest) == NULL)
             return NULL;
     }

@@ -317,17 +317,17 @@ bool session_read_idle_timeout(PGconn *conn, int64_t timeout_ns, int64_t *out_ns
     return ok && real.PQstatus(conn) == CONNECTION_OK && real.PQtransactionStatus(conn) == PQTRANS_IDLE;
 }
 
+const char *const session_reported_parameters[SESSION_N_REPORTED] = {
+    "application_name", "client_encoding", "DateStyle", "default_transaction_read_only",
+    "in_hot_standby", "integer_datetimes", "IntervalStyle", "is_superuser", "server_encoding",
+    "server_version", "session_authorization", "standard_conforming_strings", "TimeZone",
+};
+
 uint64_t session_parameters_fingerprint(PGconn *conn)
 {
-    /* Everything the server reports to the client when it changes (GUC_REPORT). */
-    static const char *const names[] = {
-        "application_name", "client_encoding", "DateStyle", "default_transaction_read_only",
-        "in_hot_standby", "integer_datetimes", "IntervalStyle", "is_superuser", "server_encoding",
-        "server_version", "session_authorization", "standard_conforming_strings", "TimeZone",
-    };
     uint64_t hash = UINT64_C(14695981039346656037); /* FNV-1a */
-    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
-        const char *value = real.PQparameterStatus(conn, names[i]);
+    for (size_t i = 0; i < SESSION_N_REPORTED; i++) {
+        const char *value = real.PQparameterStatus(conn, session_reported_parameters[i]);
         for (const char *c = value ? value : "\x01"; ; c++) {
             hash = (hash ^ (unsigned char) *c) * UINT64_C(1099511628211);
             if (*c == '\0')

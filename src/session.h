@@ -119,6 +119,11 @@ bool session_matches_target(PGconn *conn, const char *target_session_attrs);
  * the connection is checked before every reuse. */
 bool session_read_idle_timeout(PGconn *conn, int64_t timeout_ns, int64_t *out_ns);
 
+/* Every parameter the server reports when it changes (GUC_REPORT in PostgreSQL 15), in a
+ * fixed order: what a session's fingerprint hashes and what a handle's view keeps. */
+#define SESSION_N_REPORTED 13
+extern const char *const session_reported_parameters[SESSION_N_REPORTED];
+
 /* A fingerprint of every parameter the server reports when it changes (client
  * encoding, DateStyle, TimeZone, session_authorization, is_superuser, ...): a
  * different value at finish means the session was changed in ways pqdedup did not

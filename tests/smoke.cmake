@@ -8,3 +8,11 @@ pqdedup_add_test(NAME churn_reuse SOURCES test_churn.c
 pqdedup_add_test(NAME churn_disabled PROGRAM test_churn
                  ARGS --cycles 1000 --expect-min-pids 1000
                  ENV PQDEDUP_DISABLE=1 LABELS smoke)
+
+# After a burst of 2 connections at once, a program that churns with no pause goes back to one
+# backend, as under plain libpq: the connection it does not need is never taken again (a
+# connect waits for the last one's reset instead of alternating between the two) and ages
+# out (PQDEDUP_IDLE_TIMEOUT=300ms) while the program goes on connecting.
+pqdedup_add_test(NAME churn_after_burst PROGRAM test_churn
+                 ARGS --burst 2 --cycles 200 --settle-to 1 --expect-max-pids 2
+                 ENV PQDEDUP_IDLE_TIMEOUT=300ms LABELS smoke)

@@ -6,15 +6,67 @@
 #include <string.h>
 
 /*
- * Usage: test_churn [--cycles N] [--expect-max-pids N] [--expect-min-pids N]
+ * Usage: test_churn [--burst N] [--cycles N] [--settle-to N] [--expect-max-pids N]
+ *                   [--expect-min-pids N]
+ *   --burst N            first holds N connections at once (each runs a query), then
+ *                        finishes them: the pool has N server connections when the churn starts.
  *   --cycles N           PQconnectdb + SELECT pg_backend_pid() + PQfinish N times (default
  *                        1000); N is multiplied by PQD_TEST_SCALE.
+ *   --settle-to N        then goes on churning, with no pause, until at most N backends of
+ *                        ours are open; fails if that takes more than 30 s (register with a
+ *                        short PQDEDUP_IDLE_TIMEOUT: connections the churn leaves unused must
+ *                        age out although the program never stops connecting).
  *   --expect-max-pids N  at most N distinct backend pids (not scaled: it is a pool size).
  *   --expect-min-pids N  at least N distinct backend pids; scaled like --cycles, since it
  *                        counts per-cycle backends.
  * At the end, with max-pids given, at most that many backends of ours stay open (the pool);
  * with min-pids given, none do once every backend has had time to exit.
  */
+
+/* One connect + SELECT pg_backend_pid(); returns the pid, or -1 after a CHECK failed. The
+ * caller finishes *out. */
+static int connect_and_ask(long cycle, PGconn **out)
+{
+    PGconn *c = *out = PQconnectdb(tu_conninfo(""));
+    int pid = -1;
+
+    if (CHECK(PQstatus(c) == CONNECTION_OK, "cycle %ld: connect: %s", cycle, PQerrorMessage(c))) {
+        pid = tu_backend_pid(c);
+        CHECK(pid > 0, "cycle %ld: SELECT pg_backend_pid(): %s", cycle, PQerrorMessage(c));
+    }
+    return pid;
+}
+
+/* Holds n connections at once, then finishes them all. */
+static void burst(long n)
+{
+    PGconn *held[16];
+
+    REQUIRE(n >= 1 && n <= 16, "--burst: 1 to 16");
+    for (long i = 0; i < n; i++)
+        connect_and_ask(-1 - i, &held[i]);
+    for (long i = 0; i < n; i++)
+        PQfinish(held[i]);
+    printf("test_churn: held %ld connections at once, then finished them\n", n);
+}
+
+/* Churns until at most `want` backends of ours are open (looked at every 20 cycles), for up
+ * to 30 s; returns how many were open last. */
+static long churn_until(long want)
+{
+    long open = -1, cycles = 0, deadline = tu_now_ms() + 30000;
+
+    do {
+        for (int i = 0; i < 20; i++, cycles++) {
+            PGconn *c;
+            connect_and_ask(cycles, &c);
+            PQfinish(c);
+        }
+        open = tu_count_backends(tu_app_name());
+    } while ((open < 0 || open > want) && tu_now_ms() < deadline);
+    printf("test_churn: %ld backends open after %ld more cycles\n", open, cycles);
+    return open;
+}
 
 /* qsort comparator for ints. */
 static int cmp_int(const void *a, const void *b)
@@ -39,7 +91,8 @@ static long parse_count(const char *opt, const char *s)
 
 int main(int argc, char **argv)
 {
-    long cycles = 1000, max_pids = -1, min_pids = -1, distinct, ok_cycles = 0, left, i;
+    long cycles = 1000, max_pids = -1, min_pids = -1, burst_size = 0, settle_to = -1, distinct,
+         ok_cycles = 0, left, i;
     int *pids;
 
     for (i = 1; i < argc; i++) {
@@ -47,6 +100,10 @@ int main(int argc, char **argv)
             cycles = parse_count(argv[i], argv[i + 1]), i++;
         else if (!strcmp(argv[i], "--expect-max-pids"))
             max_pids = parse_count(argv[i], argv[i + 1]), i++;
+        else if (!strcmp(argv[i], "--burst"))
+            burst_size = parse_count(argv[i], argv[i + 1]), i++;
+        else if (!strcmp(argv[i], "--settle-to"))
+            settle_to = parse_count(argv[i], argv[i + 1]), i++;
         else if (!strcmp(argv[i], "--expect-min-pids"))
             min_pids = parse_count(argv[i], argv[i + 1]), i++;
         else {
@@ -62,16 +119,14 @@ int main(int argc, char **argv)
     tu_observer(); /* fails the test now if the server is not there */
     pids = calloc((size_t)cycles, sizeof *pids);
     REQUIRE(pids != NULL, "out of memory");
+    if (burst_size > 0)
+        burst(burst_size);
 
     for (i = 0; i < cycles; i++) {
-        PGconn *c = PQconnectdb(tu_conninfo(""));
-        int pid = -1;
+        PGconn *c;
+        int pid = connect_and_ask(i, &c);
 
-        if (CHECK(PQstatus(c) == CONNECTION_OK, "cycle %ld: connect: %s", i, PQerrorMessage(c))) {
-            pid = tu_backend_pid(c);
-            if (CHECK(pid > 0, "cycle %ld: SELECT pg_backend_pid(): %s", i, PQerrorMessage(c)))
-                ok_cycles++;
-        }
+        ok_cycles += pid > 0;
         pids[i] = pid;
         PQfinish(c);
         REQUIRE(i + 1 - ok_cycles < 10, "giving up after 10 failed cycles");
@@ -86,6 +141,11 @@ int main(int argc, char **argv)
     printf("test_churn: %ld/%ld cycles worked, %ld distinct backend pids\n", ok_cycles, cycles,
            distinct);
     CHECK(ok_cycles == cycles, "%ld of %ld cycles failed", cycles - ok_cycles, cycles);
+    if (settle_to >= 0) {
+        left = churn_until(settle_to);
+        CHECK(left >= 0 && left <= settle_to, "%ld backends still open after 30 s of churn, expected "
+              "at most %ld: the churn keeps using (or opening) more than it needs", left, settle_to);
+    }
 
     if (max_pids >= 0) {
         CHECK(distinct <= max_pids, "%ld distinct backends, expected at most %ld", distinct,
