@@ -368,6 +368,8 @@ void bind_server(struct handle *h, struct server_conn *s, enum handle_state stat
     handle_set_state(h, state);
     DL_APPEND(b->bound, h);
     b->nbound++;
+    if (b->nbound > b->peak_bound)
+        b->peak_bound = b->nbound;
 }
 
 bool pool_replay_sets(struct handle *h, PGconn *conn, char *why, size_t size)

@@ -58,6 +58,9 @@ struct pool_bucket {
     char *conninfo;               /* owned; opens a new connection of the key (key_conninfo) */
     int open;                     /* server connections of this key, plus connects under way */
     int nfree, nbound;
+    int peak_bound, peak_bound_before; /* the most handles bound at once since peak_since_ns, and
+                                          in the span before it (pool_pick.c: the hot window) */
+    int64_t peak_since_ns;
     int nhandles;                 /* handles of this key (each holds a reference) */
     _Atomic int waiters;          /* connects waiting for a server connection */
     int64_t refused_until_ns;     /* no new connection is tried before this (after a refusal) */

@@ -25,16 +25,35 @@ bool at_cap(const struct pool_bucket *b)
     return settings.max_per_key > 0 && b->open >= settings.max_per_key;
 }
 
-/* How many of the most recently freed connections of b a connect considers: one more than
- * its key's bound handles (two more for a `nonblocking` connect, whose spare, may_open_spare,
- * must stay in view). The older ones (what a burst left) are never taken while these are
- * there, so they stay unused and age out (PQDEDUP_IDLE_TIMEOUT), however fast a program
- * churns: a single-threaded program that once held two connections does not alternate
- * between them for good, but goes back to one, as under plain libpq (tests:
- * churn_after_burst). */
+/* How long a peak of bound handles counts for the hot window: the busiest moment of the last
+ * one to two of these spans. */
+#define PEAK_SPAN_NS NS_PER_SEC
+
+/* Starts a new span of b's peak of bound handles when the current one is over. */
+static void roll_peak(struct pool_bucket *b, int64_t now)
+{
+    if (now - b->peak_since_ns < PEAK_SPAN_NS)
+        return;
+    b->peak_bound_before = now - b->peak_since_ns < 2 * PEAK_SPAN_NS ? b->peak_bound : 0;
+    b->peak_bound = b->nbound;
+    b->peak_since_ns = now;
+}
+
+/* How many of the most recently freed connections of b a connect considers: the key's
+ * working set, as many as its handles were bound at once lately (roll_peak), less those bound
+ * now, and at least one; one more for a `nonblocking` connect, whose spare (may_open_spare)
+ * must stay in view. In a steady state that is every free connection. The older ones (what
+ * a burst left) are never taken while these are there, so they stay unused and age out
+ * (PQDEDUP_IDLE_TIMEOUT), however fast a program churns: a single-threaded program that once
+ * held two connections at once does not alternate between them for good, but goes back to
+ * one, as under plain libpq (tests: churn_after_burst, also with a connection held open
+ * throughout). Counting the handles bound now instead would widen the window by one for each
+ * held connection. */
 static int hot_free(const struct pool_bucket *b, bool nonblocking)
 {
-    return b->nbound + (nonblocking ? 2 : 1);
+    int peak = b->peak_bound > b->peak_bound_before ? b->peak_bound : b->peak_bound_before;
+    int working_free = peak - b->nbound;
+    return (working_free > 1 ? working_free : 1) + (nonblocking ? 1 : 0);
 }
 
 /* Among the first `window` free connections (hot_free; stalled ones, still waited for by no
@@ -75,6 +94,7 @@ struct server_conn *pick_free(struct pool_bucket *b, int64_t now, bool nonblocki
         if (is_expired(s, now))
             push_to_close(to_close, s);
     pthread_t self = pthread_self();
+    roll_peak(b, now);
     int window = hot_free(b, nonblocking);
     if ((s = find_ready(b, window, self, true)) == NULL && (s = find_ready(b, window, self, false)) == NULL) {
         if (nonblocking && may_open_spare(b) && !pressure)

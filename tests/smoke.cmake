@@ -12,7 +12,11 @@ pqdedup_add_test(NAME churn_disabled PROGRAM test_churn
 # After a burst of 2 connections at once, a program that churns with no pause goes back to one
 # backend, as under plain libpq: the connection it does not need is never taken again (a
 # connect waits for the last one's reset instead of alternating between the two) and ages
-# out (PQDEDUP_IDLE_TIMEOUT=300ms) while the program goes on connecting.
+# out (PQDEDUP_IDLE_TIMEOUT=300ms) while the program goes on connecting. Then the same with a
+# connection held open (idle) throughout: two backends, not three.
 pqdedup_add_test(NAME churn_after_burst PROGRAM test_churn
                  ARGS --burst 2 --cycles 200 --settle-to 1 --expect-max-pids 2
+                 ENV PQDEDUP_IDLE_TIMEOUT=300ms LABELS smoke)
+pqdedup_add_test(NAME churn_after_burst_held PROGRAM test_churn
+                 ARGS --hold 1 --burst 2 --cycles 200 --settle-to 2 --expect-max-pids 3
                  ENV PQDEDUP_IDLE_TIMEOUT=300ms LABELS smoke)

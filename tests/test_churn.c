@@ -6,10 +6,12 @@
 #include <string.h>
 
 /*
- * Usage: test_churn [--burst N] [--cycles N] [--settle-to N] [--expect-max-pids N]
+ * Usage: test_churn [--hold N] [--burst N] [--cycles N] [--settle-to N] [--expect-max-pids N]
  *                   [--expect-min-pids N]
- *   --burst N            first holds N connections at once (each runs a query), then
- *                        finishes them: the pool has N server connections when the churn starts.
+ *   --hold N             opens N connections first and keeps them open to the end, each inside
+ *                        a transaction (so it keeps its server connection).
+ *   --burst N            then holds N more at once (each runs a query), then finishes them:
+ *                        the pool has N free server connections when the churn starts.
  *   --cycles N           PQconnectdb + SELECT pg_backend_pid() + PQfinish N times (default
  *                        1000); N is multiplied by PQD_TEST_SCALE.
  *   --settle-to N        then goes on churning, with no pause, until at most N backends of
@@ -51,16 +53,17 @@ static void burst(long n)
 }
 
 /* Churns until at most `want` backends of ours are open (looked at every 20 cycles), for up
- * to 30 s; returns how many were open last. */
+ * to 30 s; returns how many were open last. Gives up after 10 failed cycles. */
 static long churn_until(long want)
 {
-    long open = -1, cycles = 0, deadline = tu_now_ms() + 30000;
+    long open = -1, cycles = 0, failed = 0, deadline = tu_now_ms() + 30000;
 
     do {
         for (int i = 0; i < 20; i++, cycles++) {
             PGconn *c;
-            connect_and_ask(cycles, &c);
+            failed += connect_and_ask(cycles, &c) <= 0;
             PQfinish(c);
+            REQUIRE(failed < 10, "giving up after 10 failed cycles");
         }
         open = tu_count_backends(tu_app_name());
     } while ((open < 0 || open > want) && tu_now_ms() < deadline);
@@ -91,8 +94,9 @@ static long parse_count(const char *opt, const char *s)
 
 int main(int argc, char **argv)
 {
-    long cycles = 1000, max_pids = -1, min_pids = -1, burst_size = 0, settle_to = -1, distinct,
-         ok_cycles = 0, left, i;
+    long cycles = 1000, max_pids = -1, min_pids = -1, hold = 0, burst_size = 0, settle_to = -1,
+         distinct, ok_cycles = 0, left, i;
+    PGconn *held[16];
     int *pids;
 
     for (i = 1; i < argc; i++) {
@@ -100,6 +104,8 @@ int main(int argc, char **argv)
             cycles = parse_count(argv[i], argv[i + 1]), i++;
         else if (!strcmp(argv[i], "--expect-max-pids"))
             max_pids = parse_count(argv[i], argv[i + 1]), i++;
+        else if (!strcmp(argv[i], "--hold"))
+            hold = parse_count(argv[i], argv[i + 1]), i++;
         else if (!strcmp(argv[i], "--burst"))
             burst_size = parse_count(argv[i], argv[i + 1]), i++;
         else if (!strcmp(argv[i], "--settle-to"))
@@ -119,6 +125,11 @@ int main(int argc, char **argv)
     tu_observer(); /* fails the test now if the server is not there */
     pids = calloc((size_t)cycles, sizeof *pids);
     REQUIRE(pids != NULL, "out of memory");
+    REQUIRE(hold <= 16, "--hold: at most 16");
+    for (i = 0; i < hold; i++) {
+        connect_and_ask(-100 - i, &held[i]);
+        PQclear(PQexec(held[i], "BEGIN"));
+    }
     if (burst_size > 0)
         burst(burst_size);
 
@@ -153,6 +164,12 @@ int main(int argc, char **argv)
         left = tu_count_backends(tu_app_name());
         CHECK(left >= 0 && left <= max_pids, "%ld backends left open, expected at most %ld", left,
               max_pids);
+    }
+    for (i = 0; i < hold; i++) {
+        CHECK(PQtransactionStatus(held[i]) == PQTRANS_INTRANS && tu_backend_pid(held[i]) > 0,
+              "held connection %ld: %s", i, PQerrorMessage(held[i]));
+        PQclear(PQexec(held[i], "COMMIT"));
+        PQfinish(held[i]);
     }
     if (min_pids >= 0) {
         CHECK(distinct >= min_pids, "%ld distinct backends, expected at least %ld", distinct,
