@@ -96,6 +96,7 @@ static struct server_conn *forget_parent_pool(void)
         /* The parent's waiters do not exist here: a fresh condition variable. */
         init_bucket_cond(b);
         b->open = b->nfree = b->nbound = 0;
+        b->peak_bound = b->peak_bound_before = 0;
         atomic_store(&b->waiters, 0);
         b->free = NULL;
         b->bound = NULL;
