@@ -13,7 +13,8 @@ pqdedup_add_test(NAME churn_disabled PROGRAM test_churn
 # backend, as under plain libpq: the connection it does not need is never taken again (a
 # connect waits for the last one's reset instead of alternating between the two) and ages
 # out (PQDEDUP_IDLE_TIMEOUT=300ms) while the program goes on connecting. Then the same with a
-# connection held open (idle) throughout: two backends, not three.
+# connection held open throughout, inside a transaction so it keeps its server connection: two
+# backends, not three.
 pqdedup_add_test(NAME churn_after_burst PROGRAM test_churn
                  ARGS --burst 2 --cycles 200 --settle-to 1 --expect-max-pids 2
                  ENV PQDEDUP_IDLE_TIMEOUT=300ms LABELS smoke)
