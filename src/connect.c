@@ -165,7 +165,8 @@ static PGconn *connect_through_pool(const struct connect_call *c, const void *ca
     if (key != NULL && log_enabled(LOG_DEBUG)) {
         static const char *const what[] = {
             [CONNECT_BOUND] = "bound", [CONNECT_OPENING] = "opening a connection",
-            [CONNECT_FAILED] = "failed", [CONNECT_PASSTHROUGH] = "passed to libpq",
+            [CONNECT_FAILED] = "failed", [CONNECT_REFUSED] = "refused by pqdedup",
+            [CONNECT_PASSTHROUGH] = "passed to libpq",
         };
         char described[256];
         log_msg(LOG_DEBUG, "connect %s: %s", key_describe(key, described, sizeof described), what[outcome]);
@@ -175,6 +176,7 @@ static PGconn *connect_through_pool(const struct connect_call *c, const void *ca
     switch (outcome) {
     case CONNECT_BOUND:
     case CONNECT_OPENING:
+    case CONNECT_REFUSED:
         answer = handle_as_conn(h);
         handle_leave(h, false);
         break;
@@ -298,6 +300,7 @@ static PGconn *before_reset(struct handle *h, PGconn *server)
         /* A connect or rebind that failed: the pool is asked again, as libpq would try again. */
         real.PQfinish(h->conn);
         h->conn = NULL;
+        handle_forget_view(h); /* why it failed goes with its failed connection */
         h->sticky = h->events; /* a new session, from the pool */
         pool_rebind(h);
         return NULL;

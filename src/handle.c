@@ -136,23 +136,15 @@ bool handle_set_state(struct handle *h, enum handle_state next)
 
 /* ---- a finished handle ---- */
 
-/* A failed PGconn libpq made for h's slot, whose PQerrorMessage says the program used a
- * finished connection: libpq reports an unknown keyword by its name (with a value: libpq
- * ignores keywords whose value is empty), so the name is the sentence. Made at the first such
- * call, kept in the slot (under its lock, so threads misusing one slot take turns) until the
- * slot is reused. NULL when libpq is out of memory. */
+/* A failed PGconn for h's slot, whose PQerrorMessage says the program used a finished
+ * connection. Made at the first such call, kept in the slot (under its lock, so threads
+ * misusing one slot take turns) until the slot is reused. NULL when libpq is out of memory. */
 static PGconn *finished_stand_in(struct handle *h)
 {
-    static const char *const keywords[] = {
-        "pqdedup: this connection was already finished with PQfinish; using it is a bug in the program",
-        NULL,
-    };
-    static const char *const values[] = { "finished", NULL };
-    if (h->conn == NULL) {
-        h->conn = real.PQconnectStartParams(keywords, values, 0);
-        /* Said first by PQerrorMessage, whatever libpq says of later calls (status.c). */
-        h->failure = strdup("pqdedup: this connection was already finished with PQfinish\n");
-    }
+    static const char why[] = "pqdedup: this connection was already finished with PQfinish; using it is a bug "
+                              "in the program";
+    if (h->conn == NULL) /* said first by PQerrorMessage, whatever libpq says of later calls */
+        handle_fail(h, why);
     return h->conn;
 }
 
@@ -532,6 +524,34 @@ void handle_forget_view(struct handle *h)
     h->failure = NULL;
     free(h->failure_shown);
     h->failure_shown = NULL;
+    h->stand_in = false;
+}
+
+static void set_failure(struct handle *h, const char *why)
+{
+    size_t len = why != NULL ? strlen(why) : 0;
+    if (len > 0 && asprintf(&h->failure, "%s%s", why, why[len - 1] == '\n' ? "" : "\n") < 0)
+        h->failure = NULL;
+}
+
+void handle_take_failure(struct handle *h, PGconn *failed)
+{
+    handle_forget_view(h);
+    h->conn = failed;
+    if (failed != NULL)
+        set_failure(h, real.PQerrorMessage(failed));
+}
+
+void handle_fail(struct handle *h, const char *why)
+{
+    /* libpq reports an unknown keyword by its name (with a value: libpq ignores keywords whose
+     * value is empty), so the name is the sentence, should the reason be lost. */
+    const char *const keywords[] = { why, NULL };
+    const char *const values[] = { "failed", NULL };
+    handle_forget_view(h);
+    h->conn = real.PQconnectStartParams(keywords, values, 0);
+    set_failure(h, why);
+    h->stand_in = h->conn != NULL && h->failure != NULL;
 }
 
 const char *handle_unbound_parameter(const struct handle *h, const char *name)

@@ -64,7 +64,7 @@ struct handle {
     struct session_view *view;    /* UNBOUND: what it answers, with these two: */
     char *last_error;             /* the error message of its last command (NULL: none) */
     struct queued_command *queued;/* QUEUED: the command it sent, kept until sent (queued.c) */
-    char *failure;                /* DIRECT after a failed rebind: why it failed (NULL: none) */
+    char *failure;                /* DIRECT after a failed connect or rebind: why (NULL: none) */
     char *failure_shown;          /* what PQerrorMessage last answered with it (status.c) */
     int last_backend_pid;         /* the backend it last ran on */
     int fd;                       /* its own descriptor for PQsocket, from the first time it is
@@ -73,6 +73,8 @@ struct handle {
                                      failed or it has none: socket.c */
     bool queued_failed;           /* its kept command could not be sent: PQgetResult answers
                                      one error result for it (queued.c) */
+    bool stand_in;                /* `conn` is a failed connection pqdedup made to say `failure`
+                                     (handle_fail): what libpq says of it is never shown */
     struct wake wait;             /* WAITING: turns readable when a server connection may be had,
                                      at the back-off's end or at the deadline (closed otherwise) */
     int64_t wait_deadline_ns;     /* an asynchronous connect's PQDEDUP_MAX_WAIT deadline (0: none yet) */
@@ -189,6 +191,17 @@ bool handle_remember_view(struct handle *h, struct session_view **shared);
 
 /* Drops what h remembered (when it is bound again, and when it finishes). */
 void handle_forget_view(struct handle *h);
+
+/* Makes `failed`, a connection libpq failed to open, h's own (h has no connection; the caller
+ * sets h's state): its
+ * message is the reason PQerrorMessage gives first from now on, whatever libpq says of the
+ * calls that fail on that account. */
+void handle_take_failure(struct handle *h, PGconn *failed);
+
+/* Makes h's connection (it has none) a failed one that pqdedup made to fail for `why` (the
+ * caller sets h's state): PQerrorMessage says `why`, then what libpq says of later calls; libpq's own words
+ * for the stand-in are never shown. Out of memory, h->conn may be NULL. */
+void handle_fail(struct handle *h, const char *why);
 
 /* Drops one reference to a view; frees it with the last. NULL is allowed. */
 void session_view_release(struct session_view *view);

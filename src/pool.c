@@ -399,9 +399,7 @@ static bool replay_sets(struct handle *h)
     if (pool_replay_sets(h, h->conn, why, sizeof why))
         return true;
     drop_preparing(h);
-    handle_forget_view(h);
-    h->conn = failed_conn(why);
-    h->failure = strdup(why);
+    handle_fail(h, why);
     handle_set_state(h, HANDLE_DIRECT);
     socket_follow(h);
     return false;

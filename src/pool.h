@@ -21,8 +21,11 @@ void pool_init(void);
 enum connect_outcome {
     CONNECT_BOUND,       /* h is BOUND (or STARTED for PQconnectStart*) to a server connection */
     CONNECT_OPENING,     /* PQconnectStart*: h is CONNECTING on libpq's new connection */
-    CONNECT_FAILED,      /* *failed is a failed PGconn for the app (the server's error, or the
-                            cap's); h is left FREE for the caller to give back */
+    CONNECT_FAILED,      /* *failed is libpq's failed PGconn for the app (the server's error);
+                            h is left FREE for the caller to give back */
+    CONNECT_REFUSED,     /* pqdedup could not get h a server connection (the cap, or no slot
+                            freed within PQDEDUP_MAX_WAIT): h is DIRECT on a failed connection
+                            saying why, for the app; it keeps its key (PQreset tries again) */
     CONNECT_PASSTHROUGH, /* not pooled (exit under way, out of memory): the caller makes the
                             app's call with libpq and gives h back */
 };

@@ -34,7 +34,11 @@ static bool wait_for_release(struct pool_bucket *b, int64_t now, int64_t *deadli
 
 /* How acquire() ended. */
 enum acquired {
-    ACQUIRED_BOUND, ACQUIRED_OPENING, ACQUIRED_QUEUED, ACQUIRED_RESETTING, ACQUIRED_FAILED, ACQUIRED_PASSTHROUGH
+    ACQUIRED_BOUND, ACQUIRED_OPENING, ACQUIRED_QUEUED, ACQUIRED_RESETTING,
+    ACQUIRED_FAILED,  /* *failed: libpq's failed connection (the server's refusal, say) */
+    ACQUIRED_REFUSED, /* h is DIRECT on a stand-in saying why (handle_fail): nothing could be had
+                         within PQDEDUP_MAX_WAIT, or its SETs could not be run again */
+    ACQUIRED_PASSTHROUGH
 };
 
 /* Instead of waiting (step 4 of acquire), h, a nonblocking handle's command, is QUEUED on b's
@@ -65,7 +69,7 @@ static bool queue_for_release(struct handle *h, struct pool_bucket *b, int64_t n
  *      a refusal for lack of slots closes the other keys' free connections and puts the key
  *      under pressure;
  *   4. wait for one of the above, up to PQDEDUP_MAX_WAIT; then fail with the server's last
- *      refusal, or the cap's message.
+ *      refusal to this connect (ACQUIRED_FAILED), else saying why (ACQUIRED_REFUSED).
  * `started` binds as STARTED (PQconnectStart*). Returns ACQUIRED_FAILED with *failed a failed
  * PGconn for the app; ACQUIRED_OPENING with h CONNECTING (an asynchronous `call`). Unless
  * `may_wait` (a nonblocking handle's kept command), step 4 leaves h QUEUED instead
@@ -81,6 +85,7 @@ static enum acquired acquire(struct handle *h, const struct connect_call *call, 
     int64_t deadline = 0;
     enum acquired result;
     const char *preparation = NULL; /* ACQUIRED_RESETTING: what to send once unlocked */
+    char refused_why[600];          /* ACQUIRED_REFUSED: why */
     *failed = NULL;
     lock_pool();
     if (h->state == HANDLE_QUEUED)
@@ -208,7 +213,7 @@ static enum acquired acquire(struct handle *h, const struct connect_call *call, 
                 stats_add_key(stats_key_counters(b->stats), refusals);
                 log_msg(LOG_INFO, "the server refused a new connection for lack of slots; taking an idle "
                                   "handle's connection or waiting for one");
-                note_refusal(b, now);
+                note_refusal(b, now, conn);
                 if (refusal != NULL) {
                     unlock_pool();
                     real.PQfinish(refusal);
@@ -243,9 +248,14 @@ static enum acquired acquire(struct handle *h, const struct connect_call *call, 
             stats_file_wait_begins(handle_stats(h), now);
         if (!may_wait || !wait_for_release(b, now, &deadline)) {
             stats_add_key(stats_key_counters(b->stats), wait_failures);
-            *failed = refusal != NULL ? refusal : at_cap(b) ? refused_at_cap(true) : refused_for_slots();
-            refusal = NULL;
-            result = ACQUIRED_FAILED;
+            if (refusal != NULL) { /* this connect's own refusal, as plain libpq's */
+                *failed = refusal;
+                refusal = NULL;
+                result = ACQUIRED_FAILED;
+            } else {
+                refusal_reason(b, true, refused_why, sizeof refused_why);
+                result = ACQUIRED_REFUSED;
+            }
             break;
         }
         now = monotonic_ns();
@@ -258,12 +268,15 @@ static enum acquired acquire(struct handle *h, const struct connect_call *call, 
     if (refusal != NULL)
         real.PQfinish(refusal);
     close_list(to_close);
+    if (result == ACQUIRED_REFUSED) {
+        handle_fail(h, refused_why);
+        if (h->state != HANDLE_DIRECT) /* (one whose PQreset asks the pool again is) */
+            handle_set_state(h, HANDLE_DIRECT);
+    }
     if (result == ACQUIRED_BOUND && !bind_finish(h)) {
         if (h->state == HANDLE_DIRECT) {
             /* Its SETs could not be run again: the failure is the app's, as a broken connection. */
-            *failed = h->conn;
-            h->conn = NULL;
-            result = ACQUIRED_FAILED;
+            result = ACQUIRED_REFUSED;
         } else {
             /* The handle's nonblocking mode could not be set: it keeps the connection. */
             log_msg(LOG_WARN, "cannot apply a connection's client settings to another server connection");
@@ -295,6 +308,8 @@ enum connect_outcome pool_connect(struct handle *h, const char *key, const struc
         acquire_async(h, call, false);
         if (h->state != HANDLE_DIRECT)
             return CONNECT_BOUND;
+        if (h->stand_in)
+            return CONNECT_REFUSED; /* pqdedup's reason: the app gets h, which keeps its key */
         /* libpq's own connect failed at once: the app gets libpq's connection, as plain. */
         *failed = h->conn;
         h->conn = NULL;
@@ -306,6 +321,8 @@ enum connect_outcome pool_connect(struct handle *h, const char *key, const struc
         return CONNECT_BOUND;
     case ACQUIRED_OPENING:
         return CONNECT_OPENING;
+    case ACQUIRED_REFUSED:
+        return CONNECT_REFUSED;
     case ACQUIRED_QUEUED: /* (these two only without may_wait) */
     case ACQUIRED_RESETTING:
     case ACQUIRED_FAILED:
@@ -342,19 +359,20 @@ enum rebind_outcome pool_rebind_or_queue(struct handle *h, bool may_wait)
             if (h->sets.count > 0 && real.PQstatus(failed) == CONNECTION_OK &&
                 !pool_replay_sets(h, failed, why, sizeof why)) {
                 real.PQfinish(failed);
-                failed = failed_conn(why);
+                handle_fail(h, why);
+                break;
             }
         }
+        handle_take_failure(h, failed);
         break;
     case ACQUIRED_FAILED:
+        handle_take_failure(h, failed);
+        break;
+    case ACQUIRED_REFUSED: /* (h is DIRECT, saying why) */
         break;
     }
     /* The app sees the failure on this handle, as on a plain connection that broke, and why.
      * The handle keeps its key: PQreset tries the pool again. */
-    handle_forget_view(h);
-    const char *why = failed != NULL ? real.PQerrorMessage(failed) : NULL;
-    h->failure = why != NULL && why[0] != '\0' ? strdup(why) : NULL;
-    h->conn = failed;
     h->wait_deadline_ns = 0;
     if (h->state != HANDLE_DIRECT)
         handle_set_state(h, HANDLE_DIRECT);

@@ -146,8 +146,14 @@ void acquire_async(struct handle *h, const struct connect_call *call, bool polle
     bool pressure = at_cap(b) || now < b->refused_until_ns;
     struct server_conn *s = pool_is_shutting_down() ? NULL : pick_free(b, now, true, pressure, &to_close);
     struct handle *victim = s == NULL && b->free == NULL && !pool_is_shutting_down() ? pick_idle_handle(b, now, pressure) : NULL;
-    PGconn *reason = h->conn; /* the last refusal, if any: no longer needed unless h waits */
+    /* Why h waited, if it did: the server's refusal, or pqdedup's stand-in (made again if h
+     * waits on). No longer needed unless h waits; closed below. */
+    PGconn *reason = h->conn;
+    bool reason_is_stand_in = h->stand_in;
     h->conn = NULL;
+    if (reason_is_stand_in)
+        handle_forget_view(h);
+    char why[600];
     const char *send = NULL;  /* what to send on s once unlocked */
     if (victim != NULL) {
         struct server_conn *taken = victim->server;
@@ -180,16 +186,21 @@ void acquire_async(struct handle *h, const struct connect_call *call, bool polle
         } else {
             b->open--;
             wake_waiters(b);
-            h->conn = conn != NULL ? conn : failed_conn("pqdedup: out of memory");
+            if (conn != NULL)
+                h->conn = conn;
+            else
+                handle_fail(h, "pqdedup: out of memory");
             handle_set_state(h, HANDLE_DIRECT);
         }
     } else if (now < h->wait_deadline_ns && !pool_is_shutting_down()) {
         bool opened = start_waiting(h, b, now);
-        if (reason == NULL)
-            reason = at_cap(b) ? refused_at_cap(false)
-                               : refused_for_slots();
-        h->conn = reason;
-        reason = NULL;
+        if (reason == NULL || reason_is_stand_in) {
+            refusal_reason(b, !opened, why, sizeof why);
+            handle_fail(h, why);
+        } else {
+            h->conn = reason;
+            reason = NULL;
+        }
         if (opened) {
             handle_set_state(h, HANDLE_WAITING);
             if (polled)
@@ -199,20 +210,21 @@ void acquire_async(struct handle *h, const struct connect_call *call, bool polle
         }
     } else {
         stats_add_key(stats_key_counters(b->stats), wait_failures);
-        if (at_cap(b)) { /* the reason again, now logged */
-            if (reason != NULL)
-                real.PQfinish(reason);
-            reason = refused_at_cap(true);
-        } else if (reason == NULL) {
-            reason = failed_conn("pqdedup: exit under way");
+        if (reason != NULL && !reason_is_stand_in && !at_cap(b)) { /* the server's, as plain libpq's */
+            handle_take_failure(h, reason);
+            reason = NULL;
+        } else if (pool_is_shutting_down()) {
+            handle_fail(h, "pqdedup: exit under way");
+        } else { /* the reason again, now logged */
+            refusal_reason(b, true, why, sizeof why);
+            handle_fail(h, why);
         }
-        h->conn = reason;
-        reason = NULL;
         handle_set_state(h, HANDLE_DIRECT);
     }
-    /* Failed inside PQconnectStart*: the caller hands libpq's connection to the app and gives
-     * the handle back. Failed in a poll: the handle stays, with its key (PQreset tries again). */
-    bool released = h->state == HANDLE_DIRECT && !polled;
+    /* libpq's connect failed inside PQconnectStart*: the caller hands libpq's connection to the
+     * app and gives the handle back. Failed in a poll, or for pqdedup's reason: the handle
+     * stays, with its key (PQreset tries again). */
+    bool released = h->state == HANDLE_DIRECT && !polled && !h->stand_in;
     if (released) {
         b->nhandles--;
         bucket_drop_if_unused(b);
@@ -274,7 +286,7 @@ PostgresPollingStatusType pool_connect_poll(struct handle *h)
         stats_add_key(stats_key_counters(b->stats), refusals);
         b->open--;
         int64_t now = monotonic_ns();
-        note_refusal(b, now);
+        note_refusal(b, now, h->conn);
         struct server_conn *to_close = NULL;
         free_other_keys(b, &to_close);
         wake_waiters(b);

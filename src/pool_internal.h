@@ -65,6 +65,8 @@ struct pool_bucket {
     _Atomic int waiters;          /* connects waiting for a server connection */
     int64_t refused_until_ns;     /* no new connection is tried before this (after a refusal) */
     int64_t backoff_ns;           /* the back-off after the next refusal (0: the first one) */
+    char refusal_said[320];       /* the server's words at its last refusal (for a connect that
+                                     waited in vain and did not ask the server itself) */
     _Atomic uint64_t baseline;    /* the reported parameters of its newest new connection: what a
                                      clean session of the key reports (session_parameters_fingerprint) */
     char target[16];              /* target_session_attrs of the key ("" = any) */
@@ -146,16 +148,15 @@ bool needs_check(const struct server_conn *s, const char *target, int64_t now);
 enum session_step make_ready(struct server_conn *s, const char *target, bool from_handle, bool handle_dirty,
                              int64_t now, int64_t deadline, uint64_t baseline);
 void learn_new(struct server_conn *s);
-PGconn *refused_at_cap(bool final);
 
-/* A failed connection, made by libpq itself, whose PQerrorMessage is `why` (NULL when libpq is
- * out of memory); refused_for_slots() says the server refused for lack of slots and nothing
- * was freed in time. */
-PGconn *failed_conn(const char *why);
-PGconn *refused_for_slots(void);
+/* Writes to out why a connect fails with no connection of b to be had: the cap, or the
+ * server's last refusal for lack of slots and pqdedup's wait. Logged as a warning when `final`
+ * (a connect that fails with it; not one that starts waiting). Caller holds pool_lock. */
+void refusal_reason(const struct pool_bucket *b, bool final, char *out, size_t size);
 
-/* The server refused a connection of b for lack of slots: the back-off grows. */
-void note_refusal(struct pool_bucket *b, int64_t now);
+/* The server refused `refused`, a connection of b, for lack of slots: the back-off grows, and
+ * its words are kept for the connects that then fail without asking it (refusal_reason). */
+void note_refusal(struct pool_bucket *b, int64_t now, const PGconn *refused);
 
 /* ---- pool_async.c: asynchronous connects ---- */
 

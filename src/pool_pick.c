@@ -256,40 +256,30 @@ void learn_new(struct server_conn *s)
 }
 
 
-PGconn *failed_conn(const char *why)
+void refusal_reason(const struct pool_bucket *b, bool final, char *out, size_t size)
 {
-    /* libpq reports the unknown keyword, which is the sentence (with a value: libpq ignores
-     * keywords whose value is empty) */
-    const char *const keywords[] = { why, NULL };
-    const char *const values[] = { "refused", NULL };
-    return real.PQconnectStartParams(keywords, values, 0);
+    long long wait_ms = (long long) (settings.max_wait_ns / NS_PER_MS);
+    if (at_cap(b)) {
+        snprintf(out, size,
+                 "pqdedup: PQDEDUP_MAX_PER_KEY=%d connections with these parameters are already open in "
+                 "this process and none was freed within PQDEDUP_MAX_WAIT=%lldms; raise "
+                 "PQDEDUP_MAX_PER_KEY or PQDEDUP_MAX_WAIT, or finish connections sooner",
+                 settings.max_per_key, wait_ms);
+        if (final)
+            log_msg(LOG_WARN, "%s", out);
+        return;
+    }
+    /* The server's own words first, as plain libpq would have reported them. */
+    snprintf(out, size, "%spqdedup: the server refused new connections for lack of slots and no connection "
+                        "with these parameters was freed within PQDEDUP_MAX_WAIT=%lldms",
+             b->refusal_said, wait_ms);
 }
 
-PGconn *refused_for_slots(void)
-{
-    return failed_conn("pqdedup: the server refused new connections for lack of slots and none was "
-                       "freed in time");
-}
-
-/* A failed connection whose PQerrorMessage says why pqdedup refused: the cap. Logged as a
- * warning when `final` (a connect that fails with it; not one that starts waiting). */
-PGconn *refused_at_cap(bool final)
-{
-    char reason[400];
-    snprintf(reason, sizeof reason,
-             "pqdedup: PQDEDUP_MAX_PER_KEY=%d connections with these parameters are already open in "
-             "this process and none was freed within PQDEDUP_MAX_WAIT=%lldms; raise "
-             "PQDEDUP_MAX_PER_KEY or PQDEDUP_MAX_WAIT, or finish connections sooner",
-             settings.max_per_key, (long long) (settings.max_wait_ns / NS_PER_MS));
-    if (final)
-        log_msg(LOG_WARN, "%s", reason);
-    return failed_conn(reason);
-}
-
-void note_refusal(struct pool_bucket *b, int64_t now)
+void note_refusal(struct pool_bucket *b, int64_t now, const PGconn *refused)
 {
     b->backoff_ns = b->backoff_ns == 0 ? REFUSAL_BACKOFF_NS
                     : b->backoff_ns * 2 > REFUSAL_BACKOFF_MAX_NS ? REFUSAL_BACKOFF_MAX_NS
                                                                   : b->backoff_ns * 2;
     b->refused_until_ns = now + b->backoff_ns;
+    snprintf(b->refusal_said, sizeof b->refusal_said, "%s", real.PQerrorMessage(refused));
 }

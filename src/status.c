@@ -60,6 +60,9 @@ EXPORT char *PQerrorMessage(const PGconn *conn)
         message = real.PQerrorMessage(server);
         if (message[0] == '\0' && h->last_error != NULL)
             message = h->last_error; /* bound again by a call that sent no command */
+        if (h->stand_in && h->failure != NULL &&
+            memmem(message, strlen(message), h->failure, strlen(h->failure) - 1) != NULL)
+            message = (char *) ""; /* the stand-in's own words (they quote it): only the reason */
         if ((h->state == HANDLE_DIRECT || h->state == HANDLE_FREE) && h->failure != NULL &&
             strstr(message, h->failure) == NULL) {
             char *shown = NULL;

@@ -342,6 +342,9 @@ static void check_refused(PGconn *c, long waited_ms, const char *what)
           "CONNECTION_BAD", what, c ? (int)PQstatus(c) : -1);
     CHECK(msg && strstr(msg, setting) && strstr(msg, "raise"), "%s at the cap: message does "
           "not name %s and how to raise it: %s", what, setting, msg ? msg : "(null)");
+    /* The reason itself, not libpq's words for an unknown connection option. */
+    CHECK(msg && strncmp(msg, "pqdedup: ", 9) == 0 && !strstr(msg, "connection option"),
+          "%s at the cap: the message is not the reason alone: %s", what, msg ? msg : "(null)");
     CHECK(waited_ms >= pqt_max_wait_ms() - 50, "%s at the cap failed after %ld ms, before "
           "PQDEDUP_MAX_WAIT=%ldms", what, waited_ms, pqt_max_wait_ms());
     CHECK(waited_ms < pqt_max_wait_ms() + 10000, "%s at the cap took %ld ms, PQDEDUP_MAX_WAIT "
@@ -360,7 +363,8 @@ static PGconn *connect_busy(int *pid)
 
 /* N handles in open transactions, this thread's: they keep their connections, so one more
  * connect waits PQDEDUP_MAX_WAIT and fails in words; the N backends are untouched. Once one
- * of them is idle again, a connect takes its connection at once. */
+ * of them is idle again, PQreset of the refused connection (libpq's way to try a failed
+ * connect again) and a new connect each take an idle one's connection at once. */
 static void max_busy(void)
 {
     PGconn **held = calloc((size_t)setting_n, sizeof *held);
@@ -375,17 +379,25 @@ static void max_busy(void)
           "in transactions under the cap", pqt_distinct(pids, setting_n), setting_n);
 
     t0 = tu_now_ms();
-    c = PQconnectdb(tu_conninfo(""));
-    check_refused(c, tu_now_ms() - t0, "blocking connect");
-    PQfinish(c);
+    PGconn *refused = PQconnectdb(tu_conninfo(""));
+    check_refused(refused, tu_now_ms() - t0, "blocking connect");
     n = tu_count_backends(tu_app_name());
     CHECK(n == setting_n, "%ld backends after a refused connect, expected %ld", n, setting_n);
     for (long i = 0; i < setting_n; i++)
         CHECK(PQtransactionStatus(held[i]) == PQTRANS_INTRANS && tu_backend_pid(held[i]) == pids[i],
               "handle %ld in a transaction disturbed by the refused connect", i);
 
-    /* The last one goes idle: the next connect takes its connection at once. */
+    /* The last one goes idle: PQreset of the refused connection takes its connection at once,
+     * and so does the next connect (from the reset one, idle in its turn). */
     CHECK(tu_exec_ok(held[last], "ROLLBACK"), "ROLLBACK: %s", PQerrorMessage(held[last]));
+    t0 = tu_now_ms();
+    PQreset(refused);
+    took = tu_now_ms() - t0;
+    CHECK(PQstatus(refused) == CONNECTION_OK && tu_backend_pid(refused) == pids[last],
+          "PQreset of the refused connect with an idle handle at the cap: expected its backend %d: %s",
+          pids[last], PQerrorMessage(refused));
+    check_at_once(took, "PQreset of the refused connect with an idle handle");
+    PQfinish(refused);
     t0 = tu_now_ms();
     c = PQconnectdb(tu_conninfo(""));
     took = tu_now_ms() - t0;

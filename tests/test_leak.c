@@ -192,8 +192,8 @@ static long rows_seen(PGconn *conn, const char *t)
 }
 
 /* Handles inside transactions (each with an uncommitted row) fill the server: the next
- * connect gets the server's "too many clients already" after PQDEDUP_MAX_WAIT, and every
- * busy handle kept its backend and its transaction. One goes idle: another thread's connect
+ * connect gets the server's "too many clients already" after PQDEDUP_MAX_WAIT, so do four
+ * at once from other threads, and every busy handle kept its backend and its transaction. One goes idle: another thread's connect
  * takes its connection at once; when that one is busy too, the idle handle's next query has
  * nothing to run on and fails as a broken connection would, with the server's error. */
 static void leak_busy(void)
@@ -235,6 +235,28 @@ static void leak_busy(void)
     CHECK(took >= pqt_max_wait_ms() - 50, "the refused connect failed after %ld ms, before "
           "PQDEDUP_MAX_WAIT=%ld ms", took, pqt_max_wait_ms());
     PQfinish(c);
+
+    /* Four threads connect at once, the server still full: each fails with the server's words,
+     * whether it asked the server itself or waited out the back-off after another's refusal
+     * (then pqdedup says why it did not ask). */
+    {
+        struct other others[4];
+        pthread_t threads[4];
+
+        for (i = 0; i < 4; i++)
+            REQUIRE(pthread_create(&threads[i], NULL, other_thread_connect, &others[i]) == 0, "pthread_create");
+        for (i = 0; i < 4; i++) {
+            const char *msg;
+
+            pthread_join(threads[i], NULL);
+            msg = PQerrorMessage(others[i].c);
+            CHECK(PQstatus(others[i].c) == CONNECTION_BAD && strstr(msg, "too many clients already") &&
+                  !strstr(msg, "connection option"), "a connect of 4 at once with the server full: "
+                  "status %d, expected a failure with the server's error: %s",
+                  (int)PQstatus(others[i].c), msg);
+            PQfinish(others[i].c);
+        }
+    }
 
     /* Every busy handle is where it was: same backend, same transaction, its own row only. */
     for (i = 0; i < n; i++) {

@@ -23,10 +23,10 @@
  *   --procs N    child processes, each with one churning and one leaking thread (default 4)
  * Run under the preload with PQDEDUP_UNBIND_AFTER=0: each leaking thread's next connect then
  * takes the server connection of one of its key's idle leaked handles, so a process's leak
- * needs at most one backend per leaking thread. With the default 100ms, each leaking thread
- * (a connect every few ms) would hold ~50 connections before the first could move: the
- * parent's 8 would fill max_connections=40 on their own, and pqdedup moves connections only
- * between handles of one process, so the children's connects would be refused.
+ * needs at most one backend per leaking thread. With the default 10ms, each leaking thread
+ * (a connect every 2 ms) holds about 5 connections before the first can move: the parent's 8
+ * can fill max_connections=40 on their own, and pqdedup moves connections only between
+ * handles of one process, so the children's connects could be refused.
  * Churning: connect, check the session's application_name (its key; two keys here, one in
  * each child), a query, every 8th a SET, every 16th a temp table, every 32nd an open
  * transaction, finish. Leaking: connect, query, never finish. The parent samples every 250 ms:
@@ -35,10 +35,10 @@
  * only because the leaking threads exhaust max_connections), backends never above the bound
  * the settings imply, the last third's largest RSS at most max(2 MB, 5%) plus
  * LEAK_BUDGET_BYTES per handle leaked meanwhile above the first third's (a leaked handle
- * legitimately costs its 256-byte slot and a small share; not checked in sanitizer builds,
+ * legitimately costs its 384-byte slot and a small share; not checked in sanitizer builds,
  * whose allocators keep freed memory in quarantine), and fds at most 2 above. A process keeps
- * at most MAX_LEAKS_PER_PROC handles alive (pqdedup has 262144 slots; past them connects go to
- * libpq untouched): a long run paces its leaking threads to stay under it.
+ * at most MAX_LEAKS_PER_PROC handles alive (a long run paces its leaking threads to stay under
+ * it), so a run of hours stays well inside what one process can leak.
  */
 
 #define LEAK_BUDGET_BYTES 512
