@@ -73,24 +73,25 @@ pqdedup_add_test(NAME fault_idle_in_transaction_timeout PROGRAM test_fault_timeo
 
 # --- A network path that stops answering (test_fault_netfreeze.c, faults/freeze_proxy.py) ----
 # TCP through a loopback proxy frozen with SIGSTOP: a connect with a kept connection on that
-# path fails within PQDEDUP_CHECK_TIMEOUT (1s) + the app's connect_timeout (2s) (+ 1.5 s of
+# path fails within PQDEDUP_CHECK_TIMEOUT (2s) + the app's connect_timeout (2s) (+ 1.5 s of
 # slack), with libpq's own "timeout expired" as plain libpq; the connection it gave up on is
-# marked stalled, so the next connect on the same freeze does not wait for it again (under
-# 1s + 2s: two timeouts would be a floor); PQfinish never blocks; a rollback stuck in the
+# marked stalled, so the next connect on the same freeze does not wait for it again (at most
+# libpq's 2s; waiting again would take at least 3s, as libpq may end its whole-second
+# connect_timeout up to 1s early); PQfinish never blocks; a rollback stuck in the
 # frozen path is never committed; after the thaw the app works again, and so does the
 # connection it held idle across the freeze.
 # Every reuse checked (PQDEDUP_CHECK_AFTER=0):
 pqdedup_add_test(NAME fault_netfreeze_check_always SOURCES test_fault_netfreeze.c ${_pqd_fu}
-                 ARGS 0 ENV PQDEDUP_CHECK_AFTER=0 PQDEDUP_CHECK_TIMEOUT=1s LABELS faults)
+                 ARGS 0 ENV PQDEDUP_CHECK_AFTER=0 PQDEDUP_CHECK_TIMEOUT=2s LABELS faults)
 # Checked after 300ms idle; the app connects 400ms after the freeze:
 pqdedup_add_test(NAME fault_netfreeze_check_after PROGRAM test_fault_netfreeze
-                 ARGS 400 ENV PQDEDUP_CHECK_AFTER=300ms PQDEDUP_CHECK_TIMEOUT=1s LABELS faults)
+                 ARGS 400 ENV PQDEDUP_CHECK_AFTER=300ms PQDEDUP_CHECK_TIMEOUT=2s LABELS faults)
 # Three held connections idle (no kept one) when the path freezes: a connect takes one idle
 # handle's server connection, gives up on its reset after PQDEDUP_CHECK_TIMEOUT (one wait in
-# all, whatever it tries) and opens its own (1s + 2s; plain libpq: 2s); the next connect does
+# all, whatever it tries) and opens its own (2s + 2s; plain libpq: 2s); the next connect does
 # not wait again; each held connection works after the thaw, as plain libpq's.
 pqdedup_add_test(NAME fault_netfreeze_held_handles PROGRAM test_fault_netfreeze
-                 ARGS held 3 ENV PQDEDUP_CHECK_TIMEOUT=1s LABELS faults)
+                 ARGS held 3 ENV PQDEDUP_CHECK_TIMEOUT=2s LABELS faults)
 # The documented gap, default settings: a path that froze within PQDEDUP_CHECK_AFTER (30s) of
 # the kept connection's last use is not noticed at connect (no round trip); the app's first
 # query waits as on any open connection, and completes exactly once when the path answers.
