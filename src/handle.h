@@ -193,14 +193,13 @@ bool handle_remember_view(struct handle *h, struct session_view **shared);
 void handle_forget_view(struct handle *h);
 
 /* Makes `failed`, a connection libpq failed to open, h's own (h has no connection; the caller
- * sets h's state): its
- * message is the reason PQerrorMessage gives first from now on, whatever libpq says of the
- * calls that fail on that account. */
+ * sets h's state): its message is the reason PQerrorMessage gives first from now on, whatever
+ * libpq says of the calls that fail on that account. */
 void handle_take_failure(struct handle *h, PGconn *failed);
 
 /* Makes h's connection (it has none) a failed one that pqdedup made to fail for `why` (the
- * caller sets h's state): PQerrorMessage says `why`, then what libpq says of later calls; libpq's own words
- * for the stand-in are never shown. Out of memory, h->conn may be NULL. */
+ * caller sets h's state): PQerrorMessage says `why`, then what libpq says of later calls;
+ * libpq's own words for the stand-in are never shown. Out of memory, h->conn may be NULL. */
 void handle_fail(struct handle *h, const char *why);
 
 /* Drops one reference to a view; frees it with the last. NULL is allowed. */

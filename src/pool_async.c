@@ -146,13 +146,11 @@ void acquire_async(struct handle *h, const struct connect_call *call, bool polle
     bool pressure = at_cap(b) || now < b->refused_until_ns;
     struct server_conn *s = pool_is_shutting_down() ? NULL : pick_free(b, now, true, pressure, &to_close);
     struct handle *victim = s == NULL && b->free == NULL && !pool_is_shutting_down() ? pick_idle_handle(b, now, pressure) : NULL;
-    /* Why h waited, if it did: the server's refusal, or pqdedup's stand-in (made again if h
-     * waits on). No longer needed unless h waits; closed below. */
+    /* Why h waited, if it did: the server's refusal, or pqdedup's stand-in (h->stand_in). Kept
+     * if h waits on (a wake does not make a new one), else closed below. */
     PGconn *reason = h->conn;
     bool reason_is_stand_in = h->stand_in;
     h->conn = NULL;
-    if (reason_is_stand_in)
-        handle_forget_view(h);
     char why[600];
     const char *send = NULL;  /* what to send on s once unlocked */
     if (victim != NULL) {
@@ -187,17 +185,17 @@ void acquire_async(struct handle *h, const struct connect_call *call, bool polle
             b->open--;
             wake_waiters(b);
             if (conn != NULL)
-                h->conn = conn;
+                handle_take_failure(h, conn);
             else
                 handle_fail(h, "pqdedup: out of memory");
             handle_set_state(h, HANDLE_DIRECT);
         }
     } else if (now < h->wait_deadline_ns && !pool_is_shutting_down()) {
         bool opened = start_waiting(h, b, now);
-        if (reason == NULL || reason_is_stand_in) {
+        if (reason == NULL) {
             refusal_reason(b, !opened, why, sizeof why);
             handle_fail(h, why);
-        } else {
+        } else { /* the same reason, as it was */
             h->conn = reason;
             reason = NULL;
         }
@@ -221,6 +219,8 @@ void acquire_async(struct handle *h, const struct connect_call *call, bool polle
         }
         handle_set_state(h, HANDLE_DIRECT);
     }
+    if (reason_is_stand_in && reason != NULL && h->state != HANDLE_DIRECT)
+        handle_forget_view(h); /* bound or connecting: the stand-in's reason goes with it */
     /* libpq's connect failed inside PQconnectStart*: the caller hands libpq's connection to the
      * app and gives the handle back. Failed in a poll, or for pqdedup's reason: the handle
      * stays, with its key (PQreset tries again). */
